@@ -1,0 +1,209 @@
+//! Decoding request bodies and encoding responses, so that authors rarely touch bytes.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Error, Request, Response};
+
+/// The content type of JSON bodies, and the default when a request names none.
+pub const JSON: &str = "application/json";
+/// The content type of CSV bodies: one row per line, no header.
+pub const CSV: &str = "text/csv";
+
+/// A dense matrix of numbers, row-major: one row per example, one column per feature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    /// The number of rows.
+    pub rows: usize,
+    /// The number of columns; every row has this many.
+    pub cols: usize,
+    /// `rows * cols` values, row after row.
+    pub data: Vec<f64>,
+}
+
+impl Matrix {
+    /// Builds a matrix from rows that must all have the same length.
+    pub fn from_rows(rows: Vec<Vec<f64>>) -> Result<Self, Error> {
+        let cols = rows.first().map_or(0, Vec::len);
+        let mut data = Vec::with_capacity(rows.len() * cols);
+        for (index, row) in rows.iter().enumerate() {
+            if row.len() != cols {
+                return Err(Error::invalid_input(format!(
+                    "row {index} has {} values but row 0 has {cols}; every row needs the same number of features",
+                    row.len()
+                )));
+            }
+            data.extend_from_slice(row);
+        }
+        Ok(Matrix {
+            rows: rows.len(),
+            cols,
+            data,
+        })
+    }
+
+    /// The rows, each a slice of `cols` values.
+    pub fn rows(&self) -> impl Iterator<Item = &[f64]> {
+        // `max(1)` keeps `chunks_exact` valid for a matrix with no columns.
+        self.data.chunks_exact(self.cols.max(1))
+    }
+}
+
+impl Request {
+    /// A JSON request with `body`, as a client would send it; handy in tests.
+    pub fn json_body(body: impl Into<Vec<u8>>) -> Self {
+        Request {
+            content_type: JSON.to_string(),
+            accept: String::new(),
+            body: body.into(),
+            attributes: String::new(),
+        }
+    }
+
+    /// Decodes a JSON body into `T`; a body that does not fit is invalid input.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            Error::invalid_input(format!("the body is not the JSON this model expects: {e}"))
+        })
+    }
+
+    /// Decodes the body as a matrix: JSON rows such as `[[0.5],[1.0]]`, or
+    /// CSV (`text/csv`) with one row per line and no header.
+    pub fn matrix(&self) -> Result<Matrix, Error> {
+        match media_type(&self.content_type).as_str() {
+            "" | JSON => Matrix::from_rows(self.json::<Vec<Vec<f64>>>().map_err(|_| {
+                Error::invalid_input(
+                    "expected a JSON array of rows of numbers, such as [[0.5],[1.0]]",
+                )
+            })?),
+            CSV => parse_csv(&self.body),
+            other => Err(Error::invalid_input(format!(
+                "unsupported content type {other:?}: send {JSON} or {CSV}"
+            ))),
+        }
+    }
+}
+
+impl Response {
+    /// A JSON response holding `value`.
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
+        let body = serde_json::to_vec(value)
+            .map_err(|e| Error::internal(format!("cannot encode the response as JSON: {e}")))?;
+        Ok(Response {
+            content_type: JSON.to_string(),
+            body,
+        })
+    }
+}
+
+/// The media type of a `Content-Type` value, lower-cased, without parameters.
+fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn parse_csv(body: &[u8]) -> Result<Matrix, Error> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| Error::invalid_input("the CSV body is not valid UTF-8"))?;
+    let rows = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(line_index, line)| {
+            line.split(',')
+                .enumerate()
+                .map(|(col, cell)| {
+                    cell.trim().parse::<f64>().map_err(|_| {
+                        Error::invalid_input(format!(
+                            "CSV line {}, column {}: {:?} is not a number",
+                            line_index + 1,
+                            col + 1,
+                            cell.trim()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<f64>, Error>>()
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Matrix::from_rows(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(content_type: &str, body: &str) -> Request {
+        Request {
+            content_type: content_type.into(),
+            accept: String::new(),
+            body: body.as_bytes().to_vec(),
+            attributes: String::new(),
+        }
+    }
+
+    fn invalid_message(result: Result<Matrix, Error>) -> String {
+        match result {
+            Err(Error::InvalidInput(message)) => message,
+            other => panic!("expected invalid input, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_matrix_is_read_row_major() {
+        let m = request("application/json", "[[1, 2], [3.5, 4]]")
+            .matrix()
+            .unwrap();
+        assert_eq!((m.rows, m.cols), (2, 2));
+        assert_eq!(m.data, vec![1.0, 2.0, 3.5, 4.0]);
+        assert_eq!(m.rows().nth(1), Some(&[3.5, 4.0][..]));
+    }
+
+    #[test]
+    fn missing_content_type_means_json_and_parameters_are_ignored() {
+        assert_eq!(request("", "[[0.5]]").matrix().unwrap().data, vec![0.5]);
+        let m = request("Application/JSON; charset=utf-8", "[[0.5]]")
+            .matrix()
+            .unwrap();
+        assert_eq!(m.data, vec![0.5]);
+    }
+
+    #[test]
+    fn csv_rows_are_read_and_blank_lines_skipped() {
+        let m = request("text/csv", "1,2\n\n3, 4\r\n").matrix().unwrap();
+        assert_eq!((m.rows, m.cols), (2, 2));
+        assert_eq!(m.data, vec![1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn ragged_rows_are_invalid_input() {
+        let message = invalid_message(request(JSON, "[[1,2],[3]]").matrix());
+        assert!(message.contains("row 1 has 1 values"), "{message}");
+    }
+
+    #[test]
+    fn hostile_bodies_are_invalid_input_not_panics() {
+        for body in ["", "{", "[[\"a\"]]", "[1,2]", "null", "[[1e999999]]"] {
+            invalid_message(request(JSON, body).matrix());
+        }
+        let message = invalid_message(request(CSV, "1,x").matrix());
+        assert!(message.contains("line 1, column 2"), "{message}");
+        let bytes = Request {
+            body: vec![0xff, 0xfe],
+            ..request(CSV, "")
+        };
+        invalid_message(bytes.matrix());
+        let message = invalid_message(request("image/png", "[[1]]").matrix());
+        assert!(message.contains("image/png"), "{message}");
+    }
+
+    #[test]
+    fn json_response_has_json_content_type() {
+        let response = Response::json(&[1.5, 2.0]).unwrap();
+        assert_eq!(response.content_type, JSON);
+        assert_eq!(response.body, b"[1.5,2.0]");
+    }
+}

@@ -1,0 +1,152 @@
+//! Write a [Wasm MME](https://github.com/) model in Rust.
+//!
+//! A model is a type that implements [`Model`]: `load` runs once per instance
+//! and reads the model's artifacts from `/model` with plain `std::fs`;
+//! `predict` answers one request (or override `predict_batch` to answer a
+//! whole batch at once). One macro, [`export_model!`], turns the type into a
+//! WebAssembly component of the `mme:model/model` world. Build it with
+//! `cargo build --target wasm32-wasip2` and package it with `mme package`.
+//!
+//! The helpers decode the usual request bodies ([`Request::matrix`] reads a
+//! JSON matrix such as `[[0.5],[1.0]]` or CSV rows) and encode responses
+//! ([`Response::json`]).
+//!
+//! # Example
+//!
+//! ```
+//! use mme_guest::{Config, Error, Model, Request, Response};
+//!
+//! /// Predicts `y = slope * x + intercept`, with both numbers read from `/model`.
+//! struct Line {
+//!     slope: f64,
+//!     intercept: f64,
+//! }
+//!
+//! impl Model for Line {
+//!     fn load(_config: &Config) -> Result<Self, Error> {
+//!         // A real model reads its artifacts here, e.g. std::fs::read("/model/line.json").
+//!         Ok(Line { slope: 2.0, intercept: 1.0 })
+//!     }
+//!
+//!     fn predict(&self, request: Request) -> Result<Response, Error> {
+//!         let rows = request.matrix()?;
+//!         let y: Vec<f64> = rows.rows().map(|x| self.slope * x[0] + self.intercept).collect();
+//!         Response::json(&y)
+//!     }
+//! }
+//!
+//! mme_guest::export_model!(Line);
+//! # let line = Line::load(&Config::default()).unwrap();
+//! # let out = line.predict(Request::json_body("[[0.5]]")).unwrap();
+//! # assert_eq!(out.body, b"[2.0]");
+//! ```
+
+mod body;
+mod config;
+
+pub use body::Matrix;
+pub use config::Config;
+
+/// The bindings of the `mme:model` world, generated from `wit/`.
+///
+/// Authors do not use them directly; [`export_model!`] wires a [`Model`] to them.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "model",
+        pub_export_macro: true,
+        export_macro_name: "__export_model_world",
+        default_bindings_module: "mme_guest::bindings",
+    });
+}
+
+/// Why a model could not answer: bad input (HTTP 400) or its own failure (HTTP 500).
+pub use bindings::mme::model::types::Error;
+/// One inference request: content type, accepted type, body bytes and the
+/// caller's custom attributes.
+pub use bindings::mme::model::types::Request;
+/// One inference response: content type and body bytes.
+pub use bindings::mme::model::types::Response;
+
+/// What a model author implements.
+pub trait Model: Sized + 'static {
+    /// Builds the model once per instance. Artifacts are under `/model`
+    /// (read-only); `config` holds the `option.*` entries of `serving.properties`.
+    fn load(config: &Config) -> Result<Self, Error>;
+
+    /// Answers one request.
+    fn predict(&self, request: Request) -> Result<Response, Error>;
+
+    /// Answers a batch, one result per request, in order. The default calls
+    /// [`Model::predict`] for each; override it when the model is faster on
+    /// a whole batch.
+    fn predict_batch(&self, batch: Vec<Request>) -> Vec<Result<Response, Error>> {
+        batch
+            .into_iter()
+            .map(|request| self.predict(request))
+            .collect()
+    }
+}
+
+impl Error {
+    /// The caller's input is unusable; the host answers HTTP 400 with `message`.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Error::InvalidInput(message.into())
+    }
+
+    /// The model failed; the host answers HTTP 500 with `message`.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal(message.into())
+    }
+}
+
+/// Exports a [`Model`] type as the component's implementation of `mme:model/model`.
+///
+/// Call it once, at the top level of the model's crate.
+#[macro_export]
+macro_rules! export_model {
+    ($model:ty) => {
+        const _: () = {
+            ::std::thread_local! {
+                static MODEL: ::core::cell::RefCell<::core::option::Option<$model>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+
+            struct MmeExport;
+
+            impl $crate::bindings::Guest for MmeExport {
+                fn load(
+                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::core::result::Result<(), $crate::Error> {
+                    let config = $crate::Config::new(config);
+                    let model = <$model as $crate::Model>::load(&config)?;
+                    MODEL.with(|slot| *slot.borrow_mut() = ::core::option::Option::Some(model));
+                    ::core::result::Result::Ok(())
+                }
+
+                fn predict(
+                    batch: ::std::vec::Vec<$crate::Request>,
+                ) -> ::std::vec::Vec<::core::result::Result<$crate::Response, $crate::Error>>
+                {
+                    MODEL.with(|slot| match &*slot.borrow() {
+                        ::core::option::Option::Some(model) => {
+                            <$model as $crate::Model>::predict_batch(model, batch)
+                        }
+                        ::core::option::Option::None => $crate::__not_loaded(batch.len()),
+                    })
+                }
+            }
+
+            $crate::bindings::__export_model_world!(MmeExport with_types_in $crate::bindings);
+        };
+    };
+}
+
+/// The answer to a `predict` that arrives before a successful `load`.
+#[doc(hidden)]
+pub fn __not_loaded(count: usize) -> Vec<Result<Response, Error>> {
+    (0..count)
+        .map(|_| Err(Error::internal("predict was called before load succeeded")))
+        .collect()
+}

@@ -1,0 +1,125 @@
+//! Every error the HTTP surface can answer, mapped to a status in one place.
+//!
+//! The body is JSON in DJL Serving's shape: `{"code", "type", "message"}`,
+//! with a message a person can act on.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::registry::{LoadError, PredictError};
+use crate::runtime::{CallError, GuestError, RuntimeError};
+use crate::store::StoreError;
+
+/// Seconds a client is asked to wait when the server is out of capacity.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable, machine-readable name.
+    pub kind: &'static str,
+    /// What happened and what to do.
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: u16,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    /// An error with `status`, `kind` and `message`.
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            code: self.status.as_u16(),
+            kind: self.kind,
+            message: &self.message,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::TOO_MANY_REQUESTS
+        {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
+    }
+}
+
+impl From<LoadError> for ApiError {
+    fn from(error: LoadError) -> Self {
+        let message = error.to_string();
+        match error {
+            LoadError::Store(StoreError::InvalidName { .. }) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "InvalidModelName", message)
+            }
+            LoadError::Store(StoreError::NotFound { .. }) => {
+                ApiError::new(StatusCode::NOT_FOUND, "ModelNotFound", message)
+            }
+            LoadError::Broken { .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ModelLoadFailed",
+                message,
+            ),
+            LoadError::ShuttingDown(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", message)
+            }
+        }
+    }
+}
+
+impl From<PredictError> for ApiError {
+    fn from(error: PredictError) -> Self {
+        let message = error.to_string();
+        match error {
+            PredictError::Load(load) => load.into(),
+            PredictError::Guest(GuestError::InvalidInput(_)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "InvalidInput", message)
+            }
+            PredictError::Guest(GuestError::Internal(_)) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ModelError", message)
+            }
+            PredictError::Call(CallError::Deadline(_)) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "ModelTimeout", message)
+            }
+            PredictError::Call(CallError::Trap(_)) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ModelCrashed", message)
+            }
+            PredictError::Call(CallError::Load(_)) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ModelLoadFailed",
+                message,
+            ),
+            PredictError::Runtime(RuntimeError::Instantiate(_)) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NoCapacity",
+                format!("{message}; retry later"),
+            ),
+            PredictError::Runtime(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "RuntimeError", message)
+            }
+            PredictError::ShuttingDown(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", message)
+            }
+        }
+    }
+}

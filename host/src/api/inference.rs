@@ -1,0 +1,89 @@
+//! Inference routes: DJL's and TorchServe's `POST /predictions/{model}`.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState};
+use crate::metrics::RequestLabels;
+use crate::runtime::Request;
+
+/// The `model` label of requests for models that are not loaded.
+const UNKNOWN_MODEL_LABEL: &str = "_unknown";
+
+/// SageMaker's pass-through header for per-request attributes.
+pub const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";
+
+/// `POST /predictions/{model}`: runs the model on the body, loading it first if needed.
+pub async fn predictions(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = predict(&state, &model, &headers, body).await;
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(error) => error.status,
+    };
+    // Only loaded models become label values: random names must not grow the metrics.
+    let label = if state.registry.get_loaded(&model).is_some() {
+        model
+    } else {
+        UNKNOWN_MODEL_LABEL.to_string()
+    };
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            model: label,
+            status: status.as_u16(),
+        })
+        .inc();
+    match result {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn predict(
+    state: &AppState,
+    model: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(body, state.max_request_bytes).await?;
+    let request = Request {
+        content_type: header_text(headers, header::CONTENT_TYPE.as_str()),
+        accept: header_text(headers, header::ACCEPT.as_str()),
+        body,
+        attributes: header_text(headers, CUSTOM_ATTRIBUTES),
+    };
+    let response = state.registry.predict(model, request).await?;
+    let content_type = HeaderValue::from_str(&response.content_type)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+    Ok(([(header::CONTENT_TYPE, content_type)], response.body).into_response())
+}
+
+/// Reads the body up to `limit` bytes; more is a 413 that says the limit.
+pub async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map(|bytes| bytes.to_vec())
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                format!("the request body is larger than {limit} bytes or could not be read"),
+            )
+        })
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}

@@ -1,0 +1,47 @@
+//! The HTTP surface: routers only, no state of their own. Every handler
+//! reads the shared [`AppState`] and maps errors through [`ApiError`].
+
+mod error;
+mod health;
+mod inference;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{StatusCode, Uri};
+use axum::routing::{get, post};
+
+pub use error::ApiError;
+
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The loaded models.
+    pub registry: Arc<Registry>,
+    /// The server's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The largest request body accepted (413 beyond it).
+    pub max_request_bytes: usize,
+}
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ping", get(health::ping))
+        .route("/metrics", get(health::metrics))
+        .route("/predictions/{model}", post(inference::predictions))
+        .fallback(unknown_route)
+        .with_state(state)
+}
+
+async fn unknown_route(uri: Uri) -> ApiError {
+    let path: String = uri.path().chars().take(200).collect();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "UnknownRoute",
+        format!("no route for {path}"),
+    )
+}

@@ -1,0 +1,44 @@
+//! Server settings and their defaults, in one place.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Default listen address: SageMaker's port, on every interface.
+pub const DEFAULT_BIND: &str = "0.0.0.0:8080";
+/// Default cap on a request body: SageMaker's real-time payload limit.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 6 << 20;
+/// Default cap on a response body.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 6 << 20;
+
+/// Everything `mme serve` needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// The folder that holds `<model>.tar.gz` packages or `<model>/` folders.
+    pub model_store: PathBuf,
+    /// Where compiled components and unpacked packages are kept.
+    pub cache_dir: PathBuf,
+    /// Threads that run wasm.
+    pub compute_threads: usize,
+    /// Instances alive at once, across all models.
+    pub max_instances: u32,
+    /// Cap on one instance's linear memory, in bytes.
+    pub max_instance_memory_bytes: usize,
+    /// Cap on a request body, in bytes.
+    pub max_request_bytes: usize,
+    /// Cap on a response body, in bytes.
+    pub max_response_bytes: usize,
+}
+
+/// The cache folder when none is given: `$XDG_CACHE_HOME/mme`, else
+/// `$HOME/.cache/mme`, else a folder under the system's temporary folder.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("mme");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".cache").join("mme");
+    }
+    std::env::temp_dir().join("mme-cache")
+}

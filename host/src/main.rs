@@ -1,0 +1,215 @@
+//! The `mme` command: serve models, package them, check a package, load-test a server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use mme_host::bench::{self, BenchConfig, Pattern};
+use mme_host::config::{self, ServerConfig};
+use mme_host::package::{self, PackageSpec};
+use mme_host::runtime::{DEFAULT_MAX_INSTANCE_MEMORY, DEFAULT_MAX_INSTANCES};
+use mme_host::{inspect, server, wlm};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "mme",
+    version,
+    about = "Wasm MME: serve thousands of WebAssembly models from one process"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the models of a model store over HTTP.
+    Serve(ServeArgs),
+    /// Write a model package (model.tar.gz).
+    Package(PackageArgs),
+    /// Check a package without serving it: unpack, parse, compile, instantiate, load.
+    Inspect(InspectArgs),
+    /// Load-test a running server with one of the traffic patterns.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Folder of `<model>.tar.gz` packages or `<model>/` folders, loaded on first request.
+    #[arg(long, env = "MME_MODEL_STORE", default_value = "/opt/ml/models")]
+    model_store: PathBuf,
+    /// Address to listen on [default: 0.0.0.0:8080, or the port in SAGEMAKER_BIND_TO_PORT].
+    #[arg(long, env = "MME_BIND")]
+    bind: Option<SocketAddr>,
+    /// Folder for compiled components and unpacked packages [default: $XDG_CACHE_HOME/mme or ~/.cache/mme].
+    #[arg(long, env = "MME_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Threads that run wasm [default: the usable cores].
+    #[arg(long, env = "MME_COMPUTE_THREADS")]
+    compute_threads: Option<usize>,
+    /// Wasm instances alive at once, across all models.
+    #[arg(long, default_value_t = DEFAULT_MAX_INSTANCES)]
+    max_instances: u32,
+    /// Cap on one instance's memory, in MiB.
+    #[arg(long, default_value_t = (DEFAULT_MAX_INSTANCE_MEMORY >> 20) as u64)]
+    max_instance_memory_mb: u64,
+    /// Cap on a request body, in bytes (413 beyond it).
+    #[arg(long, default_value_t = config::DEFAULT_MAX_REQUEST_BYTES)]
+    max_request_bytes: usize,
+}
+
+#[derive(Args)]
+struct PackageArgs {
+    /// The model's component, built for wasm32-wasip2.
+    #[arg(long)]
+    wasm: PathBuf,
+    /// A file to ship beside model.wasm; repeat for more.
+    #[arg(long = "artifact")]
+    artifacts: Vec<PathBuf>,
+    /// A serving.properties entry, `key=value`; repeat for more.
+    #[arg(long = "property", value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+    /// Where to write the package.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The package: a .tar.gz file or an unpacked folder.
+    package: PathBuf,
+    /// Also send this JSON body to the model and print the answer.
+    #[arg(long)]
+    body: Option<String>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Models `<prefix>0` … `<prefix><N-1>`.
+    #[arg(long, default_value_t = 1000)]
+    models: usize,
+    /// The models' name prefix.
+    #[arg(long, default_value = "sklearn-")]
+    prefix: String,
+    /// Traffic pattern: even, hot or few-hot; repeat to run several.
+    #[arg(long = "pattern", default_value = "even")]
+    patterns: Vec<Pattern>,
+    /// How long to measure each pattern, such as 10s.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// How long to send before measuring.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Request body.
+    #[arg(long, default_value = "[[0.5]]")]
+    body: String,
+    /// Seed of the model choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected key=value, got {text:?}"))
+}
+
+fn default_bind() -> anyhow::Result<SocketAddr> {
+    let mut bind: SocketAddr = config::DEFAULT_BIND.parse()?;
+    if let Ok(port) = std::env::var("SAGEMAKER_BIND_TO_PORT") {
+        bind.set_port(
+            port.parse()
+                .with_context(|| format!("SAGEMAKER_BIND_TO_PORT={port:?} is not a port"))?,
+        );
+    }
+    Ok(bind)
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Package(args) => {
+            let wasm = std::fs::read(&args.wasm)
+                .with_context(|| format!("cannot read {}", args.wasm.display()))?;
+            package::build(
+                &PackageSpec {
+                    wasm: &wasm,
+                    artifacts: &args.artifacts,
+                    properties: &args.properties,
+                },
+                &args.output,
+            )?;
+            println!("wrote {}", args.output.display());
+            Ok(())
+        }
+        Command::Inspect(args) => {
+            let report = inspect::inspect(&args.package, args.body.as_deref().map(str::as_bytes))
+                .with_context(|| {
+                format!("{} is not a usable package", args.package.display())
+            })?;
+            print!("{report}");
+            Ok(())
+        }
+        Command::Bench(args) => bench_command(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServerConfig {
+        bind: match args.bind {
+            Some(bind) => bind,
+            None => default_bind()?,
+        },
+        model_store: args.model_store,
+        cache_dir: args.cache_dir.unwrap_or_else(config::default_cache_dir),
+        compute_threads: args.compute_threads.unwrap_or_else(wlm::usable_cores),
+        max_instances: args.max_instances,
+        max_instance_memory_bytes: usize::try_from(args.max_instance_memory_mb << 20)
+            .context("--max-instance-memory-mb is too large")?,
+        max_request_bytes: args.max_request_bytes,
+        max_response_bytes: config::DEFAULT_MAX_RESPONSE_BYTES,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(server::run(config))
+}
+
+fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    println!("{}", bench::TABLE_HEADER);
+    for pattern in args.patterns {
+        let config = BenchConfig {
+            url: args.url.clone(),
+            models: args.models,
+            prefix: args.prefix.clone(),
+            pattern,
+            duration: args.duration,
+            warmup: args.warmup,
+            connections: args.connections,
+            body: args.body.clone(),
+            seed: args.seed,
+        };
+        let report = runtime.block_on(bench::run(&config))?;
+        println!("{report}");
+    }
+    Ok(())
+}

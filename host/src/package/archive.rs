@@ -1,0 +1,422 @@
+//! The `model.tar.gz` archive: writing one, and unpacking an untrusted one.
+//!
+//! Unpacking accepts only plain files and folders at relative paths, and
+//! counts every byte it writes, so that traversal, links, devices and
+//! decompression bombs all end in an error before they touch anything
+//! outside the destination.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use tar::EntryType;
+use thiserror::Error;
+
+/// Caps that bound what one archive may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest archive file accepted, in bytes.
+    pub max_compressed_bytes: u64,
+    /// Largest total of unpacked file sizes, in bytes.
+    pub max_unpacked_bytes: u64,
+    /// Most entries (files and folders) accepted.
+    pub max_entries: usize,
+}
+
+impl Default for Limits {
+    /// Generous for wasm models (a large one is tens of MB), small enough that a bomb fails fast.
+    fn default() -> Self {
+        Limits {
+            max_compressed_bytes: 1 << 30,
+            max_unpacked_bytes: 4 << 30,
+            max_entries: 10_000,
+        }
+    }
+}
+
+/// Why an archive was refused; each names the entry where one is at fault.
+#[derive(Debug, Error)]
+pub enum ArchiveError {
+    /// Reading or writing failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The archive file is over [`Limits::max_compressed_bytes`].
+    #[error("the archive is {size} bytes; the limit is {limit}")]
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The cap.
+        limit: u64,
+    },
+    /// Unpacking would write more than [`Limits::max_unpacked_bytes`].
+    #[error("the archive unpacks to more than {limit} bytes (a decompression bomb?)")]
+    UnpackedTooLarge {
+        /// The cap.
+        limit: u64,
+    },
+    /// More than [`Limits::max_entries`] entries.
+    #[error("the archive has more than {limit} entries")]
+    TooManyEntries {
+        /// The cap.
+        limit: usize,
+    },
+    /// An absolute path, `..`, or an unreadable name.
+    #[error("entry {path:?} has an unsafe path: {reason}")]
+    UnsafePath {
+        /// The path as stored.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A symlink, hardlink, device, fifo or other non-plain entry.
+    #[error("entry {path:?} is a {kind}; only plain files and folders are allowed")]
+    UnsupportedEntry {
+        /// The path as stored.
+        path: String,
+        /// What kind of entry it is.
+        kind: String,
+    },
+    /// The same file twice.
+    #[error("entry {path:?} appears twice")]
+    DuplicateEntry {
+        /// The path as stored.
+        path: String,
+    },
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> ArchiveError {
+    let context = context.into();
+    move |source| ArchiveError::Io { context, source }
+}
+
+/// Unpacks the gzipped tar at `archive` into `dest`, which must exist and be empty.
+pub fn unpack(archive: &Path, dest: &Path, limits: &Limits) -> Result<(), ArchiveError> {
+    let file =
+        File::open(archive).map_err(io_error(format!("cannot open {}", archive.display())))?;
+    let size = file
+        .metadata()
+        .map_err(io_error("cannot read the archive's size"))?
+        .len();
+    if size > limits.max_compressed_bytes {
+        return Err(ArchiveError::TooLarge {
+            size,
+            limit: limits.max_compressed_bytes,
+        });
+    }
+    unpack_reader(io::BufReader::new(file), dest, limits)
+}
+
+/// Unpacks a gzipped tar stream into `dest`; the caps apply as in [`unpack`].
+pub fn unpack_reader(reader: impl Read, dest: &Path, limits: &Limits) -> Result<(), ArchiveError> {
+    let mut archive = tar::Archive::new(GzDecoder::new(reader));
+    let mut written: u64 = 0;
+    let entries = archive
+        .entries()
+        .map_err(io_error("not a gzipped tar archive"))?;
+    for (index, entry) in entries.enumerate() {
+        if index >= limits.max_entries {
+            return Err(ArchiveError::TooManyEntries {
+                limit: limits.max_entries,
+            });
+        }
+        let mut entry = entry.map_err(io_error("the archive is corrupt or not a gzipped tar"))?;
+        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let kind = entry.header().entry_type();
+        match kind {
+            EntryType::XGlobalHeader => continue,
+            EntryType::Regular | EntryType::Continuous | EntryType::Directory => {}
+            other => {
+                return Err(ArchiveError::UnsupportedEntry {
+                    path: raw_path,
+                    kind: describe(other),
+                });
+            }
+        }
+        let relative = safe_relative_path(&raw_path)?;
+        let Some(relative) = relative else { continue };
+        let target = dest.join(&relative);
+        if kind == EntryType::Directory {
+            std::fs::create_dir_all(&target)
+                .map_err(io_error(format!("cannot create folder {raw_path:?}")))?;
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io_error(format!(
+                "cannot create the folder of {raw_path:?}"
+            )))?;
+        }
+        let remaining = limits.max_unpacked_bytes.saturating_sub(written);
+        if entry.size() > remaining {
+            return Err(ArchiveError::UnpackedTooLarge {
+                limit: limits.max_unpacked_bytes,
+            });
+        }
+        let mut out = match File::create_new(&target) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(ArchiveError::DuplicateEntry { path: raw_path });
+            }
+            Err(e) => return Err(io_error(format!("cannot create {raw_path:?}"))(e)),
+        };
+        // The header's size is checked above, but the stream is what counts.
+        let copied = io::copy(&mut (&mut entry).take(remaining + 1), &mut out)
+            .map_err(io_error(format!("cannot unpack {raw_path:?}")))?;
+        if copied > remaining {
+            return Err(ArchiveError::UnpackedTooLarge {
+                limit: limits.max_unpacked_bytes,
+            });
+        }
+        written += copied;
+    }
+    Ok(())
+}
+
+/// The path of an entry inside the destination, or `None` for the root itself (`./`).
+fn safe_relative_path(raw: &str) -> Result<Option<PathBuf>, ArchiveError> {
+    let unsafe_path = |reason| ArchiveError::UnsafePath {
+        path: raw.to_string(),
+        reason,
+    };
+    if raw.contains('\0') {
+        return Err(unsafe_path("it contains a NUL byte"));
+    }
+    let mut relative = PathBuf::new();
+    for component in Path::new(raw).components() {
+        match component {
+            Component::Normal(part) => relative.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => return Err(unsafe_path("it contains `..`")),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(unsafe_path("it is absolute"));
+            }
+        }
+    }
+    Ok((!relative.as_os_str().is_empty()).then_some(relative))
+}
+
+fn describe(kind: EntryType) -> String {
+    match kind {
+        EntryType::Symlink => "symlink".into(),
+        EntryType::Link => "hardlink".into(),
+        EntryType::Char => "character device".into(),
+        EntryType::Block => "block device".into(),
+        EntryType::Fifo => "fifo".into(),
+        other => format!("{other:?} entry"),
+    }
+}
+
+/// One file to put in an archive: its name inside, and its bytes.
+pub struct ArchiveFile<'a> {
+    /// Relative path inside the archive.
+    pub name: &'a str,
+    /// Contents.
+    pub bytes: &'a [u8],
+}
+
+/// Writes a gzipped tar of `files` to `out`, with fixed owners, modes and
+/// times, so the same inputs always give the same archive.
+pub fn write(out: impl Write, files: &[ArchiveFile<'_>]) -> io::Result<()> {
+    let mut builder = tar::Builder::new(GzEncoder::new(out, Compression::default()));
+    for file in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(EntryType::Regular);
+        header.set_size(file.bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        builder.append_data(&mut header, file.name, file.bytes)?;
+    }
+    builder.into_inner()?.finish()?.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a gzipped tar with raw headers, so tests can write what a
+    /// well-behaved builder refuses to (absolute paths, `..`, links).
+    fn hostile(entries: &[(&str, EntryType, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+        for (path, kind, bytes) in entries {
+            let mut header = tar::Header::new_old();
+            let name = &mut header.as_old_mut().name;
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            header.set_entry_type(*kind);
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            if matches!(kind, EntryType::Symlink | EntryType::Link) {
+                header.set_link_name("/etc/passwd").unwrap();
+            }
+            header.set_cksum();
+            builder.append(&header, *bytes).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap()
+    }
+
+    fn unpack_bytes(
+        bytes: &[u8],
+        limits: &Limits,
+    ) -> (tempfile::TempDir, Result<(), ArchiveError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        let result = unpack_reader(bytes, &dest, limits);
+        (dir, result)
+    }
+
+    /// Every file under `root`, as relative paths.
+    fn files_under(root: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    found.push(path.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn written_archive_unpacks_to_the_same_files() {
+        let mut bytes = Vec::new();
+        write(
+            &mut bytes,
+            &[
+                ArchiveFile {
+                    name: "model.wasm",
+                    bytes: b"wasm",
+                },
+                ArchiveFile {
+                    name: "weights/w.bin",
+                    bytes: b"123",
+                },
+            ],
+        )
+        .unwrap();
+        let (dir, result) = unpack_bytes(&bytes, &Limits::default());
+        result.unwrap();
+        let out = dir.path().join("out");
+        assert_eq!(files_under(&out), vec!["model.wasm", "weights/w.bin"]);
+        assert_eq!(std::fs::read(out.join("weights/w.bin")).unwrap(), b"123");
+    }
+
+    #[test]
+    fn traversal_and_absolute_paths_are_refused_and_nothing_escapes() {
+        for path in ["../evil", "a/../../evil", "/tmp/evil", "./../evil"] {
+            let bytes = hostile(&[(path, EntryType::Regular, b"x")]);
+            let (dir, result) = unpack_bytes(&bytes, &Limits::default());
+            assert!(
+                matches!(result, Err(ArchiveError::UnsafePath { .. })),
+                "{path}: {result:?}"
+            );
+            assert_eq!(files_under(dir.path()), Vec::<String>::new(), "{path}");
+        }
+    }
+
+    #[test]
+    fn links_devices_and_fifos_are_refused() {
+        for (kind, word) in [
+            (EntryType::Symlink, "symlink"),
+            (EntryType::Link, "hardlink"),
+            (EntryType::Char, "character device"),
+            (EntryType::Block, "block device"),
+            (EntryType::Fifo, "fifo"),
+        ] {
+            let bytes = hostile(&[("model.wasm", kind, b"")]);
+            let (dir, result) = unpack_bytes(&bytes, &Limits::default());
+            let message = result.unwrap_err().to_string();
+            assert!(message.contains(word), "{message}");
+            assert_eq!(files_under(dir.path()), Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_unpacked_cap() {
+        let zeros = vec![0u8; 8 << 20];
+        let bytes = hostile(&[("model.wasm", EntryType::Regular, &zeros)]);
+        assert!(bytes.len() < 64 << 10, "the bomb compresses well");
+        let limits = Limits {
+            max_unpacked_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let (_dir, result) = unpack_bytes(&bytes, &limits);
+        assert!(
+            matches!(result, Err(ArchiveError::UnpackedTooLarge { .. })),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn too_many_entries_is_refused() {
+        let names: Vec<String> = (0..50).map(|i| format!("f{i}")).collect();
+        let entries: Vec<_> = names
+            .iter()
+            .map(|n| (n.as_str(), EntryType::Regular, &b"x"[..]))
+            .collect();
+        let limits = Limits {
+            max_entries: 10,
+            ..Limits::default()
+        };
+        let (_dir, result) = unpack_bytes(&hostile(&entries), &limits);
+        assert!(matches!(
+            result,
+            Err(ArchiveError::TooManyEntries { limit: 10 })
+        ));
+    }
+
+    #[test]
+    fn duplicate_entries_are_refused() {
+        let bytes = hostile(&[
+            ("model.wasm", EntryType::Regular, b"a"),
+            ("./model.wasm", EntryType::Regular, b"b"),
+        ]);
+        let (_dir, result) = unpack_bytes(&bytes, &Limits::default());
+        assert!(
+            matches!(result, Err(ArchiveError::DuplicateEntry { .. })),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn garbage_and_truncated_archives_are_errors() {
+        let (_dir, result) = unpack_bytes(b"definitely not gzip", &Limits::default());
+        assert!(matches!(result, Err(ArchiveError::Io { .. })));
+        let good = hostile(&[("model.wasm", EntryType::Regular, &[7u8; 4096])]);
+        let (_dir, result) = unpack_bytes(&good[..good.len() / 2], &Limits::default());
+        assert!(matches!(result, Err(ArchiveError::Io { .. })), "{result:?}");
+    }
+
+    #[test]
+    fn an_oversized_archive_file_is_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.tar.gz");
+        std::fs::write(&path, vec![0u8; 2048]).unwrap();
+        let limits = Limits {
+            max_compressed_bytes: 1024,
+            ..Limits::default()
+        };
+        let result = unpack(&path, dir.path(), &limits);
+        assert!(matches!(
+            result,
+            Err(ArchiveError::TooLarge {
+                size: 2048,
+                limit: 1024
+            })
+        ));
+    }
+}

@@ -1,0 +1,332 @@
+//! The loaded models: name → model, loaded on first use, once.
+//!
+//! Concurrent first requests for a model share one load (single-flight);
+//! a failed load is not remembered, so a fixed package loads on the next try.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::sync::OnceCell;
+
+use crate::metrics::{LoadLabels, Metrics};
+use crate::package::{Limits, Package, PackageError, Properties};
+use crate::runtime::{
+    CallError, GuestError, Instance, LogBudget, Request, Response, Runtime, RuntimeError, Sandbox,
+};
+use crate::store::{LocalStore, StoreError};
+use crate::wlm::{ComputePool, ShuttingDown};
+
+/// Guest output a model may log per window, and the window.
+const LOG_BYTES_PER_WINDOW: usize = 64 * 1024;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// Settings of the registry that come from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Where archives are unpacked.
+    pub unpack_dir: PathBuf,
+    /// Caps on one archive.
+    pub limits: Limits,
+    /// The largest response body a guest may return.
+    pub max_response_bytes: usize,
+}
+
+/// Why a model could not be loaded.
+#[derive(Debug, Clone, Error)]
+pub enum LoadError {
+    /// The name leads nowhere.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The package is broken: the message names it and the reason.
+    #[error("model {model:?} cannot be loaded from {package}: {reason}")]
+    Broken {
+        /// The model's name.
+        model: String,
+        /// The package path.
+        package: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server is stopping.
+    #[error(transparent)]
+    ShuttingDown(#[from] ShuttingDown),
+}
+
+/// Why a request got no prediction.
+#[derive(Debug, Clone, Error)]
+pub enum PredictError {
+    /// The model could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The model refused the input or failed on it.
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    /// The model crashed or ran out of time.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// No instance could be made.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The server is stopping.
+    #[error(transparent)]
+    ShuttingDown(#[from] ShuttingDown),
+}
+
+/// A model ready to serve.
+pub struct LoadedModel {
+    /// Its name.
+    pub name: String,
+    /// Where its package came from.
+    pub source: PathBuf,
+    /// Its settings.
+    pub properties: Properties,
+    /// The shared compiled component.
+    compiled: Arc<crate::runtime::Compiled>,
+    sandbox: Sandbox,
+    /// Warm instances not serving a request now.
+    idle: Mutex<Vec<Instance>>,
+    /// Keeps the unpacked folder alive while the model is.
+    _package: Package,
+    metrics: Arc<Metrics>,
+}
+
+impl LoadedModel {
+    /// The hash of the model's wasm.
+    pub fn wasm_hash(&self) -> &str {
+        &self.compiled.hash
+    }
+
+    /// Answers one request on the calling thread, which must be a compute thread.
+    fn predict_blocking(
+        &self,
+        runtime: &Runtime,
+        request: Request,
+    ) -> Result<Response, PredictError> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut instance = match idle {
+            Some(instance) => instance,
+            None => self.new_instance(runtime)?,
+        };
+        match instance.predict(std::slice::from_ref(&request)) {
+            Ok(mut results) => {
+                self.idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(instance);
+                let result = results.pop().unwrap_or_else(|| {
+                    Err(GuestError::Internal("the model returned no result".into()))
+                });
+                Ok(result?)
+            }
+            Err(error) => {
+                // A trap poisons the store: this instance is dropped here.
+                self.metrics.instances.dec();
+                tracing::warn!(model = %self.name, %error, "instance discarded");
+                Err(error.into())
+            }
+        }
+    }
+
+    fn new_instance(&self, runtime: &Runtime) -> Result<Instance, PredictError> {
+        let mut instance = runtime.instantiate(&self.compiled, &self.sandbox)?;
+        instance.load(&self.properties.options)?;
+        self.metrics.instances.inc();
+        Ok(instance)
+    }
+}
+
+impl Drop for LoadedModel {
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().map_or(0, |v| v.len());
+        self.metrics.instances.dec_by(idle as i64);
+        self.metrics.models_loaded.dec();
+    }
+}
+
+type Slot = Arc<OnceCell<Arc<LoadedModel>>>;
+
+/// Name → model, with on-demand loading from the store.
+pub struct Registry {
+    store: LocalStore,
+    runtime: Arc<Runtime>,
+    compute: Arc<ComputePool>,
+    config: RegistryConfig,
+    metrics: Arc<Metrics>,
+    models: Mutex<HashMap<String, Slot>>,
+}
+
+impl Registry {
+    /// A registry over `store`, running wasm on `compute`.
+    pub fn new(
+        store: LocalStore,
+        runtime: Arc<Runtime>,
+        compute: Arc<ComputePool>,
+        config: RegistryConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Registry {
+            store,
+            runtime,
+            compute,
+            config,
+            metrics,
+            models: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The loaded model `name`, loading it from the store on first use.
+    pub async fn get_or_load(&self, name: &str) -> Result<Arc<LoadedModel>, LoadError> {
+        let slot = {
+            let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(model) = models.get(name).and_then(|slot| slot.get()) {
+                return Ok(model.clone());
+            }
+            // Validate before the name becomes a key, so garbage names cost nothing.
+            crate::store::check_name(name)?;
+            models.entry(name.to_string()).or_default().clone()
+        };
+        let result = slot.get_or_try_init(|| self.load(name)).await.cloned();
+        if result.is_err() {
+            let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+            if models
+                .get(name)
+                .is_some_and(|s| Arc::ptr_eq(s, &slot) && s.get().is_none())
+            {
+                models.remove(name);
+            }
+        }
+        result
+    }
+
+    /// Runs one request on model `name`, loading the model if needed.
+    pub async fn predict(&self, name: &str, request: Request) -> Result<Response, PredictError> {
+        let model = self.get_or_load(name).await?;
+        let runtime = self.runtime.clone();
+        self.compute
+            .run(move || model.predict_blocking(&runtime, request))
+            .await?
+    }
+
+    /// The model `name` if it is loaded; never loads.
+    pub fn get_loaded(&self, name: &str) -> Option<Arc<LoadedModel>> {
+        let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        models.get(name).and_then(|slot| slot.get()).cloned()
+    }
+
+    /// How many models are loaded.
+    pub fn loaded_count(&self) -> usize {
+        let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        models.values().filter(|slot| slot.get().is_some()).count()
+    }
+
+    async fn load(&self, name: &str) -> Result<Arc<LoadedModel>, LoadError> {
+        let source = self.store.resolve(name)?;
+        let started = Instant::now();
+        let runtime = self.runtime.clone();
+        let config = self.config.clone();
+        let metrics = self.metrics.clone();
+        let model = name.to_string();
+        let task_source = source.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            load_model(&runtime, &config, &metrics, &model, &task_source)
+        })
+        .await
+        .map_err(|_| LoadError::ShuttingDown(ShuttingDown))?;
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .loads
+            .get_or_create(&LoadLabels { result: label })
+            .inc();
+        match &result {
+            Ok(_) => {
+                self.metrics
+                    .load_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::info!(model = name, elapsed = ?started.elapsed(), "model loaded");
+            }
+            Err(error) => tracing::warn!(model = name, %error, "model load failed"),
+        }
+        result
+    }
+}
+
+/// Opens the package, compiles (or reuses) its component, and warms
+/// `minWorkers` instances; at least one instance runs `load`, so a broken
+/// model fails here and not on its first request.
+pub fn load_model(
+    runtime: &Runtime,
+    config: &RegistryConfig,
+    metrics: &Arc<Metrics>,
+    name: &str,
+    source: &Path,
+) -> Result<Arc<LoadedModel>, LoadError> {
+    let broken = |reason: String| LoadError::Broken {
+        model: name.to_string(),
+        package: source.display().to_string(),
+        reason,
+    };
+    let package = Package::open(source, &config.unpack_dir, &config.limits)
+        .map_err(|e| broken(e.to_string()))?;
+    let wasm = package
+        .read_wasm(config.limits.max_unpacked_bytes)
+        .map_err(|e: PackageError| broken(e.to_string()))?;
+    let compiled = runtime.compile(&wasm).map_err(|e| broken(e.to_string()))?;
+    drop(wasm);
+    let properties = package.properties.clone();
+    for key in &properties.unknown_keys {
+        tracing::warn!(
+            model = name,
+            key,
+            "unknown key in serving.properties is ignored"
+        );
+    }
+    let max_memory = properties
+        .max_memory_mb
+        .map_or(runtime.max_instance_memory_bytes(), |mb| {
+            (mb as usize) << 20
+        });
+    let sandbox = Sandbox {
+        model: Arc::from(name),
+        dir: package.dir().to_path_buf(),
+        max_memory_bytes: max_memory.min(runtime.max_instance_memory_bytes()),
+        timeout: properties.request_timeout,
+        max_response_bytes: config.max_response_bytes,
+        log_budget: Arc::new(LogBudget::new(LOG_BYTES_PER_WINDOW, LOG_WINDOW)),
+    };
+    let model = LoadedModel {
+        name: name.to_string(),
+        source: source.to_path_buf(),
+        properties,
+        compiled,
+        sandbox,
+        idle: Mutex::new(Vec::new()),
+        _package: package,
+        metrics: metrics.clone(),
+    };
+    // Balanced by `Drop`, which runs also when warming fails below.
+    metrics.models_loaded.inc();
+    let warm = model.properties.min_workers.max(1);
+    for _ in 0..warm {
+        let instance = model
+            .new_instance(runtime)
+            .map_err(|e| broken(e.to_string()))?;
+        model
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(instance);
+    }
+    if model.properties.min_workers == 0 {
+        let dropped = model
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .count();
+        metrics.instances.dec_by(dropped as i64);
+    }
+    Ok(Arc::new(model))
+}

@@ -1,0 +1,227 @@
+//! Compile once per distinct wasm: a SHA-256 of the bytes keys one shared
+//! compiled component, in memory and on disk.
+//!
+//! The disk cache holds native code that `Component::deserialize_file` trusts
+//! blindly, so it is only used in a folder that this process's user owns and
+//! that nobody else can write, under a sub-folder keyed by the engine's
+//! compatibility hash.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use prometheus_client::metrics::counter::Counter;
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use super::RuntimeError;
+use super::bindings::ModelPre;
+use super::instance::InstanceState;
+
+/// A component ready to instantiate, shared by every model with the same wasm.
+pub struct Compiled {
+    /// SHA-256 of the wasm bytes, hex.
+    pub hash: String,
+    /// Linked once: instantiating from it does no linking work.
+    pub(super) pre: ModelPre<InstanceState>,
+}
+
+/// Counters that prove the compile-once promise; clones share their counts,
+/// so the metrics registry can hold them too.
+#[derive(Debug, Clone, Default)]
+pub struct CompileStats {
+    /// Cranelift compilations.
+    pub compiled: Counter,
+    /// Components read back from the disk cache.
+    pub disk_hits: Counter,
+    /// Requests served by a component already in memory.
+    pub memory_hits: Counter,
+}
+
+type Slot = Arc<OnceLock<Result<Arc<Compiled>, RuntimeError>>>;
+
+pub(super) struct CompileCache {
+    /// `<cache>/<engine hash>`, when a safe cache folder is available.
+    dir: Option<PathBuf>,
+    /// One slot per hash; concurrent callers for one hash wait on the same slot.
+    slots: Mutex<HashMap<String, Slot>>,
+    stats: CompileStats,
+}
+
+impl CompileCache {
+    pub(super) fn new(engine: &Engine, cache_dir: Option<&Path>, stats: CompileStats) -> Self {
+        let dir = cache_dir.and_then(|root| {
+            let mut hasher = DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut hasher);
+            let dir = root.join("compiled").join(format!("{:016x}", hasher.finish()));
+            match private_dir(&dir) {
+                Ok(()) => Some(dir),
+                Err(reason) => {
+                    tracing::warn!(dir = %dir.display(), %reason, "not using the compile cache folder");
+                    None
+                }
+            }
+        });
+        CompileCache {
+            dir,
+            slots: Mutex::new(HashMap::new()),
+            stats,
+        }
+    }
+
+    pub(super) fn stats(&self) -> &CompileStats {
+        &self.stats
+    }
+
+    pub(super) fn get_or_compile(
+        &self,
+        engine: &Engine,
+        linker: &Linker<InstanceState>,
+        wasm: &[u8],
+    ) -> Result<Arc<Compiled>, RuntimeError> {
+        let hash = hex::encode(Sha256::digest(wasm));
+        let slot = {
+            let mut slots = self
+                .slots
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            slots.entry(hash.clone()).or_default().clone()
+        };
+        let mut ran = false;
+        let result = slot.get_or_init(|| {
+            ran = true;
+            self.load_or_compile(engine, linker, wasm, &hash)
+        });
+        match result {
+            Ok(compiled) => {
+                if !ran {
+                    self.stats.memory_hits.inc();
+                }
+                Ok(compiled.clone())
+            }
+            Err(error) => {
+                // Failures are not cached: the next caller tries again.
+                let mut slots = self
+                    .slots
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner());
+                if slots.get(&hash).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                    slots.remove(&hash);
+                }
+                Err(error.clone())
+            }
+        }
+    }
+
+    fn load_or_compile(
+        &self,
+        engine: &Engine,
+        linker: &Linker<InstanceState>,
+        wasm: &[u8],
+        hash: &str,
+    ) -> Result<Arc<Compiled>, RuntimeError> {
+        let component = match &self.dir {
+            Some(dir) => self.through_disk(engine, wasm, &dir.join(format!("{hash}.cwasm")))?,
+            None => {
+                self.stats.compiled.inc();
+                Component::new(engine, wasm).map_err(|e| RuntimeError::Compile(format!("{e:#}")))?
+            }
+        };
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
+        let pre =
+            ModelPre::new(instance_pre).map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
+        Ok(Arc::new(Compiled {
+            hash: hash.to_string(),
+            pre,
+        }))
+    }
+
+    #[allow(unsafe_code)] // See the SAFETY comments: only bytes this host compiled.
+    fn through_disk(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        path: &Path,
+    ) -> Result<Component, RuntimeError> {
+        if path.is_file() {
+            // SAFETY: `path` lies in a folder that only this user can write
+            // (checked by `private_dir`), and every file in it was written by
+            // `precompile_component` of an engine with the same compatibility
+            // hash; wasmtime checks the header and refuses a mismatch.
+            match unsafe { Component::deserialize_file(engine, path) } {
+                Ok(component) => {
+                    self.stats.disk_hits.inc();
+                    return Ok(component);
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "ignoring an unusable cached component")
+                }
+            }
+        }
+        self.stats.compiled.inc();
+        let native = engine
+            .precompile_component(wasm)
+            .map_err(|e| RuntimeError::Compile(format!("{e:#}")))?;
+        if let Err(error) = write_atomically(path, &native) {
+            tracing::warn!(path = %path.display(), %error, "cannot keep the compiled component on disk");
+        }
+        // SAFETY: these bytes were produced a moment ago by this engine.
+        unsafe { Component::deserialize(engine, &native) }
+            .map_err(|e| RuntimeError::Compile(format!("{e:#}")))
+    }
+}
+
+/// A temporary file in the same folder, renamed over the target: a reader
+/// never sees half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Creates `dir` (mode 0700) and checks that this user owns it and that no
+/// one else can write to it or to its parent chain up to the cache root.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create it: {e}"))?;
+    let me = std::fs::metadata("/proc/self")
+        .map_err(|e| e.to_string())?
+        .uid();
+    for folder in [dir, dir.parent().unwrap_or(dir)] {
+        let metadata = std::fs::metadata(folder).map_err(|e| e.to_string())?;
+        if metadata.uid() != me {
+            return Err(format!("{} belongs to another user", folder.display()));
+        }
+        if metadata.permissions().mode() & 0o022 != 0 {
+            return Err(format!("{} is writable by other users", folder.display()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_others_can_write_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("compiled");
+        private_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = private_dir(&dir).unwrap_err();
+        assert!(err.contains("writable by other users"), "{err}");
+    }
+}

@@ -1,0 +1,114 @@
+//! The one wasmtime `Engine` of the process, and the ticker that drives
+//! request deadlines.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::{RuntimeConfig, RuntimeError};
+
+/// How often the epoch advances: the resolution of every deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Core instances in one component: a Rust `wasm32-wasip2` guest has a few
+/// (the program plus small shims); the margin covers guests built by other tools.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+/// Tables per component, with the same margin.
+const TABLES_PER_COMPONENT: u32 = 8;
+/// Memories per component: the program's own, plus room for a second.
+const MEMORIES_PER_COMPONENT: u32 = 2;
+
+/// Builds the engine: component model, epoch deadlines, a stack cap, and the
+/// pooling allocator with copy-on-write memory images, sized so that every
+/// slot reserves only `max_instance_memory` of address space. When the pool
+/// cannot reserve its address space (a low `ulimit -v`, say), falls back to
+/// allocating on demand, which is slower to instantiate but otherwise the same.
+pub fn build(config: &RuntimeConfig) -> Result<(Engine, bool), RuntimeError> {
+    let max_memory = config.max_instance_memory_bytes;
+    let mut wasm = Config::new();
+    wasm.wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(config.max_stack_bytes)
+        .memory_init_cow(true)
+        .memory_reservation(max_memory as u64)
+        .memory_reservation_for_growth(0);
+
+    let instances = config.max_instances;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
+        .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT))
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .max_memory_size(max_memory);
+    let mut pooled = wasm.clone();
+    pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    match Engine::new(&pooled) {
+        Ok(engine) => Ok((engine, true)),
+        Err(error) => {
+            tracing::warn!(%error, "cannot reserve the instance pool; allocating instances on demand");
+            wasm.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+            let engine = Engine::new(&wasm).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+            Ok((engine, false))
+        }
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped; dropping
+/// it stops and joins the thread.
+pub struct EpochTicker {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    /// Starts the ticker thread for `engine`.
+    pub fn start(engine: Engine) -> Result<Self, RuntimeError> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("mme-epoch".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        Ok(EpochTicker {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The number of epoch ticks that covers `timeout`, at least one.
+pub fn ticks_for(timeout: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    u64::try_from(timeout.as_nanos().div_ceil(tick).max(1)).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_round_up_and_never_reach_zero() {
+        assert_eq!(ticks_for(Duration::ZERO), 1);
+        assert_eq!(ticks_for(Duration::from_millis(1)), 1);
+        assert_eq!(ticks_for(Duration::from_millis(10)), 1);
+        assert_eq!(ticks_for(Duration::from_millis(11)), 2);
+        assert_eq!(ticks_for(Duration::from_secs(60)), 6000);
+    }
+}

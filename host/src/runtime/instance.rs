@@ -1,0 +1,208 @@
+//! One sandboxed instance of a model: its own store, memory cap, WASI view
+//! of `/model` (read-only) and nothing else, and a deadline on every call.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::Model;
+use super::bindings::mme::model::types::Error as WitError;
+use super::guest_log::{GuestLog, LogBudget};
+use super::{Compiled, Request, Response, RuntimeError, engine};
+
+/// Where the guest sees its package.
+pub const MODEL_MOUNT: &str = "/model";
+
+/// What one model's instances may touch and use.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// The model's name, for log lines.
+    pub model: Arc<str>,
+    /// The unpacked package, mounted read-only at `/model`.
+    pub dir: PathBuf,
+    /// The cap on the instance's linear memory (clamped to the server's cap).
+    pub max_memory_bytes: usize,
+    /// The deadline of one `load` or `predict` call.
+    pub timeout: Duration,
+    /// The largest response body accepted from the guest.
+    pub max_response_bytes: usize,
+    /// The model's share of the log.
+    pub log_budget: Arc<LogBudget>,
+}
+
+/// The data of a store: WASI state and the memory limiter.
+pub struct InstanceState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// What the model's own code reported: the request's fault or the model's.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GuestError {
+    /// The input was unusable (HTTP 400).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The model failed (HTTP 500).
+    #[error("model error: {0}")]
+    Internal(String),
+}
+
+impl From<WitError> for GuestError {
+    fn from(error: WitError) -> Self {
+        match error {
+            WitError::InvalidInput(m) => GuestError::InvalidInput(m),
+            WitError::Internal(m) => GuestError::Internal(m),
+        }
+    }
+}
+
+/// A call that did not complete normally. After any of these the instance
+/// must be dropped: a trap leaves the store unusable.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CallError {
+    /// `load` returned an error.
+    #[error("load failed: {0}")]
+    Load(GuestError),
+    /// The call ran past its deadline and was stopped.
+    #[error("the model did not answer within {0:?}")]
+    Deadline(Duration),
+    /// The guest trapped: a panic, an out-of-bounds access, a stack overflow, running out of memory.
+    #[error("the model crashed: {0}")]
+    Trap(String),
+}
+
+/// A live instance of a model.
+pub struct Instance {
+    store: Store<InstanceState>,
+    model: Model,
+    timeout: Duration,
+    max_response_bytes: usize,
+}
+
+impl Instance {
+    pub(super) fn new(
+        engine: &Engine,
+        compiled: &Compiled,
+        sandbox: &Sandbox,
+        server_max_memory: usize,
+    ) -> Result<Self, RuntimeError> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_blocking_current_thread(true)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stdout(GuestLog::new(
+                sandbox.model.clone(),
+                "stdout",
+                sandbox.log_budget.clone(),
+            ))
+            .stderr(GuestLog::new(
+                sandbox.model.clone(),
+                "stderr",
+                sandbox.log_budget.clone(),
+            ));
+        wasi.preopened_dir(&sandbox.dir, MODEL_MOUNT, FsPerms::ReadOnly)
+            .map_err(|e| {
+                RuntimeError::Instantiate(format!("cannot mount {}: {e}", sandbox.dir.display()))
+            })?;
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(sandbox.max_memory_bytes.min(server_max_memory))
+            .instances(32)
+            .trap_on_grow_failure(false)
+            .build();
+        let state = InstanceState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits,
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(engine::ticks_for(sandbox.timeout));
+        let model = compiled
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+        Ok(Instance {
+            store,
+            model,
+            timeout: sandbox.timeout,
+            max_response_bytes: sandbox.max_response_bytes,
+        })
+    }
+
+    /// Calls the guest's `load` with the `option.*` settings.
+    pub fn load(&mut self, config: &[(String, String)]) -> Result<(), CallError> {
+        self.arm_deadline();
+        match self.model.call_load(&mut self.store, config) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(CallError::Load(error.into())),
+            Err(error) => Err(self.classify(error)),
+        }
+    }
+
+    /// Calls the guest's `predict` on a batch; one result per request.
+    pub fn predict(
+        &mut self,
+        batch: &[Request],
+    ) -> Result<Vec<Result<Response, GuestError>>, CallError> {
+        self.arm_deadline();
+        let results = self
+            .model
+            .call_predict(&mut self.store, batch)
+            .map_err(|error| self.classify(error))?;
+        if results.len() != batch.len() {
+            let message = format!(
+                "the model returned {} results for {} requests",
+                results.len(),
+                batch.len()
+            );
+            return Ok(batch
+                .iter()
+                .map(|_| Err(GuestError::Internal(message.clone())))
+                .collect());
+        }
+        Ok(results
+            .into_iter()
+            .map(|result| match result {
+                Ok(response) if response.body.len() > self.max_response_bytes => {
+                    Err(GuestError::Internal(format!(
+                        "the response is {} bytes; the limit is {}",
+                        response.body.len(),
+                        self.max_response_bytes
+                    )))
+                }
+                Ok(response) => Ok(response),
+                Err(error) => Err(error.into()),
+            })
+            .collect())
+    }
+
+    fn arm_deadline(&mut self) {
+        self.store
+            .set_epoch_deadline(engine::ticks_for(self.timeout));
+    }
+
+    fn classify(&self, error: wasmtime::Error) -> CallError {
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallError::Deadline(self.timeout),
+            Some(trap) => CallError::Trap(trap.to_string()),
+            None => CallError::Trap(format!("{error:#}")),
+        }
+    }
+}

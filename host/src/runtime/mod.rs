@@ -1,0 +1,209 @@
+//! Wasmtime, narrowed to what the host needs: compile a model's component
+//! once per distinct wasm, instantiate it in a sandbox in microseconds, and
+//! call `load` and `predict` under a deadline.
+//!
+//! Nothing here knows about HTTP or queues.
+
+mod compile;
+mod engine;
+mod guest_log;
+mod instance;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use thiserror::Error;
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+pub use compile::{CompileStats, Compiled};
+pub use engine::EPOCH_TICK;
+pub use guest_log::LogBudget;
+pub use instance::{CallError, GuestError, Instance, Sandbox};
+
+/// The bindings of the `mme:model/model` world, generated from `wit/`.
+#[allow(missing_docs)] // Generated code.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "model",
+    });
+}
+
+/// One inference request, as the guest receives it.
+pub use bindings::mme::model::types::Request;
+/// One inference response, as the guest returns it.
+pub use bindings::mme::model::types::Response;
+
+/// Default cap on one instance's linear memory.
+pub const DEFAULT_MAX_INSTANCE_MEMORY: usize = 256 << 20;
+/// Default cap on the wasm stack of one call.
+pub const DEFAULT_MAX_STACK: usize = 1 << 20;
+/// Default size of the instance pool: every loaded model keeps one warm
+/// instance, so this is the number of models that can be warm at once.
+pub const DEFAULT_MAX_INSTANCES: u32 = 2048;
+
+/// How the runtime is set up; every field has a default.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where precompiled components are kept across restarts; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// The most linear memory one instance may use; `max_memory_mb` lowers it per model.
+    pub max_instance_memory_bytes: usize,
+    /// The wasm stack cap: deep recursion traps instead of crashing the host.
+    pub max_stack_bytes: usize,
+    /// Instances that may be alive at once (the pool's size).
+    pub max_instances: u32,
+    /// Where compilations and cache hits are counted.
+    pub stats: CompileStats,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: None,
+            max_instance_memory_bytes: DEFAULT_MAX_INSTANCE_MEMORY,
+            max_stack_bytes: DEFAULT_MAX_STACK,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            stats: CompileStats::default(),
+        }
+    }
+}
+
+/// What can go wrong below the model's own code.
+#[derive(Debug, Clone, Error)]
+pub enum RuntimeError {
+    /// The engine could not be built.
+    #[error("cannot start the wasm engine: {0}")]
+    Engine(String),
+    /// The bytes are not a valid component.
+    #[error("model.wasm does not compile: {0}")]
+    Compile(String),
+    /// The component does not fit the `mme:model/model` world.
+    #[error("model.wasm does not implement the mme:model/model world: {0}")]
+    WrongWorld(String),
+    /// No instance could be made (for example, the pool is full).
+    #[error("cannot instantiate the model: {0}")]
+    Instantiate(String),
+}
+
+/// The kinds of bytes a package can hold, told apart by their preamble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WasmKind {
+    /// A component: what a package must hold.
+    Component,
+    /// A core module: a common mistake, with its own message.
+    CoreModule,
+    /// Anything else.
+    NotWasm,
+}
+
+/// Tells a component from a core module from garbage, by the 8-byte preamble.
+pub fn wasm_kind(bytes: &[u8]) -> WasmKind {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => WasmKind::Component,
+        Some([0, b'a', b's', b'm', _, _, 0, 0]) => WasmKind::CoreModule,
+        _ => WasmKind::NotWasm,
+    }
+}
+
+/// The engine, the WASI linker and the compiled components of the process.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<instance::InstanceState>,
+    compiled: compile::CompileCache,
+    config: RuntimeConfig,
+    pooled: bool,
+    _ticker: engine::EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine and starts the deadline ticker.
+    pub fn new(config: RuntimeConfig) -> Result<Arc<Self>, RuntimeError> {
+        let (engine, pooled) = engine::build(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| RuntimeError::Engine(format!("cannot link WASI: {e}")))?;
+        let compiled =
+            compile::CompileCache::new(&engine, config.cache_dir.as_deref(), config.stats.clone());
+        let ticker = engine::EpochTicker::start(engine.clone())?;
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            compiled,
+            config,
+            pooled,
+            _ticker: ticker,
+        }))
+    }
+
+    /// The compiled form of `wasm`, compiled at most once per distinct bytes
+    /// (in this process, and across restarts when a cache folder is set).
+    pub fn compile(&self, wasm: &[u8]) -> Result<Arc<Compiled>, RuntimeError> {
+        if wasm_kind(wasm) != WasmKind::Component {
+            return Err(RuntimeError::Compile(
+                "the bytes are not a wasm component".into(),
+            ));
+        }
+        self.compiled
+            .get_or_compile(&self.engine, &self.linker, wasm)
+    }
+
+    /// Makes a fresh sandboxed instance of `compiled`.
+    pub fn instantiate(
+        &self,
+        compiled: &Compiled,
+        sandbox: &Sandbox,
+    ) -> Result<Instance, RuntimeError> {
+        Instance::new(
+            &self.engine,
+            compiled,
+            sandbox,
+            self.config.max_instance_memory_bytes,
+        )
+    }
+
+    /// How many compilations and cache hits there were.
+    pub fn compile_stats(&self) -> &CompileStats {
+        self.compiled.stats()
+    }
+
+    /// Whether instances come from the pooling allocator (false after a fallback).
+    pub fn is_pooled(&self) -> bool {
+        self.pooled
+    }
+
+    /// The largest memory an instance may have.
+    pub fn max_instance_memory_bytes(&self) -> usize {
+        self.config.max_instance_memory_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preambles_are_told_apart() {
+        assert_eq!(wasm_kind(b"\0asm\x0d\x00\x01\x00rest"), WasmKind::Component);
+        assert_eq!(wasm_kind(b"\0asm\x01\x00\x00\x00"), WasmKind::CoreModule);
+        assert_eq!(wasm_kind(b"\0asm"), WasmKind::NotWasm);
+        assert_eq!(wasm_kind(b"PK\x03\x04 a zip file"), WasmKind::NotWasm);
+        assert_eq!(wasm_kind(b""), WasmKind::NotWasm);
+    }
+
+    #[test]
+    fn garbage_does_not_compile_and_says_so() {
+        let runtime = Runtime::new(RuntimeConfig {
+            max_instances: 4,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let err = runtime.compile(b"not wasm at all").unwrap_err();
+        assert!(err.to_string().contains("not a wasm component"), "{err}");
+        let mut truncated = b"\0asm\x0d\x00\x01\x00".to_vec();
+        truncated.extend_from_slice(&[0x07, 0xff, 0xff]);
+        let err = runtime.compile(&truncated).unwrap_err();
+        assert!(matches!(err, RuntimeError::Compile(_)), "{err}");
+    }
+}

@@ -1,0 +1,93 @@
+//! Wires the layers together for `mme serve` and runs until a shutdown signal.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::package::Limits;
+use crate::registry::{Registry, RegistryConfig};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::store::LocalStore;
+use crate::wlm::ComputePool;
+
+/// Starts the server on `config.bind` and serves until SIGTERM or Ctrl-C.
+pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(config.cache_dir.clone()),
+        max_instance_memory_bytes: config.max_instance_memory_bytes,
+        max_instances: config.max_instances,
+        stats: metrics.compile.clone(),
+        ..RuntimeConfig::default()
+    })?;
+    std::fs::create_dir_all(&config.cache_dir).with_context(|| {
+        format!(
+            "cannot create the cache folder {}",
+            config.cache_dir.display()
+        )
+    })?;
+    // Unpacked packages live only as long as this process; the folder goes with it.
+    let unpacked = tempfile::Builder::new()
+        .prefix("unpacked-")
+        .tempdir_in(&config.cache_dir)
+        .with_context(|| format!("cannot create a folder in {}", config.cache_dir.display()))?;
+    let compute = Arc::new(ComputePool::new(config.compute_threads)?);
+    let registry = Arc::new(Registry::new(
+        LocalStore::new(&config.model_store),
+        runtime.clone(),
+        compute.clone(),
+        RegistryConfig {
+            unpack_dir: unpacked.path().to_path_buf(),
+            limits: Limits::default(),
+            max_response_bytes: config.max_response_bytes,
+        },
+        metrics.clone(),
+    ));
+    let state = AppState {
+        registry,
+        metrics,
+        max_request_bytes: config.max_request_bytes,
+    };
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.bind))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        model_store = %config.model_store.display(),
+        compute_threads = compute.threads(),
+        pooled = runtime.is_pooled(),
+        "serving"
+    );
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM (what SageMaker and Kubernetes send) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+}
