@@ -1,1 +1,261 @@
-fn main() {}
+//! Project tasks, run as `cargo xtask <task>`:
+//!
+//! - `package-examples --out DIR`: build every example guest for
+//!   `wasm32-wasip2`, run its trainer, and write `DIR/<example>.tar.gz`.
+//! - `demo`: package the example, copy it into many models, serve them,
+//!   load-test the three traffic patterns and print the table.
+//! - `test`: package the examples, then run every test of the workspace.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::{Parser, Subcommand};
+
+/// The example guests, each a crate under `examples/` with a `cdylib` and,
+/// where it has one, a `train` binary that writes its artifacts.
+const EXAMPLES: &[Example] = &[Example {
+    name: "linear-regression",
+    crate_file: "linear_regression",
+    has_trainer: true,
+}];
+
+struct Example {
+    /// Folder and package name.
+    name: &'static str,
+    /// The wasm file's stem (the crate name with underscores).
+    crate_file: &'static str,
+    /// Whether `cargo run --bin train -- --out DIR` writes artifacts.
+    has_trainer: bool,
+}
+
+#[derive(Parser)]
+#[command(about = "Wasm MME project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build every example guest, run its trainer, write DIR/<example>.tar.gz.
+    PackageExamples {
+        /// Where the packages go.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Serve many copies of the example and load-test the three traffic patterns.
+    Demo {
+        /// How many model copies to serve.
+        #[arg(long, default_value_t = 1000)]
+        models: usize,
+        /// How long to measure each pattern.
+        #[arg(long, default_value = "10s")]
+        duration: String,
+        /// Concurrent connections of the load generator.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+    },
+    /// Package the examples, then run every test of the workspace.
+    Test {
+        /// Extra arguments for `cargo test`, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = workspace_root();
+    match Cli::parse().task {
+        Task::PackageExamples { out } => package_examples(&root, &out),
+        Task::Demo {
+            models,
+            duration,
+            connections,
+        } => demo(&root, models, &duration, connections),
+        Task::Test { args } => test(&root, &args),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root);
+    command
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    ensure!(status.success(), "{command:?} failed: {status}");
+    Ok(())
+}
+
+/// Builds the `mme` binary (release) and returns its path.
+fn build_host(root: &Path) -> anyhow::Result<PathBuf> {
+    run(cargo(root).args(["build", "--release", "--package", "mme-host", "--bin", "mme"]))?;
+    Ok(root.join("target/release/mme"))
+}
+
+fn package_examples(root: &Path, out: &Path) -> anyhow::Result<()> {
+    let out = absolute(out)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mme = build_host(root)?;
+    let mut build = cargo(root);
+    build.args(["build", "--profile", "guest", "--target", "wasm32-wasip2", "--lib"]);
+    for example in EXAMPLES {
+        build.args(["--package", example.name]);
+    }
+    run(&mut build)?;
+    for example in EXAMPLES {
+        let wasm = root
+            .join("target/wasm32-wasip2/guest")
+            .join(format!("{}.wasm", example.crate_file));
+        let artifacts_dir = root.join("target/example-artifacts").join(example.name);
+        let _ = std::fs::remove_dir_all(&artifacts_dir);
+        std::fs::create_dir_all(&artifacts_dir)?;
+        if example.has_trainer {
+            run(cargo(root)
+                .args(["run", "--quiet", "--release", "--package", example.name, "--bin", "train", "--"])
+                .arg("--out")
+                .arg(&artifacts_dir))?;
+        }
+        let output = out.join(format!("{}.tar.gz", example.name));
+        let mut package = Command::new(&mme);
+        package.arg("package").arg("--wasm").arg(&wasm).arg("-o").arg(&output);
+        for artifact in std::fs::read_dir(&artifacts_dir)? {
+            package.arg("--artifact").arg(artifact?.path());
+        }
+        let properties = root.join("examples").join(example.name).join("serving.properties");
+        if properties.is_file() {
+            for line in std::fs::read_to_string(&properties)?.lines() {
+                let line = line.trim();
+                if !line.is_empty() && !line.starts_with('#') {
+                    package.arg("--property").arg(line);
+                }
+            }
+        }
+        run(&mut package)?;
+    }
+    Ok(())
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    Ok(if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    })
+}
+
+fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let examples = root.join("target/mme-examples");
+    package_examples(root, &examples)?;
+    run(cargo(root)
+        .args(["test", "--release", "--workspace"])
+        .args(args)
+        .env("MME_EXAMPLES_DIR", &examples))
+}
+
+/// Stops the server when the demo ends, also on an error.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyhow::Result<()> {
+    let work = root.join("target/demo");
+    let examples = work.join("examples");
+    package_examples(root, &examples)?;
+    let store = work.join("store");
+    let _ = std::fs::remove_dir_all(&store);
+    std::fs::create_dir_all(&store)?;
+    let package = examples.join("linear-regression.tar.gz");
+    for index in 0..models {
+        std::fs::copy(&package, store.join(format!("sklearn-{index}.tar.gz")))?;
+    }
+    println!("packaged {models} models sklearn-0 … sklearn-{} in {}", models - 1, store.display());
+
+    let mme = root.join("target/release/mme");
+    let address = free_loopback_address()?;
+    let server = Server(
+        Command::new(&mme)
+            .arg("serve")
+            .arg("--model-store")
+            .arg(&store)
+            .arg("--bind")
+            .arg(address.to_string())
+            .arg("--cache-dir")
+            .arg(work.join("cache"))
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .context("cannot start mme serve")?,
+    );
+    wait_until_up(address)?;
+    println!("serving on http://{address}; load-testing each pattern for {duration} with {connections} connections");
+    let mut bench = Command::new(&mme);
+    bench
+        .arg("bench")
+        .arg("--url")
+        .arg(format!("http://{address}"))
+        .args(["--models", &models.to_string(), "--prefix", "sklearn-"])
+        .args(["--duration", duration, "--warmup", "3s"])
+        .args(["--connections", &connections.to_string()])
+        .args(["--pattern", "even", "--pattern", "hot", "--pattern", "few-hot"]);
+    run(&mut bench)?;
+    if let Some(rss) = rss_kib(server.0.id()) {
+        println!("server RSS with every model loaded: {:.1} MiB", rss as f64 / 1024.0);
+    }
+    drop(server);
+    Ok(())
+}
+
+fn free_loopback_address() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+fn wait_until_up(address: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = TcpStream::connect(address) {
+            stream.write_all(b"GET /ping HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            if answer.starts_with("HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the server did not answer /ping on {address} within 30 s")
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}
