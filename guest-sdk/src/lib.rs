@@ -138,7 +138,7 @@ macro_rules! export_model {
                 }
             }
 
-            $crate::bindings::__export_model_world!(MmeExport with_types_in $crate::bindings);
+    $crate::bindings::__export_model_world!(MmeExport with_types_in $crate::bindings);
         };
     };
 }

@@ -19,13 +19,25 @@ use clap::{Parser, Subcommand};
 /// where it has one, a `train` binary that writes its artifacts.
 const EXAMPLES: &[Example] = &[Example {
     name: "linear-regression",
+    dir: "examples/linear-regression",
     crate_file: "linear_regression",
     has_trainer: true,
 }];
 
+/// Guests that exist only to be tested against (under `tests/guests/`).
+const TEST_GUESTS: &[Example] = &[Example {
+    name: "faulty",
+    dir: "tests/guests/faulty",
+    crate_file: "faulty",
+    has_trainer: false,
+}];
+
+#[derive(Clone)]
 struct Example {
-    /// Folder and package name.
+    /// Package name, and the name of its `.tar.gz`.
     name: &'static str,
+    /// Its crate's folder, where an optional `serving.properties` lives.
+    dir: &'static str,
     /// The wasm file's stem (the crate name with underscores).
     crate_file: &'static str,
     /// Whether `cargo run --bin train -- --out DIR` writes artifacts.
@@ -70,7 +82,7 @@ enum Task {
 fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     match Cli::parse().task {
-        Task::PackageExamples { out } => package_examples(&root, &out),
+        Task::PackageExamples { out } => package_guests(&root, EXAMPLES, &out),
         Task::Demo {
             models,
             duration,
@@ -102,21 +114,35 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
 
 /// Builds the `mme` binary (release) and returns its path.
 fn build_host(root: &Path) -> anyhow::Result<PathBuf> {
-    run(cargo(root).args(["build", "--release", "--package", "mme-host", "--bin", "mme"]))?;
+    run(cargo(root).args([
+        "build",
+        "--release",
+        "--package",
+        "mme-host",
+        "--bin",
+        "mme",
+    ]))?;
     Ok(root.join("target/release/mme"))
 }
 
-fn package_examples(root: &Path, out: &Path) -> anyhow::Result<()> {
+fn package_guests(root: &Path, guests: &[Example], out: &Path) -> anyhow::Result<()> {
     let out = absolute(out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let mme = build_host(root)?;
     let mut build = cargo(root);
-    build.args(["build", "--profile", "guest", "--target", "wasm32-wasip2", "--lib"]);
-    for example in EXAMPLES {
+    build.args([
+        "build",
+        "--profile",
+        "guest",
+        "--target",
+        "wasm32-wasip2",
+        "--lib",
+    ]);
+    for example in guests {
         build.args(["--package", example.name]);
     }
     run(&mut build)?;
-    for example in EXAMPLES {
+    for example in guests {
         let wasm = root
             .join("target/wasm32-wasip2/guest")
             .join(format!("{}.wasm", example.crate_file));
@@ -125,17 +151,31 @@ fn package_examples(root: &Path, out: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(&artifacts_dir)?;
         if example.has_trainer {
             run(cargo(root)
-                .args(["run", "--quiet", "--release", "--package", example.name, "--bin", "train", "--"])
+                .args([
+                    "run",
+                    "--quiet",
+                    "--release",
+                    "--package",
+                    example.name,
+                    "--bin",
+                    "train",
+                    "--",
+                ])
                 .arg("--out")
                 .arg(&artifacts_dir))?;
         }
         let output = out.join(format!("{}.tar.gz", example.name));
         let mut package = Command::new(&mme);
-        package.arg("package").arg("--wasm").arg(&wasm).arg("-o").arg(&output);
+        package
+            .arg("package")
+            .arg("--wasm")
+            .arg(&wasm)
+            .arg("-o")
+            .arg(&output);
         for artifact in std::fs::read_dir(&artifacts_dir)? {
             package.arg("--artifact").arg(artifact?.path());
         }
-        let properties = root.join("examples").join(example.name).join("serving.properties");
+        let properties = root.join(example.dir).join("serving.properties");
         if properties.is_file() {
             for line in std::fs::read_to_string(&properties)?.lines() {
                 let line = line.trim();
@@ -159,9 +199,14 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 
 fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let examples = root.join("target/mme-examples");
-    package_examples(root, &examples)?;
+    let guests: Vec<Example> = EXAMPLES
+        .iter()
+        .chain(TEST_GUESTS)
+        .map(Example::clone)
+        .collect();
+    package_guests(root, &guests, &examples)?;
     run(cargo(root)
-        .args(["test", "--release", "--workspace"])
+        .args(["test", "--release", "--workspace", "--no-fail-fast"])
         .args(args)
         .env("MME_EXAMPLES_DIR", &examples))
 }
@@ -171,7 +216,10 @@ struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
@@ -187,7 +235,7 @@ impl Drop for Server {
 fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyhow::Result<()> {
     let work = root.join("target/demo");
     let examples = work.join("examples");
-    package_examples(root, &examples)?;
+    package_guests(root, EXAMPLES, &examples)?;
     let store = work.join("store");
     let _ = std::fs::remove_dir_all(&store);
     std::fs::create_dir_all(&store)?;
@@ -195,7 +243,11 @@ fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyho
     for index in 0..models {
         std::fs::copy(&package, store.join(format!("sklearn-{index}.tar.gz")))?;
     }
-    println!("packaged {models} models sklearn-0 … sklearn-{} in {}", models - 1, store.display());
+    println!(
+        "packaged {models} models sklearn-0 … sklearn-{} in {}",
+        models - 1,
+        store.display()
+    );
 
     let mme = root.join("target/release/mme");
     let address = free_loopback_address()?;
@@ -213,7 +265,9 @@ fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyho
             .context("cannot start mme serve")?,
     );
     wait_until_up(address)?;
-    println!("serving on http://{address}; load-testing each pattern for {duration} with {connections} connections");
+    println!(
+        "serving on http://{address}; load-testing each pattern for {duration} with {connections} connections"
+    );
     let mut bench = Command::new(&mme);
     bench
         .arg("bench")
@@ -222,10 +276,20 @@ fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyho
         .args(["--models", &models.to_string(), "--prefix", "sklearn-"])
         .args(["--duration", duration, "--warmup", "3s"])
         .args(["--connections", &connections.to_string()])
-        .args(["--pattern", "even", "--pattern", "hot", "--pattern", "few-hot"]);
+        .args([
+            "--pattern",
+            "even",
+            "--pattern",
+            "hot",
+            "--pattern",
+            "few-hot",
+        ]);
     run(&mut bench)?;
     if let Some(rss) = rss_kib(server.0.id()) {
-        println!("server RSS with every model loaded: {:.1} MiB", rss as f64 / 1024.0);
+        println!(
+            "server RSS with every model loaded: {:.1} MiB",
+            rss as f64 / 1024.0
+        );
     }
     drop(server);
     Ok(())
@@ -240,7 +304,8 @@ fn wait_until_up(address: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(mut stream) = TcpStream::connect(address) {
-            stream.write_all(b"GET /ping HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
+            stream
+                .write_all(b"GET /ping HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
             let mut answer = String::new();
             let _ = stream.read_to_string(&mut answer);
             if answer.starts_with("HTTP/1.1 200") {

@@ -30,6 +30,14 @@ pub struct Compiled {
     pub(super) pre: ModelPre<InstanceState>,
 }
 
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Counters that prove the compile-once promise; clones share their counts,
 /// so the metrics registry can hold them too.
 #[derive(Debug, Clone, Default)]

@@ -1,0 +1,174 @@
+//! Shared by the end-to-end tests: the packaged guests, and a real `mme
+//! serve` process on a free loopback port, stopped when dropped.
+
+#![allow(dead_code)] // Each test file uses a different part.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The folder of packaged guests that `cargo xtask test` writes.
+pub fn guests_dir() -> PathBuf {
+    let dir = std::env::var_os("MME_EXAMPLES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/mme-examples"));
+    assert!(
+        dir.join("linear-regression.tar.gz").is_file(),
+        "no packaged guests in {}: run the tests with `cargo xtask test`",
+        dir.display()
+    );
+    dir
+}
+
+/// The packaged guest `name`.
+pub fn guest(name: &str) -> PathBuf {
+    guests_dir().join(format!("{name}.tar.gz"))
+}
+
+/// The `mme` binary under test.
+pub fn mme() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mme"))
+}
+
+/// A running `mme serve`.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// Where its log goes.
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `mme serve` on `store` with `cache` and extra arguments, and waits for `/ping`.
+    pub async fn start(store: &Path, cache: &Path, extra: &[&str]) -> Server {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let log = cache.with_extension(format!("{port}.log"));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = mme()
+            .arg("serve")
+            .arg("--model-store")
+            .arg(store)
+            .arg("--cache-dir")
+            .arg(cache)
+            .arg("--bind")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("mme serve starts");
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(response) = reqwest::get(format!("{}/ping", server.url)).await
+                && response.status() == 200
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("mme serve did not come up; log:\n{}", server.log_text());
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `POST /predictions/{model}` with a JSON body: (status, content type, body).
+    pub async fn predict(&self, model: &str, body: &str) -> (u16, String, String) {
+        self.predict_as(model, "application/json", body).await
+    }
+
+    /// `POST /predictions/{model}` with a content type.
+    pub async fn predict_as(
+        &self,
+        model: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (u16, String, String) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/predictions/{model}", self.url))
+            .header("content-type", content_type)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (status, content_type, response.text().await.expect("a body"))
+    }
+
+    /// The value of a metric line that starts with `series` (name and labels).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .map_or(0.0, |value| value.trim().parse().expect("a number"))
+    }
+
+    /// The resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns whether it exited 0.
+    pub fn stop(mut self) -> bool {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fills `dir` with `count` copies of `package`, named `<prefix><i>.tar.gz`.
+pub fn copies(dir: &Path, package: &Path, prefix: &str, count: usize) {
+    std::fs::create_dir_all(dir).expect("store folder");
+    for index in 0..count {
+        std::fs::copy(package, dir.join(format!("{prefix}{index}.tar.gz"))).expect("copy package");
+    }
+}

@@ -1,0 +1,82 @@
+//! A guest that misbehaves on command, so the tests can show that each kind
+//! of misbehaviour is contained. The body is a JSON string naming what to do.
+
+use mme_guest::{Config, Error, Model, Request, Response, export_model};
+
+/// The model's state: whether `load` saw `option.greeting`.
+struct Faulty {
+    greeting: Option<String>,
+}
+
+impl Model for Faulty {
+    fn load(config: &Config) -> Result<Self, Error> {
+        if config.get("fail_load") == Some("true") {
+            return Err(Error::internal("load refused on purpose"));
+        }
+        Ok(Faulty {
+            greeting: config.get("greeting").map(str::to_string),
+        })
+    }
+
+    fn predict(&self, request: Request) -> Result<Response, Error> {
+        let command: String = request.json()?;
+        match command.as_str() {
+            "ok" => Response::json(&self.greeting.as_deref().unwrap_or("ok")),
+            "attributes" => Response::json(&request.attributes),
+            "panic" => panic!("the model panicked on purpose"),
+            "loop" => spin(),
+            "alloc" => {
+                let huge = vec![1u8; 1 << 30];
+                Response::json(&huge.len())
+            }
+            "grow" => {
+                let mut chunks = Vec::new();
+                loop {
+                    chunks.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            "recurse" => Response::json(&recurse(std::hint::black_box(1))),
+            "big" => Ok(Response {
+                content_type: "application/octet-stream".into(),
+                body: vec![b'x'; 16 << 20],
+            }),
+            "print" => {
+                println!("hello from the guest");
+                eprintln!("a warning from the guest");
+                Response::json("printed")
+            }
+            "sandbox" => Response::json(&probe_sandbox()),
+            other => Err(Error::invalid_input(format!("unknown command {other:?}"))),
+        }
+    }
+}
+
+fn spin() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+#[allow(unconditional_recursion)] // Overflowing the stack is the point.
+fn recurse(depth: u64) -> u64 {
+    // No locals in linear memory: every frame lands on the wasm stack,
+    // so this exhausts the host's `max_wasm_stack`, not the guest's heap.
+    std::hint::black_box(recurse(std::hint::black_box(depth) + 1)) + 1
+}
+
+/// What the guest can reach; every entry should be false but `model_readable`.
+fn probe_sandbox() -> serde_json::Value {
+    serde_json::json!({
+        "env_vars": std::env::vars().count(),
+        "model_readable": std::fs::read("/model/model.wasm").is_ok(),
+        "model_writable": std::fs::write("/model/planted", b"x").is_ok(),
+        "etc_readable": std::fs::read("/etc/passwd").is_ok(),
+        "root_listable": std::fs::read_dir("/").is_ok(),
+        "escape_readable": std::fs::read("/model/../../../../etc/passwd").is_ok(),
+        "tmp_writable": std::fs::write("/tmp/planted", b"x").is_ok(),
+        "network": std::net::TcpStream::connect("127.0.0.1:80").is_ok(),
+    })
+}
+
+export_model!(Faulty);
