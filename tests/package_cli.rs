@@ -1,5 +1,7 @@
 //! End to end: `mme package` and `mme inspect`, as an author runs them.
 
+#![allow(clippy::unwrap_used)] // A test that cannot set up should stop loudly.
+
 mod common;
 
 use std::path::Path;

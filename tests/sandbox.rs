@@ -2,6 +2,8 @@
 //! misbehaviour fails its own request with a clear error; the same model
 //! and its neighbours keep serving.
 
+#![allow(clippy::unwrap_used)] // A test that cannot set up should stop loudly.
+
 mod common;
 
 use std::path::Path;

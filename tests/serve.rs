@@ -1,6 +1,8 @@
 //! End to end: the real `mme serve` over 1,000 copies of the packaged
 //! linear-regression example, checked against the native linfa model.
 
+#![allow(clippy::unwrap_used)] // A test that cannot set up should stop loudly.
+
 mod common;
 
 use std::path::Path;

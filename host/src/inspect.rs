@@ -33,9 +33,9 @@ pub struct Report {
     pub files: Vec<String>,
     /// The parsed settings.
     pub properties: Properties,
-    /// Size and SHA-256 of `model.wasm`.
+    /// Size of `model.wasm`.
     pub wasm_bytes: usize,
-    /// Hex SHA-256 of `model.wasm`.
+    /// Hex BLAKE3 hash of `model.wasm`, the key of its compiled form.
     pub wasm_hash: String,
     /// Time of each step.
     pub compile: Duration,
@@ -149,7 +149,7 @@ impl fmt::Display for Report {
         writeln!(f, "  files:        {}", self.files.join(", "))?;
         writeln!(
             f,
-            "  model.wasm:   {} bytes, sha256 {}",
+            "  model.wasm:   {} bytes, blake3 {}",
             self.wasm_bytes, self.wasm_hash
         )?;
         writeln!(f, "  world:        mme:model/model (exports load, predict)")?;

@@ -87,16 +87,12 @@ struct InspectArgs {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct BenchArgs {
-    /// The server.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// Models `<prefix>0` … `<prefix><N-1>`.
-    #[arg(long, default_value_t = 1000)]
-    models: usize,
-    /// The models' name prefix.
-    #[arg(long, default_value = "sklearn-")]
-    prefix: String,
+    #[command(subcommand)]
+    mode: Option<BenchMode>,
+    #[command(flatten)]
+    target: BenchTarget,
     /// Traffic pattern: even, hot or few-hot; repeat to run several.
     #[arg(long = "pattern", default_value = "even")]
     patterns: Vec<Pattern>,
@@ -109,12 +105,32 @@ struct BenchArgs {
     /// Concurrent connections.
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// Request body.
-    #[arg(long, default_value = "[[0.5]]")]
-    body: String,
     /// Seed of the model choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+}
+
+#[derive(Subcommand)]
+enum BenchMode {
+    /// Measure the first request to each of N models that are not loaded yet.
+    Cold(BenchTarget),
+}
+
+/// Which server and models a load test sends to, and what.
+#[derive(Args)]
+struct BenchTarget {
+    /// The server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Models `<prefix>0` … `<prefix><N-1>`.
+    #[arg(long, default_value_t = 1000)]
+    models: usize,
+    /// The models' name prefix.
+    #[arg(long, default_value = "sklearn-")]
+    prefix: String,
+    /// Request body.
+    #[arg(long, default_value = "[[0.5]]")]
+    body: String,
 }
 
 fn parse_property(text: &str) -> Result<(String, String), String> {
@@ -195,17 +211,22 @@ fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(BenchMode::Cold(t)) = args.mode {
+        let report = runtime.block_on(bench::cold(&t.url, &t.prefix, t.models, &t.body))?;
+        println!("{report}");
+        return Ok(());
+    }
     println!("{}", bench::TABLE_HEADER);
     for pattern in args.patterns {
         let config = BenchConfig {
-            url: args.url.clone(),
-            models: args.models,
-            prefix: args.prefix.clone(),
+            url: args.target.url.clone(),
+            models: args.target.models,
+            prefix: args.target.prefix.clone(),
             pattern,
             duration: args.duration,
             warmup: args.warmup,
             connections: args.connections,
-            body: args.body.clone(),
+            body: args.target.body.clone(),
             seed: args.seed,
         };
         let report = runtime.block_on(bench::run(&config))?;

@@ -75,6 +75,25 @@ pub enum PredictError {
     ShuttingDown(#[from] ShuttingDown),
 }
 
+/// Where the time of one load went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadTimings {
+    /// Unpacking the archive (or opening the folder), parsing the properties, reading the wasm.
+    pub unpack: Duration,
+    /// Compiling, or finding the compiled component in memory or on disk.
+    pub compile: Duration,
+    /// Instantiating the warm instances and running their `load`.
+    pub instantiate: Duration,
+}
+
+/// The time since `*since`, which moves to now.
+fn lap(since: &mut Instant) -> Duration {
+    let now = Instant::now();
+    let elapsed = now - *since;
+    *since = now;
+    elapsed
+}
+
 /// A model ready to serve.
 pub struct LoadedModel {
     /// Its name.
@@ -83,6 +102,8 @@ pub struct LoadedModel {
     pub source: PathBuf,
     /// Its settings.
     pub properties: Properties,
+    /// Where the time of its load went.
+    pub timings: LoadTimings,
     /// The shared compiled component.
     compiled: Arc<crate::runtime::Compiled>,
     sandbox: Sandbox,
@@ -241,11 +262,12 @@ impl Registry {
             .get_or_create(&LoadLabels { result: label })
             .inc();
         match &result {
-            Ok(_) => {
+            Ok(model) => {
                 self.metrics
                     .load_seconds
                     .observe(started.elapsed().as_secs_f64());
-                tracing::info!(model = name, elapsed = ?started.elapsed(), "model loaded");
+                let t = model.timings;
+                tracing::info!(model = name, elapsed = ?started.elapsed(), unpack = ?t.unpack, compile = ?t.compile, instantiate = ?t.instantiate, "model loaded");
             }
             Err(error) => tracing::warn!(model = name, %error, "model load failed"),
         }
@@ -268,13 +290,17 @@ pub fn load_model(
         package: source.display().to_string(),
         reason,
     };
+    let mut timings = LoadTimings::default();
+    let mut step = Instant::now();
     let package = Package::open(source, &config.unpack_dir, &config.limits)
         .map_err(|e| broken(e.to_string()))?;
     let wasm = package
         .read_wasm(config.limits.max_unpacked_bytes)
         .map_err(|e: PackageError| broken(e.to_string()))?;
+    timings.unpack = lap(&mut step);
     let compiled = runtime.compile(&wasm).map_err(|e| broken(e.to_string()))?;
     drop(wasm);
+    timings.compile = lap(&mut step);
     let properties = package.properties.clone();
     for key in &properties.unknown_keys {
         tracing::warn!(
@@ -296,7 +322,7 @@ pub fn load_model(
         max_response_bytes: config.max_response_bytes,
         log_budget: Arc::new(LogBudget::new(LOG_BYTES_PER_WINDOW, LOG_WINDOW)),
     };
-    let model = LoadedModel {
+    let mut model = LoadedModel {
         name: name.to_string(),
         source: source.to_path_buf(),
         properties,
@@ -305,6 +331,7 @@ pub fn load_model(
         idle: Mutex::new(Vec::new()),
         _package: package,
         metrics: metrics.clone(),
+        timings: LoadTimings::default(),
     };
     // Balanced by `Drop`, which runs also when warming fails below.
     metrics.models_loaded.inc();
@@ -319,6 +346,8 @@ pub fn load_model(
             .unwrap_or_else(|p| p.into_inner())
             .push(instance);
     }
+    timings.instantiate = lap(&mut step);
+    model.timings = timings;
     if model.properties.min_workers == 0 {
         let dropped = model
             .idle

@@ -1,6 +1,8 @@
 //! The guest's predictions match the native linfa model to 1e-5, for JSON
 //! and CSV bodies, run through the real host runtime.
 
+#![allow(clippy::unwrap_used)] // A test that cannot set up should stop loudly.
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Compile once per distinct wasm: a SHA-256 of the bytes keys one shared
+//! Compile once per distinct wasm: a BLAKE3 hash of the bytes keys one shared
 //! compiled component, in memory and on disk.
 //!
 //! The disk cache holds native code that `Component::deserialize_file` trusts
@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
-use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
@@ -24,7 +23,7 @@ use super::instance::InstanceState;
 
 /// A component ready to instantiate, shared by every model with the same wasm.
 pub struct Compiled {
-    /// SHA-256 of the wasm bytes, hex.
+    /// BLAKE3 hash of the wasm bytes, hex.
     pub hash: String,
     /// Linked once: instantiating from it does no linking work.
     pub(super) pre: ModelPre<InstanceState>,
@@ -91,7 +90,7 @@ impl CompileCache {
         linker: &Linker<InstanceState>,
         wasm: &[u8],
     ) -> Result<Arc<Compiled>, RuntimeError> {
-        let hash = hex::encode(Sha256::digest(wasm));
+        let hash = blake3::hash(wasm).to_hex().to_string();
         let slot = {
             let mut slots = self
                 .slots
