@@ -187,3 +187,36 @@ async fn a_restart_reuses_the_compiled_component_from_disk() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_instance_pool_answers_503_and_loaded_models_keep_serving() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    copies(&store, &guest("linear-regression"), "m", 3);
+    let server = Server::start(
+        &store,
+        &work.path().join("cache"),
+        &["--max-instances", "2"],
+    )
+    .await;
+    assert_eq!(server.predict("m0", "[[0.5]]").await.0, 200);
+    assert_eq!(server.predict("m1", "[[0.5]]").await.0, 200);
+
+    let response = reqwest::Client::new()
+        .post(format!("{}/predictions/m2", server.url))
+        .body("[[0.5]]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (_, kind, message) = error_body(&response.text().await.unwrap());
+    assert_eq!(kind, "NoCapacity");
+    assert!(
+        message.contains("m2") && message.contains("--max-instances"),
+        "{message}"
+    );
+
+    assert_eq!(server.predict("m0", "[[0.5]]").await.0, 200);
+    assert_eq!(server.metric("mme_models_loaded").await, 2.0);
+}

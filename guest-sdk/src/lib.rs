@@ -1,4 +1,4 @@
-//! Write a [Wasm MME](https://github.com/) model in Rust.
+//! Write a Wasm MME model in Rust.
 //!
 //! A model is a type that implements [`Model`]: `load` runs once per instance
 //! and reads the model's artifacts from `/model` with plain `std::fs`;

@@ -83,6 +83,10 @@ pub struct BenchConfig {
     pub prefix: String,
     /// How traffic spreads over them.
     pub pattern: Pattern,
+    /// When set, every request is a `GET` of this path instead (such as
+    /// `/ping`): the server's no-op cost, measured with the same client, so
+    /// that each pattern can be reported as a ratio of it.
+    pub baseline_route: Option<String>,
     /// How long to measure.
     pub duration: Duration,
     /// How long to send before measuring.
@@ -98,8 +102,8 @@ pub struct BenchConfig {
 /// What a load test measured.
 #[derive(Debug)]
 pub struct BenchReport {
-    /// The pattern.
-    pub pattern: Pattern,
+    /// The pattern, or the baseline route.
+    pub label: String,
     /// Requests answered in the measured window.
     pub requests: u64,
     /// Answers by HTTP status.
@@ -150,7 +154,7 @@ impl fmt::Display for BenchReport {
         write!(
             f,
             "{:<10} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {}",
-            self.pattern.to_string(),
+            self.label,
             self.requests,
             self.throughput(),
             self.percentile_ms(0.5),
@@ -215,7 +219,10 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         let _ = total.latency_us.add(&tally.latency_us);
     }
     Ok(BenchReport {
-        pattern: config.pattern,
+        label: config.baseline_route.as_ref().map_or_else(
+            || config.pattern.to_string(),
+            |route| format!("GET {route}"),
+        ),
         requests: total.requests,
         statuses: total.statuses,
         transport_errors: total.transport_errors,
@@ -244,14 +251,17 @@ async fn connection(
         if sent >= stop_at {
             break;
         }
-        let model = config.pattern.pick(&mut rng, config.models);
-        let url = format!("{base}/predictions/{}{model}", config.prefix);
-        let result = client
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(config.body.clone())
-            .send()
-            .await;
+        let request = match &config.baseline_route {
+            Some(route) => client.get(format!("{base}{route}")),
+            None => {
+                let model = config.pattern.pick(&mut rng, config.models);
+                client
+                    .post(format!("{base}/predictions/{}{model}", config.prefix))
+                    .header("content-type", "application/json")
+                    .body(config.body.clone())
+            }
+        };
+        let result = request.send().await;
         let status = match result {
             Ok(response) => {
                 let status = response.status().as_u16();

@@ -108,6 +108,10 @@ struct BenchArgs {
     /// Seed of the model choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also measure this no-op route (such as /ping) with the same client
+    /// first, and report each pattern's throughput as a ratio of it.
+    #[arg(long)]
+    baseline_route: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -216,21 +220,34 @@ fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
         println!("{report}");
         return Ok(());
     }
+    let config_for = |pattern, baseline_route| BenchConfig {
+        url: args.target.url.clone(),
+        models: args.target.models,
+        prefix: args.target.prefix.clone(),
+        pattern,
+        baseline_route,
+        duration: args.duration,
+        warmup: args.warmup,
+        connections: args.connections,
+        body: args.target.body.clone(),
+        seed: args.seed,
+    };
     println!("{}", bench::TABLE_HEADER);
-    for pattern in args.patterns {
-        let config = BenchConfig {
-            url: args.target.url.clone(),
-            models: args.target.models,
-            prefix: args.target.prefix.clone(),
-            pattern,
-            duration: args.duration,
-            warmup: args.warmup,
-            connections: args.connections,
-            body: args.target.body.clone(),
-            seed: args.seed,
-        };
-        let report = runtime.block_on(bench::run(&config))?;
-        println!("{report}");
+    let baseline = match &args.baseline_route {
+        Some(route) => {
+            let report =
+                runtime.block_on(bench::run(&config_for(Pattern::Even, Some(route.clone()))))?;
+            println!("{report}");
+            Some(report.throughput())
+        }
+        None => None,
+    };
+    for &pattern in &args.patterns {
+        let report = runtime.block_on(bench::run(&config_for(pattern, None)))?;
+        match baseline {
+            Some(base) => println!("{report}  ({:.2} of baseline)", report.throughput() / base),
+            None => println!("{report}"),
+        }
     }
     Ok(())
 }

@@ -50,6 +50,14 @@ pub enum LoadError {
         /// Why.
         reason: String,
     },
+    /// The instance pool is full: the model is fine, the server is busy.
+    #[error("model {model:?} cannot be loaded now: {reason}")]
+    NoCapacity {
+        /// The model's name.
+        model: String,
+        /// What is full.
+        reason: String,
+    },
     /// The server is stopping.
     #[error(transparent)]
     ShuttingDown(#[from] ShuttingDown),
@@ -337,9 +345,13 @@ pub fn load_model(
     metrics.models_loaded.inc();
     let warm = model.properties.min_workers.max(1);
     for _ in 0..warm {
-        let instance = model
-            .new_instance(runtime)
-            .map_err(|e| broken(e.to_string()))?;
+        let instance = model.new_instance(runtime).map_err(|e| match e {
+            PredictError::Runtime(RuntimeError::PoolExhausted(reason)) => LoadError::NoCapacity {
+                model: name.to_string(),
+                reason,
+            },
+            other => broken(other.to_string()),
+        })?;
         model
             .idle
             .lock()

@@ -251,6 +251,9 @@ fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyho
 
     let mme = root.join("target/release/mme");
     let address = free_loopback_address()?;
+    // A fresh compile cache, so that the first request shows the cost of compiling.
+    let cache = work.join("cache");
+    let _ = std::fs::remove_dir_all(&cache);
     let server = Server(
         Command::new(&mme)
             .arg("serve")
@@ -259,7 +262,7 @@ fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyho
             .arg("--bind")
             .arg(address.to_string())
             .arg("--cache-dir")
-            .arg(work.join("cache"))
+            .arg(&cache)
             .env("RUST_LOG", "warn")
             .spawn()
             .context("cannot start mme serve")?,
@@ -268,6 +271,10 @@ fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyho
     println!(
         "serving on http://{address}; load-testing each pattern for {duration} with {connections} connections"
     );
+    println!("cold starts: the first request to each model, one after another");
+    run(Command::new(&mme)
+        .args(["bench", "cold", "--url", &format!("http://{address}")])
+        .args(["--models", &models.to_string(), "--prefix", "sklearn-"]))?;
     let mut bench = Command::new(&mme);
     bench
         .arg("bench")
@@ -276,6 +283,7 @@ fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyho
         .args(["--models", &models.to_string(), "--prefix", "sklearn-"])
         .args(["--duration", duration, "--warmup", "3s"])
         .args(["--connections", &connections.to_string()])
+        .args(["--baseline-route", "/ping"])
         .args([
             "--pattern",
             "even",

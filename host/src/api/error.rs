@@ -75,6 +75,11 @@ impl From<LoadError> for ApiError {
             LoadError::Store(StoreError::NotFound { .. }) => {
                 ApiError::new(StatusCode::NOT_FOUND, "ModelNotFound", message)
             }
+            LoadError::NoCapacity { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NoCapacity",
+                format!("{message}; retry later, or raise --max-instances"),
+            ),
             LoadError::Broken { .. } => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ModelLoadFailed",
@@ -109,7 +114,7 @@ impl From<PredictError> for ApiError {
                 "ModelLoadFailed",
                 message,
             ),
-            PredictError::Runtime(RuntimeError::Instantiate(_)) => ApiError::new(
+            PredictError::Runtime(RuntimeError::PoolExhausted(_)) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "NoCapacity",
                 format!("{message}; retry later"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, PoolConcurrencyLimitError, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::Model;
@@ -134,10 +134,13 @@ impl Instance {
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(engine::ticks_for(sandbox.timeout));
-        let model = compiled
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+        let model = compiled.pre.instantiate(&mut store).map_err(|e| {
+            if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+                RuntimeError::PoolExhausted(format!("{e:#}"))
+            } else {
+                RuntimeError::Instantiate(format!("{e:#}"))
+            }
+        })?;
         Ok(Instance {
             store,
             model,

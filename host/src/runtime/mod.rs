@@ -82,9 +82,12 @@ pub enum RuntimeError {
     /// The component does not fit the `mme:model/model` world.
     #[error("model.wasm does not implement the mme:model/model world: {0}")]
     WrongWorld(String),
-    /// No instance could be made (for example, the pool is full).
+    /// No instance could be made.
     #[error("cannot instantiate the model: {0}")]
     Instantiate(String),
+    /// Every slot of the instance pool is in use: back-pressure, not a fault.
+    #[error("no room for another wasm instance: {0}")]
+    PoolExhausted(String),
 }
 
 /// The kinds of bytes a package can hold, told apart by their preamble.
