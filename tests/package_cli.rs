@@ -59,7 +59,7 @@ fn package_then_inspect_reports_the_model_and_a_sample_answer() {
     assert!(output.status.success(), "{report}");
     for expected in [
         "package OK",
-        "model.bin, model.wasm",
+        "/model:       model.bin, serving.properties\n",
         "batch_size 4",
         "option.model_file = model.bin",
         "sample:       [2.0",

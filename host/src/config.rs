@@ -17,8 +17,12 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// The folder that holds `<model>.tar.gz` packages or `<model>/` folders.
     pub model_store: PathBuf,
-    /// Where compiled components and unpacked packages are kept.
+    /// Where compiled components are kept across restarts.
     pub cache_dir: PathBuf,
+    /// Where archives are unpacked while their models are loaded; `None`
+    /// means inside `cache_dir`. Unpacking is a few small file creations per
+    /// model, so a tmpfs here makes cold starts faster on a slow disk.
+    pub unpack_dir: Option<PathBuf>,
     /// Threads that run wasm.
     pub compute_threads: usize,
     /// Instances alive at once, across all models.

@@ -29,7 +29,7 @@ fn failed(step: &'static str) -> impl FnOnce(String) -> InspectError {
 /// What a successful check found.
 #[derive(Debug)]
 pub struct Report {
-    /// The files of the package, relative, sorted.
+    /// The files the guest sees under `/model` (every file but `model.wasm`), sorted.
     pub files: Vec<String>,
     /// The parsed settings.
     pub properties: Properties,
@@ -51,11 +51,11 @@ pub struct Report {
 /// sends it as a JSON request and reports the answer.
 pub fn inspect(source: &Path, sample: Option<&[u8]>) -> Result<Report, InspectError> {
     let scratch = tempfile::tempdir().map_err(|e| failed("setup")(e.to_string()))?;
-    let package = Package::open(source, scratch.path(), &Limits::default())
+    let mut package = Package::open(source, scratch.path(), &Limits::default())
         .map_err(|e| failed("unpack")(e.to_string()))?;
     let files = list_files(package.dir());
     let wasm = package
-        .read_wasm(Limits::default().max_unpacked_bytes)
+        .take_wasm(Limits::default().max_unpacked_bytes)
         .map_err(|e| failed("read model.wasm")(e.to_string()))?;
     let runtime = Runtime::new(RuntimeConfig {
         max_instances: 4,
@@ -133,7 +133,9 @@ fn list_files(root: &Path) -> Vec<String> {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if let Ok(relative) = path.strip_prefix(root) {
+            } else if let Ok(relative) = path.strip_prefix(root)
+                && relative != Path::new(crate::package::WASM_FILE)
+            {
                 files.push(relative.display().to_string());
             }
         }
@@ -146,7 +148,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = &self.properties;
         writeln!(f, "package OK")?;
-        writeln!(f, "  files:        {}", self.files.join(", "))?;
+        writeln!(f, "  /model:       {}", self.files.join(", "))?;
         writeln!(
             f,
             "  model.wasm:   {} bytes, blake3 {}",

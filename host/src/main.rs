@@ -47,6 +47,10 @@ struct ServeArgs {
     /// Folder for compiled components and unpacked packages [default: $XDG_CACHE_HOME/mme or ~/.cache/mme].
     #[arg(long, env = "MME_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Folder to unpack packages into while they are loaded [default: inside the cache folder].
+    /// A tmpfs (such as /dev/shm) makes cold starts faster when the disk is slow.
+    #[arg(long, env = "MME_UNPACK_DIR")]
+    unpack_dir: Option<PathBuf>,
     /// Threads that run wasm [default: the usable cores].
     #[arg(long, env = "MME_COMPUTE_THREADS")]
     compute_threads: Option<usize>,
@@ -198,6 +202,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         model_store: args.model_store,
         cache_dir: args.cache_dir.unwrap_or_else(config::default_cache_dir),
+        unpack_dir: args.unpack_dir,
         compute_threads: args.compute_threads.unwrap_or_else(wlm::usable_cores),
         max_instances: args.max_instances,
         max_instance_memory_bytes: usize::try_from(args.max_instance_memory_mb << 20)

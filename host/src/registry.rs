@@ -300,10 +300,10 @@ pub fn load_model(
     };
     let mut timings = LoadTimings::default();
     let mut step = Instant::now();
-    let package = Package::open(source, &config.unpack_dir, &config.limits)
+    let mut package = Package::open(source, &config.unpack_dir, &config.limits)
         .map_err(|e| broken(e.to_string()))?;
     let wasm = package
-        .read_wasm(config.limits.max_unpacked_bytes)
+        .take_wasm(config.limits.max_unpacked_bytes)
         .map_err(|e: PackageError| broken(e.to_string()))?;
     timings.unpack = lap(&mut step);
     let compiled = runtime.compile(&wasm).map_err(|e| broken(e.to_string()))?;

@@ -38,7 +38,7 @@ fn json_request(content_type: &str, body: impl Into<Vec<u8>>) -> Request {
 #[test]
 fn guest_predictions_match_native_linfa() {
     let scratch = tempfile::tempdir().unwrap();
-    let package = Package::open(&package_path(), scratch.path(), &Limits::default()).unwrap();
+    let mut package = Package::open(&package_path(), scratch.path(), &Limits::default()).unwrap();
     let bytes = std::fs::read(package.dir().join("model.bin")).unwrap();
     let (native, _): (FittedLinearRegression<f64>, _) =
         bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
@@ -54,7 +54,7 @@ fn guest_predictions_match_native_linfa() {
     })
     .unwrap();
     let compiled = runtime
-        .compile(&package.read_wasm(1 << 30).unwrap())
+        .compile(&package.take_wasm(1 << 30).unwrap())
         .unwrap();
     let sandbox = Sandbox {
         model: Arc::from("linear-regression"),

@@ -15,6 +15,10 @@ use flate2::write::GzEncoder;
 use tar::EntryType;
 use thiserror::Error;
 
+/// The most memory reserved up front for a file kept in memory; a larger
+/// file grows its buffer as its bytes actually arrive.
+const MAX_PREALLOCATION: u64 = 64 << 20;
+
 /// Caps that bound what one archive may cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -99,6 +103,18 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> ArchiveErro
 
 /// Unpacks the gzipped tar at `archive` into `dest`, which must exist and be empty.
 pub fn unpack(archive: &Path, dest: &Path, limits: &Limits) -> Result<(), ArchiveError> {
+    unpack_keeping(archive, dest, limits, None).map(drop)
+}
+
+/// Unpacks like [`unpack`], except that the top-level file named `keep` is
+/// returned in memory instead of written: a file the host reads once (the
+/// component) costs no disk write and no read back.
+pub fn unpack_keeping(
+    archive: &Path,
+    dest: &Path,
+    limits: &Limits,
+    keep: Option<&str>,
+) -> Result<Option<Vec<u8>>, ArchiveError> {
     let file =
         File::open(archive).map_err(io_error(format!("cannot open {}", archive.display())))?;
     let size = file
@@ -111,11 +127,18 @@ pub fn unpack(archive: &Path, dest: &Path, limits: &Limits) -> Result<(), Archiv
             limit: limits.max_compressed_bytes,
         });
     }
-    unpack_reader(io::BufReader::new(file), dest, limits)
+    unpack_reader(io::BufReader::new(file), dest, limits, keep)
 }
 
-/// Unpacks a gzipped tar stream into `dest`; the caps apply as in [`unpack`].
-pub fn unpack_reader(reader: impl Read, dest: &Path, limits: &Limits) -> Result<(), ArchiveError> {
+/// Unpacks a gzipped tar stream into `dest`, keeping the top-level file
+/// `keep` in memory; the caps apply as in [`unpack`].
+pub fn unpack_reader(
+    reader: impl Read,
+    dest: &Path,
+    limits: &Limits,
+    keep: Option<&str>,
+) -> Result<Option<Vec<u8>>, ArchiveError> {
+    let mut kept: Option<Vec<u8>> = None;
     let mut archive = tar::Archive::new(GzDecoder::new(reader));
     let mut written: u64 = 0;
     let entries = archive
@@ -148,27 +171,43 @@ pub fn unpack_reader(reader: impl Read, dest: &Path, limits: &Limits) -> Result<
                 .map_err(io_error(format!("cannot create folder {raw_path:?}")))?;
             continue;
         }
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(io_error(format!(
-                "cannot create the folder of {raw_path:?}"
-            )))?;
-        }
         let remaining = limits.max_unpacked_bytes.saturating_sub(written);
         if entry.size() > remaining {
             return Err(ArchiveError::UnpackedTooLarge {
                 limit: limits.max_unpacked_bytes,
             });
         }
-        let mut out = match File::create_new(&target) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+        // The header's size is checked above, but the stream is what counts.
+        let mut limited = (&mut entry).take(remaining + 1);
+        let copied = if keep.is_some_and(|name| relative == Path::new(name)) {
+            if kept.is_some() {
                 return Err(ArchiveError::DuplicateEntry { path: raw_path });
             }
-            Err(e) => return Err(io_error(format!("cannot create {raw_path:?}"))(e)),
+            // The header's size is untrusted: it sizes the buffer only up to a point.
+            let hint = usize::try_from(limited.limit().min(MAX_PREALLOCATION)).unwrap_or(0);
+            let mut bytes = Vec::with_capacity(hint);
+            limited
+                .read_to_end(&mut bytes)
+                .map_err(io_error(format!("cannot unpack {raw_path:?}")))?;
+            let copied = bytes.len() as u64;
+            kept = Some(bytes);
+            copied
+        } else {
+            if let Some(parent) = target.parent().filter(|parent| *parent != dest) {
+                std::fs::create_dir_all(parent).map_err(io_error(format!(
+                    "cannot create the folder of {raw_path:?}"
+                )))?;
+            }
+            let mut out = match File::create_new(&target) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(ArchiveError::DuplicateEntry { path: raw_path });
+                }
+                Err(e) => return Err(io_error(format!("cannot create {raw_path:?}"))(e)),
+            };
+            io::copy(&mut limited, &mut out)
+                .map_err(io_error(format!("cannot unpack {raw_path:?}")))?
         };
-        // The header's size is checked above, but the stream is what counts.
-        let copied = io::copy(&mut (&mut entry).take(remaining + 1), &mut out)
-            .map_err(io_error(format!("cannot unpack {raw_path:?}")))?;
         if copied > remaining {
             return Err(ArchiveError::UnpackedTooLarge {
                 limit: limits.max_unpacked_bytes,
@@ -176,7 +215,7 @@ pub fn unpack_reader(reader: impl Read, dest: &Path, limits: &Limits) -> Result<
         }
         written += copied;
     }
-    Ok(())
+    Ok(kept)
 }
 
 /// The path of an entry inside the destination, or `None` for the root itself (`./`).
@@ -269,7 +308,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");
         std::fs::create_dir(&dest).unwrap();
-        let result = unpack_reader(bytes, &dest, limits);
+        let result = unpack_reader(bytes, &dest, limits, None).map(drop);
         (dir, result)
     }
 
@@ -313,6 +352,51 @@ mod tests {
         let out = dir.path().join("out");
         assert_eq!(files_under(&out), vec!["model.wasm", "weights/w.bin"]);
         assert_eq!(std::fs::read(out.join("weights/w.bin")).unwrap(), b"123");
+    }
+
+    #[test]
+    fn a_kept_file_comes_back_in_memory_and_is_not_written() {
+        let bytes = hostile(&[
+            ("model.wasm", EntryType::Regular, b"component"),
+            ("sub/model.wasm", EntryType::Regular, b"artifact"),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let kept = unpack_reader(
+            &bytes[..],
+            dir.path(),
+            &Limits::default(),
+            Some("model.wasm"),
+        );
+        assert_eq!(kept.unwrap(), Some(b"component".to_vec()));
+        assert_eq!(files_under(dir.path()), vec!["sub/model.wasm"]);
+
+        let twice = hostile(&[
+            ("model.wasm", EntryType::Regular, b"a"),
+            ("./model.wasm", EntryType::Regular, b"b"),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let result = unpack_reader(
+            &twice[..],
+            dir.path(),
+            &Limits::default(),
+            Some("model.wasm"),
+        );
+        assert!(
+            matches!(result, Err(ArchiveError::DuplicateEntry { .. })),
+            "{result:?}"
+        );
+
+        let zeros = vec![0u8; 4 << 20];
+        let bomb = hostile(&[("model.wasm", EntryType::Regular, &zeros)]);
+        let limits = Limits {
+            max_unpacked_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let result = unpack_reader(&bomb[..], dir.path(), &limits, Some("model.wasm"));
+        assert!(
+            matches!(result, Err(ArchiveError::UnpackedTooLarge { .. })),
+            "{result:?}"
+        );
     }
 
     #[test]

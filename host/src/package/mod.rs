@@ -62,6 +62,9 @@ pub struct Package {
     dir: PathBuf,
     /// Set when this package unpacked an archive: the copy is removed with it.
     _unpacked: Option<TempDir>,
+    /// `model.wasm` of an archive, kept in memory until taken: it is hashed
+    /// and compiled, never read by the guest, so it is never written.
+    wasm: Option<Vec<u8>>,
     /// The validated `serving.properties` (defaults when absent).
     pub properties: Properties,
 }
@@ -72,8 +75,11 @@ impl Package {
     pub fn open(source: &Path, unpack_root: &Path, limits: &Limits) -> Result<Self, PackageError> {
         let metadata = std::fs::metadata(source)
             .map_err(io_error(format!("cannot read {}", source.display())))?;
-        let (dir, unpacked) = if metadata.is_dir() {
-            (source.to_path_buf(), None)
+        let (dir, unpacked, wasm) = if metadata.is_dir() {
+            if !source.join(WASM_FILE).is_file() {
+                return Err(PackageError::MissingWasm);
+            }
+            (source.to_path_buf(), None, None)
         } else {
             std::fs::create_dir_all(unpack_root)
                 .map_err(io_error(format!("cannot create {}", unpack_root.display())))?;
@@ -84,23 +90,21 @@ impl Package {
                     "cannot create a folder in {}",
                     unpack_root.display()
                 )))?;
-            archive::unpack(source, temp.path(), limits)?;
-            (temp.path().to_path_buf(), Some(temp))
+            let wasm = archive::unpack_keeping(source, temp.path(), limits, Some(WASM_FILE))?
+                .ok_or(PackageError::MissingWasm)?;
+            (temp.path().to_path_buf(), Some(temp), Some(wasm))
         };
         let properties = match std::fs::read(dir.join(PROPERTIES_FILE)) {
             Ok(bytes) => Properties::parse(&bytes)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Properties::default(),
             Err(e) => return Err(io_error(format!("cannot read {PROPERTIES_FILE}"))(e)),
         };
-        let package = Package {
+        Ok(Package {
             dir,
             _unpacked: unpacked,
+            wasm,
             properties,
-        };
-        if !package.wasm_path().is_file() {
-            return Err(PackageError::MissingWasm);
-        }
-        Ok(package)
+        })
     }
 
     /// The folder the guest sees as `/model`.
@@ -108,27 +112,33 @@ impl Package {
         &self.dir
     }
 
-    /// Where `model.wasm` is.
-    pub fn wasm_path(&self) -> PathBuf {
-        self.dir.join(WASM_FILE)
-    }
-
-    /// Reads `model.wasm` and checks that it is a component. It is read on
-    /// demand, not kept: once compiled, only its hash matters.
-    pub fn read_wasm(&self, max_bytes: u64) -> Result<Vec<u8>, PackageError> {
-        let path = self.wasm_path();
-        let size = std::fs::metadata(&path)
-            .map_err(io_error(format!("cannot read {WASM_FILE}")))?
-            .len();
-        if size > max_bytes {
-            return Err(PackageError::Invalid(format!(
-                "{WASM_FILE} is {size} bytes; the limit is {max_bytes}"
-            )));
+    /// Takes `model.wasm` (from memory for an archive, from the folder
+    /// otherwise) and checks that it is a component. It is not kept: once
+    /// compiled, only its hash matters. A second call finds nothing.
+    pub fn take_wasm(&mut self, max_bytes: u64) -> Result<Vec<u8>, PackageError> {
+        let bytes = match self.wasm.take() {
+            Some(bytes) => bytes,
+            None => {
+                let path = self.dir.join(WASM_FILE);
+                let size = std::fs::metadata(&path)
+                    .map_err(io_error(format!("cannot read {WASM_FILE}")))?
+                    .len();
+                if size > max_bytes {
+                    return Err(too_large(size, max_bytes));
+                }
+                std::fs::read(&path).map_err(io_error(format!("cannot read {WASM_FILE}")))?
+            }
+        };
+        if bytes.len() as u64 > max_bytes {
+            return Err(too_large(bytes.len() as u64, max_bytes));
         }
-        let bytes = std::fs::read(&path).map_err(io_error(format!("cannot read {WASM_FILE}")))?;
         check_component(&bytes)?;
         Ok(bytes)
     }
+}
+
+fn too_large(size: u64, limit: u64) -> PackageError {
+    PackageError::Invalid(format!("{WASM_FILE} is {size} bytes; the limit is {limit}"))
 }
 
 fn check_component(wasm: &[u8]) -> Result<(), PackageError> {
@@ -229,14 +239,18 @@ mod tests {
             &out,
         )
         .unwrap();
-        let package =
+        let mut package =
             Package::open(&out, &dir.path().join("unpacked"), &Limits::default()).unwrap();
         assert_eq!(package.properties.batch_size, 4);
         assert_eq!(
             std::fs::read(package.dir().join("weights.bin")).unwrap(),
             b"w"
         );
-        assert_eq!(package.read_wasm(1 << 20).unwrap(), EMPTY_COMPONENT);
+        assert!(
+            !package.dir().join(WASM_FILE).exists(),
+            "the component stays in memory"
+        );
+        assert_eq!(package.take_wasm(1 << 20).unwrap(), EMPTY_COMPONENT);
         let unpacked = package.dir().to_path_buf();
         drop(package);
         assert!(
@@ -281,15 +295,10 @@ mod tests {
         let err = Package::open(&folder, dir.path(), &Limits::default()).unwrap_err();
         assert!(err.to_string().contains("duplicate key"), "{err}");
         std::fs::remove_file(folder.join(PROPERTIES_FILE)).unwrap();
-        let package = Package::open(&folder, dir.path(), &Limits::default()).unwrap();
-        let err = package.read_wasm(1 << 20).unwrap_err();
+        let mut package = Package::open(&folder, dir.path(), &Limits::default()).unwrap();
+        let err = package.take_wasm(1 << 20).unwrap_err();
         assert!(err.to_string().contains("not WebAssembly"), "{err}");
-        assert!(
-            package
-                .read_wasm(2)
-                .unwrap_err()
-                .to_string()
-                .contains("limit")
-        );
+        let err = package.take_wasm(2).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
     }
 }

@@ -69,7 +69,7 @@ fn recurse(depth: u64) -> u64 {
 fn probe_sandbox() -> serde_json::Value {
     serde_json::json!({
         "env_vars": std::env::vars().count(),
-        "model_readable": std::fs::read("/model/model.wasm").is_ok(),
+        "model_readable": std::fs::read("/model/serving.properties").is_ok(),
         "model_writable": std::fs::write("/model/planted", b"x").is_ok(),
         "etc_readable": std::fs::read("/etc/passwd").is_ok(),
         "root_listable": std::fs::read_dir("/").is_ok(),
