@@ -22,6 +22,8 @@ use crate::wlm::{ComputePool, ShuttingDown};
 /// Guest output a model may log per window, and the window.
 const LOG_BYTES_PER_WINDOW: usize = 64 * 1024;
 const LOG_WINDOW: Duration = Duration::from_secs(10);
+/// How long an unload waits for the requests in flight on the model.
+const UNLOAD_WAIT: Duration = Duration::from_secs(30);
 
 /// Settings of the registry that come from the server's configuration.
 #[derive(Debug, Clone)]
@@ -50,6 +52,12 @@ pub enum LoadError {
         /// Why.
         reason: String,
     },
+    /// A model of that name is already loaded or loading.
+    #[error("model {0:?} is already loaded; unload it first to load it again")]
+    AlreadyLoaded(String),
+    /// No model of that name is loaded.
+    #[error("model {0:?} is not loaded")]
+    NotLoaded(String),
     /// The instance pool is full: the model is fine, the server is busy.
     #[error("model {model:?} cannot be loaded now: {reason}")]
     NoCapacity {
@@ -217,12 +225,52 @@ impl Registry {
             crate::store::check_name(name)?;
             models.entry(name.to_string()).or_default().clone()
         };
-        let result = slot.get_or_try_init(|| self.load(name)).await.cloned();
+        let result = slot
+            .get_or_try_init(|| async {
+                let source = self.store.resolve(name)?;
+                self.load(name, source).await
+            })
+            .await
+            .cloned();
+        self.forget_failed(name, &slot, result)
+    }
+
+    /// Loads model `name` from `source` (a folder or an archive), as the
+    /// management API asks; a name that is loaded or loading is refused.
+    pub async fn load_from(
+        &self,
+        name: &str,
+        source: PathBuf,
+    ) -> Result<Arc<LoadedModel>, LoadError> {
+        crate::store::check_name(name)?;
+        let slot = {
+            let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+            if models.contains_key(name) {
+                return Err(LoadError::AlreadyLoaded(name.to_string()));
+            }
+            let slot = Slot::default();
+            models.insert(name.to_string(), slot.clone());
+            slot
+        };
+        let result = slot
+            .get_or_try_init(|| self.load(name, source))
+            .await
+            .cloned();
+        self.forget_failed(name, &slot, result)
+    }
+
+    /// A failed load leaves no entry, so that the next request tries again.
+    fn forget_failed(
+        &self,
+        name: &str,
+        slot: &Slot,
+        result: Result<Arc<LoadedModel>, LoadError>,
+    ) -> Result<Arc<LoadedModel>, LoadError> {
         if result.is_err() {
             let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
             if models
                 .get(name)
-                .is_some_and(|s| Arc::ptr_eq(s, &slot) && s.get().is_none())
+                .is_some_and(|s| Arc::ptr_eq(s, slot) && s.get().is_none())
             {
                 models.remove(name);
             }
@@ -230,9 +278,64 @@ impl Registry {
         result
     }
 
+    /// Unloads model `name` and waits, up to `UNLOAD_WAIT`, until the
+    /// requests in flight on it are done, so that its instances and its
+    /// unpacked folder are freed when this returns.
+    pub async fn unload(&self, name: &str) -> Result<(), LoadError> {
+        let mut model = {
+            let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(model) = models.get(name).and_then(|slot| slot.get().cloned()) else {
+                return Err(LoadError::NotLoaded(name.to_string()));
+            };
+            models.remove(name);
+            model
+        };
+        let deadline = Instant::now() + UNLOAD_WAIT;
+        loop {
+            match Arc::try_unwrap(model) {
+                Ok(last) => {
+                    drop(last);
+                    tracing::info!(model = name, "model unloaded");
+                    return Ok(());
+                }
+                Err(shared) if Instant::now() < deadline => {
+                    model = shared;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        model = name,
+                        "model unloaded; requests in flight still hold it"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Every loaded model, sorted by name.
+    pub fn list(&self) -> Vec<Arc<LoadedModel>> {
+        let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loaded: Vec<_> = models
+            .values()
+            .filter_map(|slot| slot.get().cloned())
+            .collect();
+        loaded.sort_by(|a, b| a.name.cmp(&b.name));
+        loaded
+    }
+
     /// Runs one request on model `name`, loading the model if needed.
     pub async fn predict(&self, name: &str, request: Request) -> Result<Response, PredictError> {
         let model = self.get_or_load(name).await?;
+        self.run(model, request).await
+    }
+
+    /// Runs one request on a loaded model.
+    pub async fn run(
+        &self,
+        model: Arc<LoadedModel>,
+        request: Request,
+    ) -> Result<Response, PredictError> {
         let runtime = self.runtime.clone();
         self.compute
             .run(move || model.predict_blocking(&runtime, request))
@@ -251,8 +354,7 @@ impl Registry {
         models.values().filter(|slot| slot.get().is_some()).count()
     }
 
-    async fn load(&self, name: &str) -> Result<Arc<LoadedModel>, LoadError> {
-        let source = self.store.resolve(name)?;
+    async fn load(&self, name: &str, source: PathBuf) -> Result<Arc<LoadedModel>, LoadError> {
         let started = Instant::now();
         let runtime = self.runtime.clone();
         let config = self.config.clone();

@@ -75,6 +75,12 @@ impl From<LoadError> for ApiError {
             LoadError::Store(StoreError::NotFound { .. }) => {
                 ApiError::new(StatusCode::NOT_FOUND, "ModelNotFound", message)
             }
+            LoadError::AlreadyLoaded(_) => {
+                ApiError::new(StatusCode::CONFLICT, "ModelAlreadyLoaded", message)
+            }
+            LoadError::NotLoaded(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "ModelNotLoaded", message)
+            }
             LoadError::NoCapacity { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "NoCapacity",

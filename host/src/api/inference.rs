@@ -1,4 +1,6 @@
-//! Inference routes: DJL's and TorchServe's `POST /predictions/{model}`.
+//! Inference routes: DJL's and TorchServe's `POST /predictions/{model}`,
+//! which loads the model on demand, and SageMaker's
+//! `POST /models/{model}/invoke`, which serves only a loaded model.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -7,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
 use crate::metrics::RequestLabels;
+use crate::registry::LoadError;
 use crate::runtime::Request;
 
 /// The `model` label of requests for models that are not loaded.
@@ -22,14 +25,42 @@ pub async fn predictions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = predict(&state, &model, &headers, body).await;
+    answer(&state, &model, &headers, body, Loading::OnDemand).await
+}
+
+/// `POST /models/{model}/invoke`: runs a loaded model; 404 if it is not loaded.
+pub async fn invoke(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    answer(&state, &model, &headers, body, Loading::LoadedOnly).await
+}
+
+/// Whether a route may load a model that is not loaded yet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loading {
+    OnDemand,
+    LoadedOnly,
+}
+
+/// Runs one request and counts it by model and status.
+async fn answer(
+    state: &AppState,
+    model: &str,
+    headers: &HeaderMap,
+    body: Body,
+    loading: Loading,
+) -> Response {
+    let result = predict(state, model, headers, body, loading).await;
     let status = match &result {
         Ok(_) => StatusCode::OK,
         Err(error) => error.status,
     };
     // Only loaded models become label values: random names must not grow the metrics.
-    let label = if state.registry.get_loaded(&model).is_some() {
-        model
+    let label = if state.registry.get_loaded(model).is_some() {
+        model.to_string()
     } else {
         UNKNOWN_MODEL_LABEL.to_string()
     };
@@ -52,7 +83,17 @@ async fn predict(
     model: &str,
     headers: &HeaderMap,
     body: Body,
+    loading: Loading,
 ) -> Result<Response, ApiError> {
+    let loaded = match loading {
+        Loading::OnDemand => None,
+        Loading::LoadedOnly => Some(
+            state
+                .registry
+                .get_loaded(model)
+                .ok_or_else(|| ApiError::from(LoadError::NotLoaded(model.to_string())))?,
+        ),
+    };
     let body = read_body(body, state.max_request_bytes).await?;
     let request = Request {
         content_type: header_text(headers, header::CONTENT_TYPE.as_str()),
@@ -60,7 +101,10 @@ async fn predict(
         body,
         attributes: header_text(headers, CUSTOM_ATTRIBUTES),
     };
-    let response = state.registry.predict(model, request).await?;
+    let response = match loaded {
+        Some(loaded) => state.registry.run(loaded, request).await?,
+        None => state.registry.predict(model, request).await?,
+    };
     let content_type = HeaderValue::from_str(&response.content_type)
         .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
     Ok(([(header::CONTENT_TYPE, content_type)], response.body).into_response())

@@ -4,6 +4,7 @@
 mod error;
 mod health;
 mod inference;
+mod management;
 
 use std::sync::Arc;
 
@@ -33,6 +34,12 @@ pub fn router(state: AppState) -> Router {
         .route("/ping", get(health::ping))
         .route("/metrics", get(health::metrics))
         .route("/predictions/{model}", post(inference::predictions))
+        .route("/models", post(management::register).get(management::list))
+        .route(
+            "/models/{model}",
+            get(management::describe).delete(management::unregister),
+        )
+        .route("/models/{model}/invoke", post(inference::invoke))
         .fallback(unknown_route)
         .with_state(state)
 }

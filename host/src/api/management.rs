@@ -1,0 +1,163 @@
+//! Model management, as SageMaker's multi-model contract calls it:
+//! `POST /models`, `GET /models`, `GET /models/{name}`, `DELETE /models/{name}`.
+//!
+//! SageMaker has already downloaded and extracted the package when it calls
+//! `POST /models`, so `url` is a folder; an archive path works too.
+
+use std::path::PathBuf;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::inference::read_body;
+use super::{ApiError, AppState};
+use crate::registry::{LoadError, LoadedModel};
+
+/// Page size of `GET /models` when the caller gives none (as DJL Serving).
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// The largest page a caller may ask for.
+pub const MAX_PAGE_SIZE: usize = 1000;
+/// The largest `POST /models` body: two short strings.
+const MAX_REGISTER_BODY: usize = 64 * 1024;
+
+/// `POST /models` body, SageMaker's shape.
+#[derive(Deserialize)]
+struct Register {
+    model_name: String,
+    url: String,
+}
+
+/// `POST /models`: loads `url` as `model_name`; 200 when it is ready to serve.
+pub async fn register(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let bytes = read_body(body, MAX_REGISTER_BODY).await?;
+    let request: Register = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            format!("expected JSON {{\"model_name\": \"...\", \"url\": \"/path/to/model\"}}: {e}"),
+        )
+    })?;
+    let source = PathBuf::from(&request.url);
+    if !source.is_absolute() || !source.exists() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ModelNotFound",
+            format!(
+                "no model package at {:?}: url must be an absolute path to a folder or a .tar.gz",
+                request.url
+            ),
+        ));
+    }
+    match state.registry.load_from(&request.model_name, source).await {
+        Ok(model) => Ok(Json(json!({
+            "status": format!("Model \"{}\" is loaded", model.name),
+        }))),
+        Err(error) => Err(register_error(error)),
+    }
+}
+
+/// What SageMaker expects of `POST /models`: 507 when there is no room, and a
+/// broken package is the caller's (400), not the server's.
+fn register_error(error: LoadError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        LoadError::NoCapacity { .. } => ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "InsufficientCapacity",
+            message,
+        ),
+        LoadError::Broken { .. } => {
+            ApiError::new(StatusCode::BAD_REQUEST, "InvalidPackage", message)
+        }
+        other => other.into(),
+    }
+}
+
+/// `GET /models` query: DJL's and SageMaker's paging.
+#[derive(Deserialize)]
+pub struct Page {
+    limit: Option<usize>,
+    next_page_token: Option<String>,
+}
+
+/// One entry of `GET /models`, and the body of `GET /models/{name}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ModelEntry {
+    model_name: String,
+    model_url: String,
+}
+
+fn entry(model: &LoadedModel) -> ModelEntry {
+    ModelEntry {
+        model_name: model.name.clone(),
+        model_url: model.source.display().to_string(),
+    }
+}
+
+/// `GET /models`: the loaded models, sorted by name, a page at a time.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    if limit == 0 || limit > MAX_PAGE_SIZE {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            format!("limit must be from 1 to {MAX_PAGE_SIZE}"),
+        ));
+    }
+    let start = match page.next_page_token.as_deref() {
+        None | Some("") => 0,
+        Some(token) => token.parse::<usize>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                "next_page_token is not a token this server gave out",
+            )
+        })?,
+    };
+    let models = state.registry.list();
+    let page: Vec<ModelEntry> = models
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|m| entry(m))
+        .collect();
+    let mut body = json!({ "models": page });
+    if start + limit < models.len() {
+        body["nextPageToken"] = json!((start + limit).to_string());
+    }
+    Ok(Json(body))
+}
+
+/// `GET /models/{name}`: the loaded model, or 404.
+pub async fn describe(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let model = state
+        .registry
+        .get_loaded(&name)
+        .ok_or_else(|| ApiError::from(LoadError::NotLoaded(name.clone())))?;
+    let mut body = serde_json::to_value(entry(&model)).unwrap_or_default();
+    body["status"] = json!("READY");
+    body["wasmHash"] = json!(model.wasm_hash());
+    Ok(Json(body))
+}
+
+/// `DELETE /models/{name}`: unloads the model; its memory is freed when this answers.
+pub async fn unregister(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.registry.unload(&name).await?;
+    Ok(Json(
+        json!({ "status": format!("Model \"{name}\" is unloaded") }),
+    ))
+}
