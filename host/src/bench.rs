@@ -122,6 +122,9 @@ pub enum BenchError {
     /// A setting is unusable.
     #[error("{0}")]
     Config(String),
+    /// The server did not answer at all.
+    #[error("cannot reach the server: {0}")]
+    Unreachable(String),
 }
 
 impl BenchReport {
@@ -403,7 +406,7 @@ pub async fn cold(
                 let _ = response.bytes().await;
                 status
             }
-            Err(e) => return Err(BenchError::Config(format!("cannot reach {base}: {e}"))),
+            Err(e) => return Err(BenchError::Unreachable(format!("{base}: {e}"))),
         };
         let elapsed = sent.elapsed();
         *statuses.entry(status).or_default() += 1;
