@@ -145,6 +145,29 @@ async fn the_multi_model_contract_holds_route_by_route() {
     )
     .await;
     assert_eq!(status, 400);
+    for (method, path, status, kind) in [
+        (
+            reqwest::Method::GET,
+            "/models?limit=many",
+            400,
+            "InvalidRequest",
+        ),
+        (
+            reqwest::Method::GET,
+            "/models?limit=0",
+            400,
+            "InvalidRequest",
+        ),
+        (reqwest::Method::PUT, "/ping", 405, "MethodNotAllowed"),
+        (reqwest::Method::GET, "/no/such/route", 404, "UnknownRoute"),
+    ] {
+        let (got, body) = call(method, format!("{}{path}", server.url), None).await;
+        assert_eq!(
+            (got, body["type"].as_str()),
+            (status, Some(kind)),
+            "{path}: {body}"
+        );
+    }
 
     let (status, body) = call(
         reqwest::Method::GET,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -102,8 +103,15 @@ fn entry(model: &LoadedModel) -> ModelEntry {
 /// `GET /models`: the loaded models, sorted by name, a page at a time.
 pub async fn list(
     State(state): State<AppState>,
-    Query(page): Query<Page>,
+    page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(page) = page.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            format!("bad query: {e}; use limit=N and next_page_token=T"),
+        )
+    })?;
     let limit = page.limit.unwrap_or(DEFAULT_PAGE_SIZE);
     if limit == 0 || limit > MAX_PAGE_SIZE {
         return Err(ApiError::new(

@@ -9,7 +9,7 @@ mod management;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{get, post};
 
 pub use error::ApiError;
@@ -41,7 +41,17 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/models/{model}/invoke", post(inference::invoke))
         .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(state)
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    let path: String = uri.path().chars().take(200).collect();
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("{method} is not allowed on {path}"),
+    )
 }
 
 async fn unknown_route(uri: Uri) -> ApiError {
