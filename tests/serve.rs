@@ -117,6 +117,16 @@ async fn thousand_models_compile_once_and_predict_like_native() {
         "{message}"
     );
 
+    // A broken package is not unpacked again for every request that asks for it.
+    let (status, _, again) = server.predict("broken", body).await;
+    assert_eq!((status, again.as_str()), (500, text.as_str()));
+    assert_eq!(
+        server
+            .metric("mme_model_loads_total{result=\"error\"}")
+            .await,
+        1.0
+    );
+
     let (status, _, text) = server.predict("garbage", body).await;
     let (_, _, message) = error_body(&text);
     assert_eq!(status, 500);

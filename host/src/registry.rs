@@ -22,6 +22,9 @@ use crate::wlm::{ComputePool, ShuttingDown};
 /// Guest output a model may log per window, and the window.
 const LOG_BYTES_PER_WINDOW: usize = 64 * 1024;
 const LOG_WINDOW: Duration = Duration::from_secs(10);
+/// How long a package that failed to load answers with that failure
+/// before a request tries it again.
+pub const FAILED_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// How long an unload waits for the requests in flight on the model.
 const UNLOAD_WAIT: Duration = Duration::from_secs(30);
 
@@ -193,6 +196,8 @@ pub struct Registry {
     config: RegistryConfig,
     metrics: Arc<Metrics>,
     models: Mutex<HashMap<String, Slot>>,
+    /// Models whose last on-demand load failed, with when and why.
+    failed: Mutex<HashMap<String, (Instant, LoadError)>>,
 }
 
 impl Registry {
@@ -211,6 +216,7 @@ impl Registry {
             config,
             metrics,
             models: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -223,6 +229,9 @@ impl Registry {
             }
             // Validate before the name becomes a key, so garbage names cost nothing.
             crate::store::check_name(name)?;
+            if let Some(error) = self.recent_failure(name) {
+                return Err(error);
+            }
             models.entry(name.to_string()).or_default().clone()
         };
         let result = slot
@@ -233,6 +242,17 @@ impl Registry {
             .await
             .cloned();
         self.forget_failed(name, &slot, result)
+    }
+
+    /// The error of a load of `name` that failed less than
+    /// [`FAILED_RETRY_AFTER`] ago: a broken package is not unpacked again
+    /// for every request that asks for it.
+    fn recent_failure(&self, name: &str) -> Option<LoadError> {
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed
+            .get(name)
+            .filter(|(at, _)| at.elapsed() < FAILED_RETRY_AFTER)
+            .map(|(_, error)| error.clone())
     }
 
     /// Loads model `name` from `source` (a folder or an archive), as the
@@ -266,6 +286,18 @@ impl Registry {
         slot: &Slot,
         result: Result<Arc<LoadedModel>, LoadError>,
     ) -> Result<Arc<LoadedModel>, LoadError> {
+        {
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            match &result {
+                Err(error @ LoadError::Broken { .. }) => {
+                    failed.insert(name.to_string(), (Instant::now(), error.clone()));
+                }
+                Ok(_) => {
+                    failed.remove(name);
+                }
+                Err(_) => {}
+            }
+        }
         if result.is_err() {
             let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
             if models
