@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Cap on a response body, in bytes.
     pub max_response_bytes: usize,
+    /// The status of a request refused because its model's queue is full:
+    /// 503 (DJL's and SageMaker's) or 429.
+    pub queue_full_status: u16,
 }
 
 /// The cache folder when none is given: `$XDG_CACHE_HOME/mme`, else

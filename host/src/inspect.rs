@@ -4,13 +4,13 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 use crate::package::{Limits, Package, Properties};
-use crate::runtime::{LogBudget, Request, Runtime, RuntimeConfig, Sandbox};
+use crate::registry::sandbox_for;
+use crate::runtime::{Request, Runtime, RuntimeConfig};
 
 /// The step of the check that failed, and why.
 #[derive(Debug, Error)]
@@ -67,19 +67,12 @@ pub fn inspect(source: &Path, sample: Option<&[u8]>) -> Result<Report, InspectEr
         .compile(&wasm)
         .map_err(|e| failed("compile")(e.to_string()))?;
     let compile = started.elapsed();
-    let sandbox = Sandbox {
-        model: Arc::from("inspect"),
-        dir: package.dir().to_path_buf(),
-        max_memory_bytes: package
-            .properties
-            .max_memory_mb
-            .map_or(runtime.max_instance_memory_bytes(), |mb| {
-                (mb as usize) << 20
-            }),
-        timeout: package.properties.request_timeout,
-        max_response_bytes: crate::config::DEFAULT_MAX_RESPONSE_BYTES,
-        log_budget: Arc::new(LogBudget::new(64 * 1024, Duration::from_secs(10))),
-    };
+    let sandbox = sandbox_for(
+        "inspect",
+        &package,
+        &runtime,
+        crate::config::DEFAULT_MAX_RESPONSE_BYTES,
+    );
     let started = Instant::now();
     let mut instance = runtime
         .instantiate(&compiled, &sandbox)

@@ -14,7 +14,7 @@
 //! - [`registry`]: name → loaded model, single-flight loads.
 //! - [`store`]: where packages come from (a local folder).
 //! - [`package`]: the `model.tar.gz` format, safe unpacking, `serving.properties`.
-//! - [`wlm`]: the compute threads that run every model's wasm.
+//! - [`wlm`]: per-model queues, batching, worker scaling, and the compute threads that run every model's wasm.
 //! - [`runtime`]: wasmtime: compile once, sandboxed instances, deadlines.
 //! - [`config`], [`metrics`]: shared leaves.
 

@@ -63,6 +63,18 @@ struct ServeArgs {
     /// Cap on a request body, in bytes (413 beyond it).
     #[arg(long, default_value_t = config::DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
+    /// Status of a request refused because its model's queue is full: 503 (with
+    /// Retry-After, as DJL Serving and SageMaker) or 429.
+    #[arg(long, default_value_t = 503, value_parser = parse_queue_full_status)]
+    queue_full_status: u16,
+}
+
+fn parse_queue_full_status(text: &str) -> Result<u16, String> {
+    match text {
+        "503" => Ok(503),
+        "429" => Ok(429),
+        _ => Err(format!("expected 503 or 429, got {text:?}")),
+    }
 }
 
 #[derive(Args)]
@@ -209,6 +221,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("--max-instance-memory-mb is too large")?,
         max_request_bytes: args.max_request_bytes,
         max_response_bytes: config::DEFAULT_MAX_RESPONSE_BYTES,
+        queue_full_status: args.queue_full_status,
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

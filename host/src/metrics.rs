@@ -26,6 +26,145 @@ pub struct LoadLabels {
     pub result: &'static str,
 }
 
+/// Labels of per-model series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    /// The model's name.
+    pub model: String,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 10 µs to about 84 s.
+    Histogram::new(exponential_buckets(0.00001, 2.0, 24))
+}
+
+fn batch_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 13))
+}
+
+/// The work-load manager's series of one model. The handles share their
+/// values with the registered families, so updating one costs no lookup.
+#[derive(Clone)]
+pub struct ModelMetrics {
+    /// Time a request waited in the queue.
+    pub queue_seconds: Histogram,
+    /// Time a batch ran, worker start included.
+    pub compute_seconds: Histogram,
+    /// Requests per batch.
+    pub batch_size: Histogram,
+    /// Requests waiting now.
+    pub queue_length: Gauge,
+    /// Workers now.
+    pub workers: Gauge,
+    /// Workers running a batch now.
+    pub busy_workers: Gauge,
+    /// Times workers were added for backlog.
+    pub scale_ups: Counter,
+    /// Workers retired.
+    pub scale_downs: Counter,
+}
+
+impl ModelMetrics {
+    /// Series that no registry exports, for tests and tools.
+    pub fn detached() -> Self {
+        ModelMetrics {
+            queue_seconds: seconds_histogram(),
+            compute_seconds: seconds_histogram(),
+            batch_size: batch_histogram(),
+            queue_length: Gauge::default(),
+            workers: Gauge::default(),
+            busy_workers: Gauge::default(),
+            scale_ups: Counter::default(),
+            scale_downs: Counter::default(),
+        }
+    }
+}
+
+/// The families behind [`ModelMetrics`].
+struct ModelFamilies {
+    queue_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    compute_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    batch_size: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    queue_length: Family<ModelLabels, Gauge>,
+    workers: Family<ModelLabels, Gauge>,
+    busy_workers: Family<ModelLabels, Gauge>,
+    scale_ups: Family<ModelLabels, Counter>,
+    scale_downs: Family<ModelLabels, Counter>,
+}
+
+impl ModelFamilies {
+    fn register(registry: &mut Registry) -> Self {
+        let families = ModelFamilies {
+            queue_seconds: Family::new_with_constructor(seconds_histogram),
+            compute_seconds: Family::new_with_constructor(seconds_histogram),
+            batch_size: Family::new_with_constructor(batch_histogram),
+            queue_length: Family::default(),
+            workers: Family::default(),
+            busy_workers: Family::default(),
+            scale_ups: Family::default(),
+            scale_downs: Family::default(),
+        };
+        let f = &families;
+        registry.register(
+            "queue_seconds",
+            "Time a request waited in its model's queue",
+            f.queue_seconds.clone(),
+        );
+        registry.register(
+            "compute_seconds",
+            "Time a batch ran on a worker",
+            f.compute_seconds.clone(),
+        );
+        registry.register("batch_size", "Requests per batch", f.batch_size.clone());
+        registry.register(
+            "queue_length",
+            "Requests waiting in the model's queue",
+            f.queue_length.clone(),
+        );
+        registry.register("workers", "Workers of the model", f.workers.clone());
+        registry.register(
+            "busy_workers",
+            "Workers of the model running a batch",
+            f.busy_workers.clone(),
+        );
+        registry.register(
+            "scale_ups",
+            "Times the model added workers for its backlog",
+            f.scale_ups.clone(),
+        );
+        registry.register(
+            "scale_downs",
+            "Workers of the model retired",
+            f.scale_downs.clone(),
+        );
+        families
+    }
+
+    fn handles(&self, labels: &ModelLabels) -> ModelMetrics {
+        ModelMetrics {
+            queue_seconds: self.queue_seconds.get_or_create(labels).clone(),
+            compute_seconds: self.compute_seconds.get_or_create(labels).clone(),
+            batch_size: self.batch_size.get_or_create(labels).clone(),
+            queue_length: self.queue_length.get_or_create(labels).clone(),
+            workers: self.workers.get_or_create(labels).clone(),
+            busy_workers: self.busy_workers.get_or_create(labels).clone(),
+            scale_ups: self.scale_ups.get_or_create(labels).clone(),
+            scale_downs: self.scale_downs.get_or_create(labels).clone(),
+        }
+    }
+
+    fn remove(&self, labels: &ModelLabels) {
+        self.queue_seconds.remove(labels);
+        self.compute_seconds.remove(labels);
+        self.batch_size.remove(labels);
+        self.queue_length.remove(labels);
+        self.workers.remove(labels);
+        self.busy_workers.remove(labels);
+        self.scale_ups.remove(labels);
+        self.scale_downs.remove(labels);
+    }
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -41,6 +180,7 @@ pub struct Metrics {
     pub models_loaded: Gauge,
     /// Live wasm instances now.
     pub instances: Gauge,
+    models: ModelFamilies,
 }
 
 impl Default for Metrics {
@@ -87,7 +227,9 @@ impl Metrics {
         registry.register("models_loaded", "Models loaded now", models_loaded.clone());
         let instances = Gauge::default();
         registry.register("instances", "Live wasm instances", instances.clone());
+        let models = ModelFamilies::register(&mut registry);
         Metrics {
+            models,
             registry,
             compile,
             requests,
@@ -96,6 +238,21 @@ impl Metrics {
             models_loaded,
             instances,
         }
+    }
+
+    /// The work-load series of model `name`, created on first use.
+    pub fn for_model(&self, name: &str) -> ModelMetrics {
+        self.models.handles(&ModelLabels {
+            model: name.to_string(),
+        })
+    }
+
+    /// Drops the series of an unloaded model, so that names do not pile up.
+    pub fn forget_model(&self, name: &str) {
+        let labels = ModelLabels {
+            model: name.to_string(),
+        };
+        self.models.remove(&labels);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -1,6 +1,7 @@
 //! Wires the layers together for `mme serve` and runs until a shutdown signal.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -9,10 +10,13 @@ use crate::api::{self, AppState};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::package::Limits;
-use crate::registry::{Registry, RegistryConfig};
+use crate::registry::{Registry, RegistryConfig, WasmScheduler};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::LocalStore;
-use crate::wlm::ComputePool;
+use crate::wlm::SystemClock;
+
+/// How often idle workers are looked for and retired.
+const RETIRE_EVERY: Duration = Duration::from_secs(1);
 
 /// Starts the server on `config.bind` and serves until SIGTERM or Ctrl-C.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
@@ -35,11 +39,14 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .prefix("unpacked-")
         .tempdir_in(&config.cache_dir)
         .with_context(|| format!("cannot create a folder in {}", config.cache_dir.display()))?;
-    let compute = Arc::new(ComputePool::new(config.compute_threads)?);
+    let scheduler = Arc::new(WasmScheduler::new(
+        Arc::new(SystemClock),
+        config.compute_threads.max(1),
+    )?);
     let registry = Arc::new(Registry::new(
         LocalStore::new(&config.model_store),
         runtime.clone(),
-        compute.clone(),
+        scheduler.clone(),
         RegistryConfig {
             unpack_dir: unpacked.path().to_path_buf(),
             limits: Limits::default(),
@@ -47,10 +54,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         },
         metrics.clone(),
     ));
+    let retirement = tokio::spawn(retire_idle_workers(registry.clone()));
     let state = AppState {
         registry,
         metrics,
         max_request_bytes: config.max_request_bytes,
+        queue_full_status: config.queue_full_status,
     };
     let listener = TcpListener::bind(config.bind)
         .await
@@ -58,15 +67,30 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     tracing::info!(
         address = %listener.local_addr()?,
         model_store = %config.model_store.display(),
-        compute_threads = compute.threads(),
+        compute_threads = scheduler.threads(),
         pooled = runtime.is_pooled(),
         "serving"
     );
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    retirement.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Retires the workers that have been idle for their model's `max_idle_time`.
+async fn retire_idle_workers(registry: Arc<Registry>) {
+    let mut ticks = tokio::time::interval(RETIRE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let registry = registry.clone();
+        let retired = tokio::task::spawn_blocking(move || registry.retire_idle_workers()).await;
+        if let Ok(count @ 1..) = retired {
+            tracing::debug!(count, "idle workers retired");
+        }
+    }
 }
 
 /// Resolves on SIGTERM (what SageMaker and Kubernetes send) or Ctrl-C.

@@ -15,6 +15,9 @@ use crate::store::StoreError;
 /// Seconds a client is asked to wait when the server is out of capacity.
 const RETRY_AFTER_SECONDS: &str = "1";
 
+/// The `type` of a request refused because its model's queue is full.
+pub const QUEUE_FULL: &str = "QueueFull";
+
 /// An error answer.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -128,6 +131,16 @@ impl From<PredictError> for ApiError {
             PredictError::Runtime(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "RuntimeError", message)
             }
+            PredictError::QueueFull { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                QUEUE_FULL,
+                format!("{message}; retry later, or raise job_queue_size or maxWorkers"),
+            ),
+            PredictError::Expired { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "QueueTimeout",
+                format!("{message}; retry later, or raise maxWorkers or request_timeout_ms"),
+            ),
             PredictError::ShuttingDown(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", message)
             }

@@ -7,9 +7,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use std::sync::Arc;
+
+use super::error::QUEUE_FULL;
 use super::{ApiError, AppState};
 use crate::metrics::RequestLabels;
-use crate::registry::LoadError;
+use crate::registry::{LoadError, LoadedModel};
 use crate::runtime::Request;
 
 /// The `model` label of requests for models that are not loaded.
@@ -53,17 +56,20 @@ async fn answer(
     body: Body,
     loading: Loading,
 ) -> Response {
-    let result = predict(state, model, headers, body, loading).await;
+    let (served_by, result) = predict(state, model, headers, body, loading).await;
+    let result = result.map_err(|mut error| {
+        if error.kind == QUEUE_FULL {
+            error.status = StatusCode::from_u16(state.queue_full_status)
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        error
+    });
     let status = match &result {
         Ok(_) => StatusCode::OK,
         Err(error) => error.status,
     };
     // Only loaded models become label values: random names must not grow the metrics.
-    let label = if state.registry.get_loaded(model).is_some() {
-        model.to_string()
-    } else {
-        UNKNOWN_MODEL_LABEL.to_string()
-    };
+    let label = served_by.map_or(UNKNOWN_MODEL_LABEL.to_string(), |m| m.name.clone());
     state
         .metrics
         .requests
@@ -78,36 +84,47 @@ async fn answer(
     }
 }
 
+/// The model that took the request, if one did, and the answer.
 async fn predict(
     state: &AppState,
     model: &str,
     headers: &HeaderMap,
     body: Body,
     loading: Loading,
-) -> Result<Response, ApiError> {
+) -> (Option<Arc<LoadedModel>>, Result<Response, ApiError>) {
+    // A model that must be loaded already is checked before the body is read,
+    // and a body too large is refused before a model is loaded for it.
     let loaded = match loading {
         Loading::OnDemand => None,
-        Loading::LoadedOnly => Some(
-            state
-                .registry
-                .get_loaded(model)
-                .ok_or_else(|| ApiError::from(LoadError::NotLoaded(model.to_string())))?,
-        ),
+        Loading::LoadedOnly => match state.registry.get_loaded(model) {
+            Some(loaded) => Some(loaded),
+            None => return (None, Err(LoadError::NotLoaded(model.to_string()).into())),
+        },
     };
-    let body = read_body(body, state.max_request_bytes).await?;
+    let body = match read_body(body, state.max_request_bytes).await {
+        Ok(body) => body,
+        Err(error) => return (loaded, Err(error)),
+    };
+    let loaded = match loaded {
+        Some(loaded) => loaded,
+        None => match state.registry.get_or_load(model).await {
+            Ok(loaded) => loaded,
+            Err(error) => return (None, Err(error.into())),
+        },
+    };
     let request = Request {
         content_type: header_text(headers, header::CONTENT_TYPE.as_str()),
         accept: header_text(headers, header::ACCEPT.as_str()),
         body,
         attributes: header_text(headers, CUSTOM_ATTRIBUTES),
     };
-    let response = match loaded {
-        Some(loaded) => state.registry.run(loaded, request).await?,
-        None => state.registry.predict(model, request).await?,
-    };
-    let content_type = HeaderValue::from_str(&response.content_type)
-        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
-    Ok(([(header::CONTENT_TYPE, content_type)], response.body).into_response())
+    let result = state.registry.run(&loaded, request).await;
+    let response = result.map_err(ApiError::from).map(|response| {
+        let content_type = HeaderValue::from_str(&response.content_type)
+            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+        ([(header::CONTENT_TYPE, content_type)], response.body).into_response()
+    });
+    (Some(loaded), response)
 }
 
 /// Reads the body up to `limit` bytes; more is a 413 that says the limit.

@@ -1,5 +1,6 @@
 //! Model management, as SageMaker's multi-model contract calls it:
-//! `POST /models`, `GET /models`, `GET /models/{name}`, `DELETE /models/{name}`.
+//! `POST /models`, `GET /models`, `GET /models/{name}`, `DELETE /models/{name}`,
+//! and DJL's `PUT /models/{name}?min_worker=&max_worker=`.
 //!
 //! SageMaker has already downloaded and extracted the package when it calls
 //! `POST /models`, so `url` is a folder; an archive path works too.
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 use super::inference::read_body;
 use super::{ApiError, AppState};
 use crate::registry::{LoadError, LoadedModel};
+use crate::wlm::Bounds;
 
 /// Page size of `GET /models` when the caller gives none (as DJL Serving).
 pub const DEFAULT_PAGE_SIZE: usize = 100;
@@ -144,7 +146,8 @@ pub async fn list(
     Ok(Json(body))
 }
 
-/// `GET /models/{name}`: the loaded model, or 404.
+/// `GET /models/{name}`: the loaded model, with its settings, queue and
+/// workers (DJL's describe keys next to SageMaker's), or 404.
 pub async fn describe(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -154,9 +157,75 @@ pub async fn describe(
         .get_loaded(&name)
         .ok_or_else(|| ApiError::from(LoadError::NotLoaded(name.clone())))?;
     let mut body = serde_json::to_value(entry(&model)).unwrap_or_default();
-    body["status"] = json!("READY");
-    body["wasmHash"] = json!(model.wasm_hash());
+    let settings = model.settings();
+    let stats = model.stats();
+    let timings = model.timings;
+    let extra = json!({
+        "status": "READY",
+        "wasmHash": model.wasm_hash(),
+        "minWorkers": stats.bounds.min(),
+        "maxWorkers": stats.bounds.max(),
+        "batchSize": settings.batch_size,
+        "maxBatchDelay": settings.max_batch_delay.as_millis() as u64,
+        "maxIdleTime": settings.max_idle_time.as_secs(),
+        "queueSize": settings.job_queue_size,
+        "requestInQueue": stats.queued,
+        "workers": stats.workers,
+        "busyWorkers": stats.busy,
+        "scaleUps": stats.scale_ups,
+        "scaleDowns": stats.scale_downs,
+        "requests": {
+            "completed": stats.completed,
+            "rejected": stats.rejected,
+            "expired": stats.expired,
+        },
+        "loadTime": {
+            "unpackMs": timings.unpack.as_secs_f64() * 1e3,
+            "compileMs": timings.compile.as_secs_f64() * 1e3,
+            "instantiateMs": timings.instantiate.as_secs_f64() * 1e3,
+        },
+    });
+    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
     Ok(Json(body))
+}
+
+/// `PUT /models/{name}` query: DJL's scaling bounds; a missing one is kept.
+#[derive(Deserialize)]
+pub struct Scale {
+    min_worker: Option<usize>,
+    max_worker: Option<usize>,
+}
+
+/// `PUT /models/{name}?min_worker=&max_worker=`: changes the scaling bounds live.
+pub async fn scale(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<Scale>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let bad_request =
+        |message: String| ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", message);
+    let Query(scale) = query
+        .map_err(|e| bad_request(format!("bad query: {e}; use min_worker=N and max_worker=N")))?;
+    let model = state
+        .registry
+        .get_loaded(&name)
+        .ok_or_else(|| ApiError::from(LoadError::NotLoaded(name.clone())))?;
+    let current = model.stats().bounds;
+    let bounds = Bounds::new(
+        scale.min_worker.unwrap_or(current.min()),
+        scale.max_worker.unwrap_or(current.max()),
+    )
+    .map_err(|e| bad_request(e.to_string()))?;
+    state.registry.set_bounds(&name, bounds).await?;
+    Ok(Json(json!({
+        "status": format!(
+            "Model \"{name}\" workers scaled: min {}, max {}",
+            bounds.min(),
+            bounds.max()
+        ),
+    })))
 }
 
 /// `DELETE /models/{name}`: unloads the model; its memory is freed when this answers.

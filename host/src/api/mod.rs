@@ -26,6 +26,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The largest request body accepted (413 beyond it).
     pub max_request_bytes: usize,
+    /// The status of a request refused by a full queue (503 or 429).
+    pub queue_full_status: u16,
 }
 
 /// Every route of the server.
@@ -37,7 +39,9 @@ pub fn router(state: AppState) -> Router {
         .route("/models", post(management::register).get(management::list))
         .route(
             "/models/{model}",
-            get(management::describe).delete(management::unregister),
+            get(management::describe)
+                .put(management::scale)
+                .delete(management::unregister),
         )
         .route("/models/{model}/invoke", post(inference::invoke))
         .fallback(unknown_route)

@@ -1,27 +1,30 @@
 //! The loaded models: name → model, loaded on first use, once.
 //!
-//! Concurrent first requests for a model share one load (single-flight);
-//! a failed load is not remembered, so a fixed package loads on the next try.
+//! Concurrent first requests for a model share one load (single-flight).
+//! A package that failed to load answers with that failure for a few
+//! seconds, so that a broken package is not unpacked for every request.
+//! Each model's requests go through its queue in the work-load manager.
+
+mod model;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::sync::OnceCell;
 
-use crate::metrics::{LoadLabels, Metrics};
-use crate::package::{Limits, Package, PackageError, Properties};
-use crate::runtime::{
-    CallError, GuestError, Instance, LogBudget, Request, Response, Runtime, RuntimeError, Sandbox,
-};
-use crate::store::{LocalStore, StoreError};
-use crate::wlm::{ComputePool, ShuttingDown};
+pub use model::{LoadTimings, LoadedModel, WasmBackend, sandbox_for};
 
-/// Guest output a model may log per window, and the window.
-const LOG_BYTES_PER_WINDOW: usize = 64 * 1024;
-const LOG_WINDOW: Duration = Duration::from_secs(10);
+use crate::metrics::{LoadLabels, Metrics};
+use crate::package::Limits;
+use crate::runtime::{CallError, GuestError, Request, Response, Runtime, RuntimeError};
+use crate::store::{LocalStore, StoreError};
+use crate::wlm::{Bounds, JobError, Scheduler, ShuttingDown};
+
+/// The work-load manager that runs every model's wasm.
+pub type WasmScheduler = Scheduler<WasmBackend>;
 /// How long a package that failed to load answers with that failure
 /// before a request tries it again.
 pub const FAILED_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -89,101 +92,27 @@ pub enum PredictError {
     /// No instance could be made.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The model's queue is full.
+    #[error("model {model:?} has {limit} requests waiting, the limit of its job_queue_size")]
+    QueueFull {
+        /// The model's name.
+        model: String,
+        /// Its `job_queue_size`.
+        limit: usize,
+    },
+    /// The request waited in the queue past its deadline and never ran.
+    #[error(
+        "model {model:?} is overloaded: the request waited {waited:?} in its queue, past its deadline"
+    )]
+    Expired {
+        /// The model's name.
+        model: String,
+        /// How long it waited.
+        waited: Duration,
+    },
     /// The server is stopping.
     #[error(transparent)]
     ShuttingDown(#[from] ShuttingDown),
-}
-
-/// Where the time of one load went.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LoadTimings {
-    /// Unpacking the archive (or opening the folder), parsing the properties, reading the wasm.
-    pub unpack: Duration,
-    /// Compiling, or finding the compiled component in memory or on disk.
-    pub compile: Duration,
-    /// Instantiating the warm instances and running their `load`.
-    pub instantiate: Duration,
-}
-
-/// The time since `*since`, which moves to now.
-fn lap(since: &mut Instant) -> Duration {
-    let now = Instant::now();
-    let elapsed = now - *since;
-    *since = now;
-    elapsed
-}
-
-/// A model ready to serve.
-pub struct LoadedModel {
-    /// Its name.
-    pub name: String,
-    /// Where its package came from.
-    pub source: PathBuf,
-    /// Its settings.
-    pub properties: Properties,
-    /// Where the time of its load went.
-    pub timings: LoadTimings,
-    /// The shared compiled component.
-    compiled: Arc<crate::runtime::Compiled>,
-    sandbox: Sandbox,
-    /// Warm instances not serving a request now.
-    idle: Mutex<Vec<Instance>>,
-    /// Keeps the unpacked folder alive while the model is.
-    _package: Package,
-    metrics: Arc<Metrics>,
-}
-
-impl LoadedModel {
-    /// The hash of the model's wasm.
-    pub fn wasm_hash(&self) -> &str {
-        &self.compiled.hash
-    }
-
-    /// Answers one request on the calling thread, which must be a compute thread.
-    fn predict_blocking(
-        &self,
-        runtime: &Runtime,
-        request: Request,
-    ) -> Result<Response, PredictError> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut instance = match idle {
-            Some(instance) => instance,
-            None => self.new_instance(runtime)?,
-        };
-        match instance.predict(std::slice::from_ref(&request)) {
-            Ok(mut results) => {
-                self.idle
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(instance);
-                let result = results.pop().unwrap_or_else(|| {
-                    Err(GuestError::Internal("the model returned no result".into()))
-                });
-                Ok(result?)
-            }
-            Err(error) => {
-                // A trap poisons the store: this instance is dropped here.
-                self.metrics.instances.dec();
-                tracing::warn!(model = %self.name, %error, "instance discarded");
-                Err(error.into())
-            }
-        }
-    }
-
-    fn new_instance(&self, runtime: &Runtime) -> Result<Instance, PredictError> {
-        let mut instance = runtime.instantiate(&self.compiled, &self.sandbox)?;
-        instance.load(&self.properties.options)?;
-        self.metrics.instances.inc();
-        Ok(instance)
-    }
-}
-
-impl Drop for LoadedModel {
-    fn drop(&mut self) {
-        let idle = self.idle.get_mut().map_or(0, |v| v.len());
-        self.metrics.instances.dec_by(idle as i64);
-        self.metrics.models_loaded.dec();
-    }
 }
 
 type Slot = Arc<OnceCell<Arc<LoadedModel>>>;
@@ -192,7 +121,7 @@ type Slot = Arc<OnceCell<Arc<LoadedModel>>>;
 pub struct Registry {
     store: LocalStore,
     runtime: Arc<Runtime>,
-    compute: Arc<ComputePool>,
+    scheduler: Arc<WasmScheduler>,
     config: RegistryConfig,
     metrics: Arc<Metrics>,
     models: Mutex<HashMap<String, Slot>>,
@@ -201,18 +130,18 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry over `store`, running wasm on `compute`.
+    /// A registry over `store`, running wasm on `scheduler`'s threads.
     pub fn new(
         store: LocalStore,
         runtime: Arc<Runtime>,
-        compute: Arc<ComputePool>,
+        scheduler: Arc<WasmScheduler>,
         config: RegistryConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
         Registry {
             store,
             runtime,
-            compute,
+            scheduler,
             config,
             metrics,
             models: Mutex::new(HashMap::new()),
@@ -310,11 +239,11 @@ impl Registry {
         result
     }
 
-    /// Unloads model `name` and waits, up to `UNLOAD_WAIT`, until the
-    /// requests in flight on it are done, so that its instances and its
+    /// Unloads model `name`: it takes no new request, the queued ones are
+    /// answered (waiting up to `UNLOAD_WAIT`), and its instances and
     /// unpacked folder are freed when this returns.
     pub async fn unload(&self, name: &str) -> Result<(), LoadError> {
-        let mut model = {
+        let model = {
             let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
             let Some(model) = models.get(name).and_then(|slot| slot.get().cloned()) else {
                 return Err(LoadError::NotLoaded(name.to_string()));
@@ -322,11 +251,19 @@ impl Registry {
             models.remove(name);
             model
         };
+        model.queue.close();
         let deadline = Instant::now() + UNLOAD_WAIT;
+        while !model.queue.is_drained() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let idle = model.queue.take_idle();
+        self.metrics.forget_model(name);
+        let mut model = model;
         loop {
             match Arc::try_unwrap(model) {
                 Ok(last) => {
-                    drop(last);
+                    // Dropping instances and the unpacked folder blocks: not here.
+                    let _ = tokio::task::spawn_blocking(move || drop((idle, last))).await;
                     tracing::info!(model = name, "model unloaded");
                     return Ok(());
                 }
@@ -335,6 +272,7 @@ impl Registry {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err(_) => {
+                    drop(idle);
                     tracing::warn!(
                         model = name,
                         "model unloaded; requests in flight still hold it"
@@ -343,6 +281,26 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// Retires, in every model, the workers idle for longer than the
+    /// model's `max_idle_time`, down to its minimum. Blocking: instances
+    /// are freed here.
+    pub fn retire_idle_workers(&self) -> usize {
+        self.list()
+            .iter()
+            .map(|model| model.queue.retire_idle().len())
+            .sum()
+    }
+
+    /// Changes the scaling bounds of a loaded model, live.
+    pub async fn set_bounds(&self, name: &str, bounds: Bounds) -> Result<(), LoadError> {
+        let model = self
+            .get_loaded(name)
+            .ok_or_else(|| LoadError::NotLoaded(name.to_string()))?;
+        let retired = model.queue.set_bounds(bounds);
+        let _ = tokio::task::spawn_blocking(move || drop(retired)).await;
+        Ok(())
     }
 
     /// Every loaded model, sorted by name.
@@ -356,22 +314,26 @@ impl Registry {
         loaded
     }
 
-    /// Runs one request on model `name`, loading the model if needed.
-    pub async fn predict(&self, name: &str, request: Request) -> Result<Response, PredictError> {
-        let model = self.get_or_load(name).await?;
-        self.run(model, request).await
-    }
-
-    /// Runs one request on a loaded model.
+    /// Runs one request on a loaded model, through its queue.
     pub async fn run(
         &self,
-        model: Arc<LoadedModel>,
+        model: &Arc<LoadedModel>,
         request: Request,
     ) -> Result<Response, PredictError> {
-        let runtime = self.runtime.clone();
-        self.compute
-            .run(move || model.predict_blocking(&runtime, request))
-            .await?
+        match model.queue.call(request).await {
+            Ok(answer) => Ok(answer?),
+            Err(JobError::Failed(error)) => Err(error),
+            Err(JobError::QueueFull { limit }) => Err(PredictError::QueueFull {
+                model: model.name.clone(),
+                limit,
+            }),
+            Err(JobError::Expired { waited }) => Err(PredictError::Expired {
+                model: model.name.clone(),
+                waited,
+            }),
+            Err(JobError::Closed) => Err(LoadError::NotLoaded(model.name.clone()).into()),
+            Err(JobError::Dropped) => Err(ShuttingDown.into()),
+        }
     }
 
     /// The model `name` if it is loaded; never loads.
@@ -388,16 +350,7 @@ impl Registry {
 
     async fn load(&self, name: &str, source: PathBuf) -> Result<Arc<LoadedModel>, LoadError> {
         let started = Instant::now();
-        let runtime = self.runtime.clone();
-        let config = self.config.clone();
-        let metrics = self.metrics.clone();
-        let model = name.to_string();
-        let task_source = source.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            load_model(&runtime, &config, &metrics, &model, &task_source)
-        })
-        .await
-        .map_err(|_| LoadError::ShuttingDown(ShuttingDown))?;
+        let result = self.open_and_warm(name, source).await;
         let label = if result.is_ok() { "ok" } else { "error" };
         self.metrics
             .loads
@@ -415,93 +368,57 @@ impl Registry {
         }
         result
     }
-}
 
-/// Opens the package, compiles (or reuses) its component, and warms
-/// `minWorkers` instances; at least one instance runs `load`, so a broken
-/// model fails here and not on its first request.
-pub fn load_model(
-    runtime: &Runtime,
-    config: &RegistryConfig,
-    metrics: &Arc<Metrics>,
-    name: &str,
-    source: &Path,
-) -> Result<Arc<LoadedModel>, LoadError> {
-    let broken = |reason: String| LoadError::Broken {
-        model: name.to_string(),
-        package: source.display().to_string(),
-        reason,
-    };
-    let mut timings = LoadTimings::default();
-    let mut step = Instant::now();
-    let mut package = Package::open(source, &config.unpack_dir, &config.limits)
-        .map_err(|e| broken(e.to_string()))?;
-    let wasm = package
-        .take_wasm(config.limits.max_unpacked_bytes)
-        .map_err(|e: PackageError| broken(e.to_string()))?;
-    timings.unpack = lap(&mut step);
-    let compiled = runtime.compile(&wasm).map_err(|e| broken(e.to_string()))?;
-    drop(wasm);
-    timings.compile = lap(&mut step);
-    let properties = package.properties.clone();
-    for key in &properties.unknown_keys {
-        tracing::warn!(
-            model = name,
-            key,
-            "unknown key in serving.properties is ignored"
+    /// Opens and compiles on the blocking pool, then starts the first
+    /// workers on a compute thread: guest code runs only there.
+    async fn open_and_warm(
+        &self,
+        name: &str,
+        source: PathBuf,
+    ) -> Result<Arc<LoadedModel>, LoadError> {
+        let (runtime, config, metrics) = (
+            self.runtime.clone(),
+            self.config.clone(),
+            self.metrics.clone(),
         );
-    }
-    let max_memory = properties
-        .max_memory_mb
-        .map_or(runtime.max_instance_memory_bytes(), |mb| {
-            (mb as usize) << 20
-        });
-    let sandbox = Sandbox {
-        model: Arc::from(name),
-        dir: package.dir().to_path_buf(),
-        max_memory_bytes: max_memory.min(runtime.max_instance_memory_bytes()),
-        timeout: properties.request_timeout,
-        max_response_bytes: config.max_response_bytes,
-        log_budget: Arc::new(LogBudget::new(LOG_BYTES_PER_WINDOW, LOG_WINDOW)),
-    };
-    let mut model = LoadedModel {
-        name: name.to_string(),
-        source: source.to_path_buf(),
-        properties,
-        compiled,
-        sandbox,
-        idle: Mutex::new(Vec::new()),
-        _package: package,
-        metrics: metrics.clone(),
-        timings: LoadTimings::default(),
-    };
-    // Balanced by `Drop`, which runs also when warming fails below.
-    metrics.models_loaded.inc();
-    let warm = model.properties.min_workers.max(1);
-    for _ in 0..warm {
-        let instance = model.new_instance(runtime).map_err(|e| match e {
-            PredictError::Runtime(RuntimeError::PoolExhausted(reason)) => LoadError::NoCapacity {
+        let (model, task_source) = (name.to_string(), source.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            model::open_model(&runtime, &config, &metrics, &model, &task_source)
+        })
+        .await
+        .map_err(|_| LoadError::ShuttingDown(ShuttingDown))??;
+        let settings = model::settings_for(&opened.properties, self.scheduler.threads()).map_err(
+            |reason| LoadError::Broken {
                 model: name.to_string(),
+                package: source.display().to_string(),
                 reason,
             },
-            other => broken(other.to_string()),
-        })?;
-        model
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(instance);
+        )?;
+        let mut timings = opened.timings;
+        let mut step = Instant::now();
+        let warm_count = settings.bounds.min();
+        let (model, task_source) = (name.to_string(), source.clone());
+        let backend = opened.backend;
+        let (backend, warm) = self
+            .scheduler
+            .run_task(move || {
+                let warm = model::warm_up(&backend, &model, &task_source, warm_count);
+                (backend, warm)
+            })
+            .await?;
+        let mut warm = warm?;
+        // At least one instance ran `load`; a model that scales to zero keeps none.
+        warm.truncate(warm_count);
+        timings.instantiate = model::lap(&mut step);
+        let queue = self
+            .scheduler
+            .add_model(backend, settings, warm, self.metrics.for_model(name));
+        Ok(Arc::new(LoadedModel {
+            name: name.to_string(),
+            source,
+            properties: opened.properties,
+            timings,
+            queue,
+        }))
     }
-    timings.instantiate = lap(&mut step);
-    model.timings = timings;
-    if model.properties.min_workers == 0 {
-        let dropped = model
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .count();
-        metrics.instances.dec_by(dropped as i64);
-    }
-    Ok(Arc::new(model))
 }

@@ -1,0 +1,262 @@
+//! One loaded model: its package, its compiled component, and the
+//! [`Backend`] that lets the work-load manager start instances of it and
+//! run batches on them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::{LoadError, PredictError, RegistryConfig};
+use crate::metrics::Metrics;
+use crate::package::{Package, PackageError, Properties};
+use crate::runtime::{
+    Compiled, GuestError, Instance, LogBudget, Request, Response, Runtime, RuntimeError, Sandbox,
+};
+use crate::wlm::{Backend, Bounds, ModelQueue, QueueStats, Settings};
+
+/// Guest output a model may log per window, and the window.
+const LOG_BYTES_PER_WINDOW: usize = 64 * 1024;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// Where the time of one load went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadTimings {
+    /// Unpacking the archive (or opening the folder), parsing the properties, reading the wasm.
+    pub unpack: Duration,
+    /// Compiling, or finding the compiled component in memory or on disk.
+    pub compile: Duration,
+    /// Instantiating the warm instances and running their `load`.
+    pub instantiate: Duration,
+}
+
+/// A model ready to serve.
+pub struct LoadedModel {
+    /// Its name.
+    pub name: String,
+    /// Where its package came from.
+    pub source: PathBuf,
+    /// Its settings, as its package gives them.
+    pub properties: Properties,
+    /// Where the time of its load went.
+    pub timings: LoadTimings,
+    /// Its queue and workers.
+    pub(super) queue: Arc<ModelQueue<WasmBackend>>,
+}
+
+impl LoadedModel {
+    /// The hash of the model's wasm.
+    pub fn wasm_hash(&self) -> &str {
+        &self.queue.backend().compiled.hash
+    }
+
+    /// Its queue and workers now.
+    pub fn stats(&self) -> QueueStats {
+        self.queue.stats()
+    }
+
+    /// How it batches and scales now.
+    pub fn settings(&self) -> Settings {
+        self.queue.settings()
+    }
+}
+
+/// The sandbox of `name`'s instances: its package mounted, its own memory
+/// cap within the server's, its deadline and its log budget.
+pub fn sandbox_for(
+    name: &str,
+    package: &Package,
+    runtime: &Runtime,
+    max_response_bytes: usize,
+) -> Sandbox {
+    let server_cap = runtime.max_instance_memory_bytes();
+    let max_memory = package.properties.max_memory_mb.map_or(server_cap, |mb| {
+        usize::try_from(mb << 20).unwrap_or(usize::MAX)
+    });
+    Sandbox {
+        model: Arc::from(name),
+        dir: package.dir().to_path_buf(),
+        max_memory_bytes: max_memory.min(server_cap),
+        timeout: package.properties.request_timeout,
+        max_response_bytes,
+        log_budget: Arc::new(LogBudget::new(LOG_BYTES_PER_WINDOW, LOG_WINDOW)),
+    }
+}
+
+/// The work-load manager's view of a model: it starts wasm instances and
+/// runs batches on them.
+pub struct WasmBackend {
+    name: Arc<str>,
+    runtime: Arc<Runtime>,
+    compiled: Arc<Compiled>,
+    sandbox: Sandbox,
+    options: Vec<(String, String)>,
+    instances: Gauge,
+    models_loaded: Gauge,
+    /// Keeps the unpacked folder alive as long as instances may read it.
+    _package: Package,
+}
+
+/// A started instance; the live-instances gauge follows it.
+pub struct WasmWorker {
+    instance: Instance,
+    instances: Gauge,
+}
+
+impl Drop for WasmWorker {
+    fn drop(&mut self) {
+        self.instances.dec();
+    }
+}
+
+impl Drop for WasmBackend {
+    fn drop(&mut self) {
+        self.models_loaded.dec();
+    }
+}
+
+impl Backend for WasmBackend {
+    type Worker = WasmWorker;
+    type Input = Request;
+    type Output = Result<Response, GuestError>;
+    type Error = PredictError;
+
+    fn start_worker(&self) -> Result<WasmWorker, PredictError> {
+        let mut instance = self.runtime.instantiate(&self.compiled, &self.sandbox)?;
+        instance.load(&self.options)?;
+        self.instances.inc();
+        Ok(WasmWorker {
+            instance,
+            instances: self.instances.clone(),
+        })
+    }
+
+    fn run_batch(
+        &self,
+        worker: &mut WasmWorker,
+        batch: Vec<Request>,
+    ) -> Result<Vec<Self::Output>, PredictError> {
+        worker.instance.predict(&batch).map_err(|error| {
+            // A trap poisons the store: the work-load manager drops this instance.
+            tracing::warn!(model = %self.name, %error, "instance discarded");
+            PredictError::Call(error)
+        })
+    }
+}
+
+/// How a model batches and scales, from its properties and the server's
+/// compute threads (the default maximum of workers).
+pub fn settings_for(properties: &Properties, compute_threads: usize) -> Result<Settings, String> {
+    let min = properties.min_workers as usize;
+    let max = properties
+        .max_workers
+        .map_or(compute_threads.max(min).max(1), |max| max as usize);
+    Ok(Settings {
+        bounds: Bounds::new(min, max).map_err(|e| e.to_string())?,
+        batch_size: properties.batch_size.max(1) as usize,
+        max_batch_delay: properties.max_batch_delay,
+        max_idle_time: properties.max_idle_time,
+        job_queue_size: properties.job_queue_size,
+        queue_timeout: properties.request_timeout,
+    })
+}
+
+/// A model whose package is open and whose component is compiled, before
+/// any instance runs.
+pub struct Opened {
+    /// The backend, ready to start workers.
+    pub backend: WasmBackend,
+    /// The model's properties.
+    pub properties: Properties,
+    /// Where the time went so far.
+    pub timings: LoadTimings,
+}
+
+/// The time since `*since`, which moves to now.
+pub fn lap(since: &mut Instant) -> Duration {
+    let now = Instant::now();
+    let elapsed = now - *since;
+    *since = now;
+    elapsed
+}
+
+/// Opens the package and compiles (or reuses) its component. Blocking: run
+/// it off the async threads.
+pub fn open_model(
+    runtime: &Arc<Runtime>,
+    config: &RegistryConfig,
+    metrics: &Metrics,
+    name: &str,
+    source: &std::path::Path,
+) -> Result<Opened, LoadError> {
+    let broken = |reason: String| LoadError::Broken {
+        model: name.to_string(),
+        package: source.display().to_string(),
+        reason,
+    };
+    let mut timings = LoadTimings::default();
+    let mut step = Instant::now();
+    let mut package = Package::open(source, &config.unpack_dir, &config.limits)
+        .map_err(|e| broken(e.to_string()))?;
+    let wasm = package
+        .take_wasm(config.limits.max_unpacked_bytes)
+        .map_err(|e: PackageError| broken(e.to_string()))?;
+    timings.unpack = lap(&mut step);
+    let compiled = runtime.compile(&wasm).map_err(|e| broken(e.to_string()))?;
+    drop(wasm);
+    timings.compile = lap(&mut step);
+    let properties = package.properties.clone();
+    for key in &properties.unknown_keys {
+        tracing::warn!(
+            model = name,
+            key,
+            "unknown key in serving.properties is ignored"
+        );
+    }
+    let sandbox = sandbox_for(name, &package, runtime, config.max_response_bytes);
+    // Balanced by `WasmBackend::drop`, which runs also if the load fails later.
+    metrics.models_loaded.inc();
+    let backend = WasmBackend {
+        name: Arc::from(name),
+        runtime: runtime.clone(),
+        compiled,
+        sandbox,
+        options: properties.options.clone(),
+        instances: metrics.instances.clone(),
+        models_loaded: metrics.models_loaded.clone(),
+        _package: package,
+    };
+    Ok(Opened {
+        backend,
+        properties,
+        timings,
+    })
+}
+
+/// Starts `count` workers (at least one, so that a broken model fails its
+/// load and not its first request). Runs on a compute thread.
+pub fn warm_up(
+    backend: &WasmBackend,
+    name: &str,
+    source: &std::path::Path,
+    count: usize,
+) -> Result<Vec<WasmWorker>, LoadError> {
+    (0..count.max(1))
+        .map(|_| {
+            backend.start_worker().map_err(|error| match error {
+                PredictError::Runtime(RuntimeError::PoolExhausted(reason)) => {
+                    LoadError::NoCapacity {
+                        model: name.to_string(),
+                        reason,
+                    }
+                }
+                other => LoadError::Broken {
+                    model: name.to_string(),
+                    package: source.display().to_string(),
+                    reason: other.to_string(),
+                },
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,57 @@
+//! Work-load manager: per-model queues, dynamic batching, workers that
+//! scale with the backlog, and the fixed pool of compute threads that runs
+//! every model's work.
+//!
+//! It knows nothing of wasm or HTTP. A model is a [`Backend`] that makes
+//! workers and runs batches on them; the manager decides when, where and how
+//! many. Time comes from a [`Clock`], so the policy is tested with fake
+//! workers and fake time (see the tests of [`queue`]).
+//!
+//! The moving parts:
+//! - [`ModelQueue`]: one model's bounded queue, its workers (idle ones hold
+//!   memory, not a thread) and its scaling bounds.
+//! - [`Scheduler`]: a FIFO of runnable (model, worker) pairs, served by the
+//!   compute threads. A model with backlog has one entry per worker it may
+//!   use, so a model alone can use every core, and models with backlog take
+//!   turns a batch at a time, so a flood cannot starve a trickle.
+
+mod clock;
+mod policy;
+mod queue;
+mod scheduler;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use policy::{Bounds, BoundsError, Settings, workers_to_add};
+pub use queue::{JobError, ModelQueue, QueueStats};
+pub use scheduler::{Scheduler, ShuttingDown};
+
+/// A model, as the work-load manager sees it: something that makes workers
+/// and runs batches of inputs on them.
+pub trait Backend: Send + Sync + 'static {
+    /// A warm worker: for the server, a wasm instance that ran `load`.
+    type Worker: Send + 'static;
+    /// One request.
+    type Input: Send + 'static;
+    /// The answer to one request.
+    type Output: Send + 'static;
+    /// Why a worker could not start or broke; given to every request of the batch.
+    type Error: Clone + Send + 'static;
+
+    /// Makes a new worker. Runs on a compute thread.
+    fn start_worker(&self) -> Result<Self::Worker, Self::Error>;
+
+    /// Runs one batch: one output per input, in order. An error means the
+    /// worker is broken; it is dropped, and every input of the batch gets
+    /// the error.
+    fn run_batch(
+        &self,
+        worker: &mut Self::Worker,
+        batch: Vec<Self::Input>,
+    ) -> Result<Vec<Self::Output>, Self::Error>;
+}
+
+/// The number of cores this process may use: CPU affinity and cgroup quota
+/// both count (`available_parallelism` reads both).
+pub fn usable_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

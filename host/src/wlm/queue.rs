@@ -1,0 +1,475 @@
+//! One model's queue, workers and batching.
+//!
+//! Every decision happens under the model's own lock, in [`ModelQueue::submit`]
+//! (a request arrives) and in `finish` (a batch is done): scale up, then give
+//! each idle worker a waiting batch by putting it on the run list. Lock
+//! order: a model's lock, then the run list's; never the reverse.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use super::Backend;
+use super::policy::{Bounds, Settings, workers_to_add};
+use super::scheduler::{Inner, Runnable};
+use crate::metrics::ModelMetrics;
+
+/// Why a request got no output from the model.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum JobError<E> {
+    /// The queue holds `limit` requests already.
+    #[error("{limit} requests are already waiting")]
+    QueueFull {
+        /// The model's `job_queue_size`.
+        limit: usize,
+    },
+    /// The request waited longer than its deadline and was not run.
+    #[error("the request waited {waited:?} in the queue, longer than its deadline")]
+    Expired {
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The model is being unloaded and takes no new requests.
+    #[error("the model is being unloaded")]
+    Closed,
+    /// The request was dropped unanswered: the server is stopping, or host code panicked.
+    #[error("the request was dropped: the server is stopping or failed")]
+    Dropped,
+    /// The worker could not start, or broke on this batch.
+    #[error("{0}")]
+    Failed(E),
+}
+
+type Reply<B> = Result<<B as Backend>::Output, JobError<<B as Backend>::Error>>;
+
+struct Job<B: Backend> {
+    input: B::Input,
+    enqueued: Instant,
+    reply: oneshot::Sender<Reply<B>>,
+}
+
+/// A worker slot: a started worker, or room for one that starts on first use.
+pub(crate) struct Slot<W> {
+    worker: Option<W>,
+    idle_since: Instant,
+}
+
+/// What the describe endpoint shows of a model's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Requests waiting.
+    pub queued: usize,
+    /// Workers, busy or not.
+    pub workers: usize,
+    /// Workers running a batch now.
+    pub busy: usize,
+    /// The scaling bounds.
+    pub bounds: Bounds,
+    /// Times the model added workers because of backlog.
+    pub scale_ups: u64,
+    /// Workers retired: idle too long, or above a lowered maximum.
+    pub scale_downs: u64,
+    /// Requests answered by the model.
+    pub completed: u64,
+    /// Requests refused because the queue was full.
+    pub rejected: u64,
+    /// Requests answered without running because they waited too long.
+    pub expired: u64,
+}
+
+struct State<B: Backend> {
+    settings: Settings,
+    jobs: VecDeque<Job<B>>,
+    /// Workers not on the run list, most recently used last.
+    idle: Vec<Slot<B::Worker>>,
+    /// Every worker: idle, on the run list, or busy.
+    workers: usize,
+    /// Workers on the run list, ready or parked.
+    scheduled: usize,
+    /// Parked workers, waiting for their batch to fill.
+    parked: usize,
+    busy: usize,
+    closed: bool,
+    scale_ups: u64,
+    scale_downs: u64,
+    completed: u64,
+    rejected: u64,
+    expired: u64,
+}
+
+/// One model's bounded queue and workers.
+pub struct ModelQueue<B: Backend> {
+    scheduler: Arc<Inner<B>>,
+    backend: B,
+    metrics: ModelMetrics,
+    state: Mutex<State<B>>,
+}
+
+impl<B: Backend> ModelQueue<B> {
+    pub(super) fn new(
+        scheduler: Arc<Inner<B>>,
+        backend: B,
+        settings: Settings,
+        warm: Vec<B::Worker>,
+        metrics: ModelMetrics,
+    ) -> Arc<Self> {
+        let now = scheduler.clock.now();
+        let idle: Vec<_> = warm
+            .into_iter()
+            .map(|worker| Slot {
+                worker: Some(worker),
+                idle_since: now,
+            })
+            .collect();
+        let queue = Arc::new(ModelQueue {
+            scheduler,
+            backend,
+            metrics,
+            state: Mutex::new(State {
+                settings,
+                jobs: VecDeque::new(),
+                workers: idle.len(),
+                idle,
+                scheduled: 0,
+                parked: 0,
+                busy: 0,
+                closed: false,
+                scale_ups: 0,
+                scale_downs: 0,
+                completed: 0,
+                rejected: 0,
+                expired: 0,
+            }),
+        });
+        let mut state = queue.lock();
+        queue.dispatch(&mut state, now);
+        drop(state);
+        queue
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<B>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The model's backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Queues `input` and waits for its output. A full queue answers at
+    /// once; nothing here blocks a thread.
+    pub async fn call(self: &Arc<Self>, input: B::Input) -> Reply<B> {
+        let receiver = self.submit(input)?;
+        receiver.await.unwrap_or(Err(JobError::Dropped))
+    }
+
+    /// Queues `input`; the receiver gets its output.
+    pub fn submit(
+        self: &Arc<Self>,
+        input: B::Input,
+    ) -> Result<oneshot::Receiver<Reply<B>>, JobError<B::Error>> {
+        let now = self.scheduler.clock.now();
+        let mut state = self.lock();
+        if state.closed {
+            return Err(JobError::Closed);
+        }
+        if state.jobs.len() >= state.settings.job_queue_size {
+            state.rejected += 1;
+            return Err(JobError::QueueFull {
+                limit: state.settings.job_queue_size,
+            });
+        }
+        let (reply, receiver) = oneshot::channel();
+        state.jobs.push_back(Job {
+            input,
+            enqueued: now,
+            reply,
+        });
+        if state.parked > 0 && state.jobs.len() >= state.settings.batch_size {
+            state.parked = 0;
+            self.scheduler.unpark(self);
+        }
+        self.dispatch(&mut state, now);
+        Ok(receiver)
+    }
+
+    /// Scales up if the backlog asks for it, then puts idle workers on the
+    /// run list, one per waiting batch.
+    fn dispatch(self: &Arc<Self>, state: &mut State<B>, now: Instant) {
+        let settings = &state.settings;
+        let add = workers_to_add(
+            state.jobs.len(),
+            state.workers,
+            settings.batch_size,
+            settings.bounds,
+        );
+        if add > 0 {
+            if state.workers >= settings.bounds.min() && !state.jobs.is_empty() {
+                state.scale_ups += 1;
+                self.metrics.scale_ups.inc();
+            }
+            state.workers += add;
+            state.idle.splice(
+                0..0,
+                (0..add).map(|_| Slot {
+                    worker: None,
+                    idle_since: now,
+                }),
+            );
+        }
+        let wanted = state.jobs.len().div_ceil(state.settings.batch_size.max(1));
+        while state.scheduled < wanted {
+            let Some(slot) = state.idle.pop() else { break };
+            state.scheduled += 1;
+            // Only tasks are refused while stopping; batches always run.
+            let _ = self.scheduler.push(Runnable::Batch {
+                queue: self.clone(),
+                slot,
+                opened: None,
+            });
+        }
+        self.publish(state);
+    }
+
+    fn publish(&self, state: &State<B>) {
+        self.metrics.queue_length.set(state.jobs.len() as i64);
+        self.metrics.workers.set(state.workers as i64);
+        self.metrics.busy_workers.set(state.busy as i64);
+    }
+
+    /// Runs on a compute thread: takes a batch and runs it on `slot`, or
+    /// parks the slot while a partial batch waits for more.
+    pub(super) fn execute(self: Arc<Self>, slot: Slot<B::Worker>, opened: Option<Instant>) {
+        let now = self.scheduler.clock.now();
+        let mut state = self.lock();
+        if opened.is_some() {
+            // A hint only: a stale count costs a batch at most its delay.
+            state.parked = state.parked.saturating_sub(1);
+        }
+        self.expire(&mut state, now);
+        let batch_size = state.settings.batch_size.max(1);
+        if state.jobs.is_empty() {
+            state.scheduled -= 1;
+            state.idle.push(Slot {
+                worker: slot.worker,
+                idle_since: now,
+            });
+            self.publish(&state);
+            return;
+        }
+        if batch_size > 1
+            && state.jobs.len() < batch_size
+            && !state.closed
+            && !self.scheduler.is_stopping()
+        {
+            let opened = opened.unwrap_or(now);
+            let due = opened + state.settings.max_batch_delay;
+            if now < due {
+                state.parked += 1;
+                self.scheduler.park(self.clone(), slot, opened, due);
+                return;
+            }
+        }
+        let count = state.jobs.len().min(batch_size);
+        let jobs: Vec<Job<B>> = state.jobs.drain(..count).collect();
+        state.scheduled -= 1;
+        state.busy += 1;
+        self.publish(&state);
+        drop(state);
+
+        let (inputs, replies): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .map(|job| {
+                self.metrics
+                    .queue_seconds
+                    .observe(now.saturating_duration_since(job.enqueued).as_secs_f64());
+                (job.input, job.reply)
+            })
+            .unzip();
+        self.metrics.batch_size.observe(inputs.len() as f64);
+        let worker = self.run(slot.worker, inputs, replies);
+        self.finish(worker, count);
+    }
+
+    /// Answers, without running them, the requests that waited past their deadline.
+    fn expire(&self, state: &mut State<B>, now: Instant) {
+        let timeout = state.settings.queue_timeout;
+        while let Some(job) = state.jobs.front() {
+            let waited = now.saturating_duration_since(job.enqueued);
+            if waited < timeout {
+                break;
+            }
+            if let Some(job) = state.jobs.pop_front() {
+                state.expired += 1;
+                let _ = job.reply.send(Err(JobError::Expired { waited }));
+            }
+        }
+    }
+
+    /// Starts the worker if needed and runs the batch; the worker comes back
+    /// unless it broke.
+    fn run(
+        &self,
+        worker: Option<B::Worker>,
+        inputs: Vec<B::Input>,
+        replies: Vec<oneshot::Sender<Reply<B>>>,
+    ) -> Option<B::Worker> {
+        let started = std::time::Instant::now();
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<_, B::Error> {
+                let mut worker = match worker {
+                    Some(worker) => worker,
+                    None => self.backend.start_worker()?,
+                };
+                let outputs = self.backend.run_batch(&mut worker, inputs)?;
+                Ok((worker, outputs))
+            }));
+        self.metrics
+            .compute_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(Ok((worker, outputs))) => {
+                let mut outputs = outputs.into_iter();
+                for reply in replies {
+                    let answer = outputs.next().ok_or(JobError::Dropped);
+                    let _ = reply.send(answer);
+                }
+                Some(worker)
+            }
+            Ok(Err(error)) => {
+                for reply in replies {
+                    let _ = reply.send(Err(JobError::Failed(error.clone())));
+                }
+                None
+            }
+            // The replies drop unanswered: each caller sees `Dropped`.
+            Err(_) => None,
+        }
+    }
+
+    /// A batch is done: the worker goes back to the idle list (or retires if
+    /// the maximum was lowered meanwhile), and the backlog is dispatched.
+    fn finish(self: &Arc<Self>, worker: Option<B::Worker>, answered: usize) {
+        let now = self.scheduler.clock.now();
+        let mut state = self.lock();
+        state.busy -= 1;
+        state.completed += answered as u64;
+        let mut retired = None;
+        match worker {
+            Some(worker) if state.workers <= state.settings.bounds.max() => {
+                state.idle.push(Slot {
+                    worker: Some(worker),
+                    idle_since: now,
+                });
+            }
+            Some(worker) => {
+                state.workers -= 1;
+                state.scale_downs += 1;
+                self.metrics.scale_downs.inc();
+                retired = Some(worker);
+            }
+            None => state.workers -= 1,
+        }
+        self.dispatch(&mut state, now);
+        drop(state);
+        drop(retired);
+    }
+
+    /// Retires the workers idle for `max_idle_time`, oldest first, down to
+    /// the minimum. The caller drops what comes back, off the lock.
+    pub fn retire_idle(&self) -> Vec<B::Worker> {
+        let now = self.scheduler.clock.now();
+        let mut state = self.lock();
+        let max_idle = state.settings.max_idle_time;
+        let mut removable = state.workers.saturating_sub(state.settings.bounds.min());
+        let mut retired = Vec::new();
+        let mut kept = Vec::with_capacity(state.idle.len());
+        for slot in std::mem::take(&mut state.idle) {
+            if removable > 0 && now.saturating_duration_since(slot.idle_since) >= max_idle {
+                removable -= 1;
+                retired.extend(slot.worker);
+                state.workers -= 1;
+                state.scale_downs += 1;
+                self.metrics.scale_downs.inc();
+            } else {
+                kept.push(slot);
+            }
+        }
+        state.idle = kept;
+        self.publish(&state);
+        retired
+    }
+
+    /// Changes the scaling bounds now: missing workers are added (they
+    /// start on first use), idle ones above the new maximum retire at once,
+    /// busy ones when their batch is done.
+    pub fn set_bounds(self: &Arc<Self>, bounds: Bounds) -> Vec<B::Worker> {
+        let now = self.scheduler.clock.now();
+        let mut state = self.lock();
+        state.settings.bounds = bounds;
+        let mut retired = Vec::new();
+        while state.workers > bounds.max() && !state.idle.is_empty() {
+            // Retire empty slots first, then the least recently used.
+            let index = state
+                .idle
+                .iter()
+                .position(|slot| slot.worker.is_none())
+                .unwrap_or(0);
+            let slot = state.idle.remove(index);
+            retired.extend(slot.worker);
+            state.workers -= 1;
+            state.scale_downs += 1;
+            self.metrics.scale_downs.inc();
+        }
+        self.dispatch(&mut state, now);
+        retired
+    }
+
+    /// The model's settings now.
+    pub fn settings(&self) -> Settings {
+        self.lock().settings.clone()
+    }
+
+    /// Counts for the describe endpoint.
+    pub fn stats(&self) -> QueueStats {
+        let state = self.lock();
+        QueueStats {
+            queued: state.jobs.len(),
+            workers: state.workers,
+            busy: state.busy,
+            bounds: state.settings.bounds,
+            scale_ups: state.scale_ups,
+            scale_downs: state.scale_downs,
+            completed: state.completed,
+            rejected: state.rejected,
+            expired: state.expired,
+        }
+    }
+
+    /// Refuses new requests; those queued still run.
+    pub fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    /// True when nothing is queued or running.
+    pub fn is_drained(&self) -> bool {
+        let state = self.lock();
+        state.jobs.is_empty() && state.busy == 0 && state.scheduled == 0
+    }
+
+    /// Takes every idle worker out, for the caller to drop.
+    pub fn take_idle(&self) -> Vec<B::Worker> {
+        let mut state = self.lock();
+        let slots = std::mem::take(&mut state.idle);
+        state.workers -= slots.len();
+        self.publish(&state);
+        slots.into_iter().filter_map(|slot| slot.worker).collect()
+    }
+}
+
+#[cfg(test)]
+#[path = "queue_tests.rs"]
+mod tests;

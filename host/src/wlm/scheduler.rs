@@ -1,0 +1,294 @@
+//! The compute threads and the run list they serve.
+//!
+//! The run list holds (model, worker) entries in arrival order. A model with
+//! backlog has at most one entry per worker it may use, so a hot model alone
+//! fills every thread, and models with backlog take turns a batch at a time.
+//! A partial batch that waits for more is parked with a due time and holds
+//! no thread.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use super::queue::{ModelQueue, Slot};
+use super::{Backend, Clock, Settings};
+use crate::metrics::ModelMetrics;
+
+/// The pool is shutting down and takes no more work.
+#[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
+#[error("the server is shutting down")]
+pub struct ShuttingDown;
+
+type Task = Box<dyn FnOnce() + Send + 'static>;
+
+/// One unit of work for a compute thread.
+pub(super) enum Runnable<B: Backend> {
+    /// A batch of `queue`, to run on `slot`'s worker. `opened` is when a
+    /// worker first took this batch, if it then parked to wait for more.
+    Batch {
+        queue: Arc<ModelQueue<B>>,
+        slot: Slot<B::Worker>,
+        opened: Option<Instant>,
+    },
+    /// Work that is not a model's batch, such as a load's first instance.
+    Task(Task),
+}
+
+struct Parked<B: Backend> {
+    due: Instant,
+    queue: Arc<ModelQueue<B>>,
+    slot: Slot<B::Worker>,
+    opened: Instant,
+}
+
+struct RunList<B: Backend> {
+    ready: VecDeque<Runnable<B>>,
+    parked: Vec<Parked<B>>,
+    stopping: bool,
+}
+
+/// What the compute threads and the model queues share.
+pub(super) struct Inner<B: Backend> {
+    pub(super) clock: Arc<dyn Clock>,
+    run: Mutex<RunList<B>>,
+    wake: Condvar,
+    /// Mirrors `RunList::stopping`, readable under a model's lock.
+    stopping: AtomicBool,
+}
+
+/// The compute threads and their run list.
+pub struct Scheduler<B: Backend> {
+    inner: Arc<Inner<B>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    thread_count: usize,
+}
+
+impl<B: Backend> Scheduler<B> {
+    /// Starts `threads` compute threads. With 0 threads nothing runs until
+    /// [`Scheduler::run_one`] is called, which is how tests step it.
+    pub fn new(clock: Arc<dyn Clock>, threads: usize) -> std::io::Result<Self> {
+        let inner = Arc::new(Inner {
+            clock,
+            run: Mutex::new(RunList {
+                ready: VecDeque::new(),
+                parked: Vec::new(),
+                stopping: false,
+            }),
+            wake: Condvar::new(),
+            stopping: AtomicBool::new(false),
+        });
+        let handles = (0..threads)
+            .map(|index| {
+                let inner = inner.clone();
+                std::thread::Builder::new()
+                    .name(format!("mme-compute-{index}"))
+                    .spawn(move || inner.serve())
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Scheduler {
+            inner,
+            threads: Mutex::new(handles),
+            thread_count: threads,
+        })
+    }
+
+    /// The number of compute threads.
+    pub fn threads(&self) -> usize {
+        self.thread_count
+    }
+
+    /// Adds a model with `warm` workers already started.
+    pub fn add_model(
+        &self,
+        backend: B,
+        settings: Settings,
+        warm: Vec<B::Worker>,
+        metrics: ModelMetrics,
+    ) -> Arc<ModelQueue<B>> {
+        ModelQueue::new(self.inner.clone(), backend, settings, warm, metrics)
+    }
+
+    /// Runs `work` on a compute thread, in turn with the models' batches,
+    /// and waits for its result without blocking the caller's thread.
+    pub async fn run_task<T, F>(&self, work: F) -> Result<T, ShuttingDown>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let (done, result) = oneshot::channel();
+        let task: Task = Box::new(move || {
+            let _ = done.send(work());
+        });
+        self.inner.push(Runnable::Task(task))?;
+        result.await.map_err(|_| ShuttingDown)
+    }
+
+    /// Runs one due unit of work on the calling thread; false if none is due.
+    pub fn run_one(&self) -> bool {
+        let next = {
+            let mut run = self.inner.lock();
+            self.inner.pop_due(&mut run)
+        };
+        match next {
+            Some(runnable) => {
+                Inner::execute(runnable);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs what is queued and parked, then stops the threads.
+    pub fn shutdown(&self) {
+        self.inner.lock().stopping = true;
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_all();
+        let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for handle in handles {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl<B: Backend> Drop for Scheduler<B> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl<B: Backend> Inner<B> {
+    fn lock(&self) -> MutexGuard<'_, RunList<B>> {
+        self.run.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True once the scheduler is stopping: partial batches then run at once.
+    pub(super) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Queues work for the next free compute thread.
+    pub(super) fn push(&self, runnable: Runnable<B>) -> Result<(), ShuttingDown> {
+        let mut run = self.lock();
+        if run.stopping && matches!(runnable, Runnable::Task(_)) {
+            return Err(ShuttingDown);
+        }
+        run.ready.push_back(runnable);
+        drop(run);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Sets a partial batch aside until `due`, holding no thread.
+    pub(super) fn park(
+        &self,
+        queue: Arc<ModelQueue<B>>,
+        slot: Slot<B::Worker>,
+        opened: Instant,
+        due: Instant,
+    ) {
+        self.lock().parked.push(Parked {
+            due,
+            queue,
+            slot,
+            opened,
+        });
+        // A thread asleep without a timeout must learn the new due time.
+        self.wake.notify_one();
+    }
+
+    /// Makes the parked batches of `queue` runnable now: their batch is full.
+    pub(super) fn unpark(&self, queue: &Arc<ModelQueue<B>>) {
+        let mut run = self.lock();
+        let mut index = 0;
+        let mut woke = 0;
+        while index < run.parked.len() {
+            if Arc::ptr_eq(&run.parked[index].queue, queue) {
+                let parked = run.parked.swap_remove(index);
+                run.ready.push_back(Runnable::Batch {
+                    queue: parked.queue,
+                    slot: parked.slot,
+                    opened: Some(parked.opened),
+                });
+                woke += 1;
+            } else {
+                index += 1;
+            }
+        }
+        drop(run);
+        for _ in 0..woke {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The next runnable unit, after moving parked batches that are due
+    /// (all of them when stopping) to the end of the ready list.
+    fn pop_due(&self, run: &mut RunList<B>) -> Option<Runnable<B>> {
+        if !run.parked.is_empty() {
+            let now = self.clock.now();
+            let stopping = run.stopping;
+            let mut index = 0;
+            while index < run.parked.len() {
+                if stopping || run.parked[index].due <= now {
+                    let parked = run.parked.swap_remove(index);
+                    run.ready.push_back(Runnable::Batch {
+                        queue: parked.queue,
+                        slot: parked.slot,
+                        opened: Some(parked.opened),
+                    });
+                } else {
+                    index += 1;
+                }
+            }
+        }
+        run.ready.pop_front()
+    }
+
+    /// A compute thread's life: take the next unit, run it, repeat.
+    fn serve(self: Arc<Self>) {
+        loop {
+            let runnable = {
+                let mut run = self.lock();
+                loop {
+                    if let Some(runnable) = self.pop_due(&mut run) {
+                        break runnable;
+                    }
+                    if run.stopping && run.parked.is_empty() {
+                        return;
+                    }
+                    let next_due = run.parked.iter().map(|p| p.due).min();
+                    run = match next_due {
+                        Some(due) => {
+                            let wait = due.saturating_duration_since(self.clock.now());
+                            self.wake
+                                .wait_timeout(run, wait)
+                                .unwrap_or_else(|p| p.into_inner())
+                                .0
+                        }
+                        None => self.wake.wait(run).unwrap_or_else(|p| p.into_inner()),
+                    };
+                }
+            };
+            Inner::execute(runnable);
+        }
+    }
+
+    fn execute(runnable: Runnable<B>) {
+        match runnable {
+            Runnable::Batch {
+                queue,
+                slot,
+                opened,
+            } => queue.execute(slot, opened),
+            Runnable::Task(task) => {
+                // A panic in host code answers that task with an error (its
+                // sender drops) and keeps the thread.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
+            }
+        }
+    }
+}
