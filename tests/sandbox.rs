@@ -6,27 +6,8 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{Server, guest};
+use common::{Server, error_kind_and_message as kind_and_message, faulty_folder, guest};
 use serde_json::Value;
-
-/// Unpacks the faulty guest into `store/<name>/` with `properties`.
-fn faulty_folder(store: &Path, name: &str, properties: &str) {
-    let dir = store.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    mme_host::package::archive::unpack(&guest("faulty"), &dir, &Default::default()).unwrap();
-    std::fs::write(dir.join("serving.properties"), properties).unwrap();
-}
-
-fn kind_and_message(body: &str) -> (String, String) {
-    let value: Value =
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON: {body}: {e}"));
-    (
-        value["type"].as_str().unwrap().to_string(),
-        value["message"].as_str().unwrap().to_string(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn misbehaving_guests_fail_alone_and_the_sandbox_holds() {

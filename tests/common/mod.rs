@@ -172,3 +172,21 @@ pub fn copies(dir: &Path, package: &Path, prefix: &str, count: usize) {
         std::fs::copy(package, dir.join(format!("{prefix}{index}.tar.gz"))).expect("copy package");
     }
 }
+
+/// Unpacks the faulty guest into `store/<name>/` with `properties`.
+pub fn faulty_folder(store: &Path, name: &str, properties: &str) {
+    let dir = store.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    mme_host::package::archive::unpack(&guest("faulty"), &dir, &Default::default()).unwrap();
+    std::fs::write(dir.join("serving.properties"), properties).unwrap();
+}
+
+/// The `type` and `message` of a JSON error body.
+pub fn error_kind_and_message(body: &str) -> (String, String) {
+    let value: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON: {body}: {e}"));
+    (
+        value["type"].as_str().unwrap_or_default().to_string(),
+        value["message"].as_str().unwrap_or_default().to_string(),
+    )
+}

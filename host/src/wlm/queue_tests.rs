@@ -7,11 +7,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::*;
 use crate::wlm::{ManualClock, Scheduler, ShuttingDown};
 
+/// Every batch run, under its model's name, in order.
+type BatchLog = Arc<Mutex<Vec<(&'static str, Vec<u32>)>>>;
+
 /// Doubles its inputs and logs every batch under the model's name. Input
 /// 999 breaks the worker; 666 panics.
 struct Fake {
     name: &'static str,
-    log: Arc<Mutex<Vec<(&'static str, Vec<u32>)>>>,
+    log: BatchLog,
     started: AtomicUsize,
 }
 
@@ -40,7 +43,7 @@ impl Backend for Fake {
 struct Harness {
     clock: Arc<ManualClock>,
     scheduler: Scheduler<Fake>,
-    log: Arc<Mutex<Vec<(&'static str, Vec<u32>)>>>,
+    log: BatchLog,
 }
 
 impl Harness {

@@ -1,5 +1,7 @@
 //! A guest that misbehaves on command, so the tests can show that each kind
 //! of misbehaviour is contained. The body is a JSON string naming what to do.
+//! Two commands serve the work-load tests: `work:MS:ID` computes for MS
+//! milliseconds and answers ID; `batch` answers the size of its batch.
 
 use mme_guest::{Config, Error, Model, Request, Response, export_model};
 
@@ -18,8 +20,27 @@ impl Model for Faulty {
         })
     }
 
+    fn predict_batch(&self, batch: Vec<Request>) -> Vec<Result<Response, Error>> {
+        let size = batch.len();
+        batch
+            .into_iter()
+            .map(|request| match request.json::<String>() {
+                Ok(command) if command == "batch" => Response::json(&size),
+                _ => self.predict(request),
+            })
+            .collect()
+    }
+
     fn predict(&self, request: Request) -> Result<Response, Error> {
         let command: String = request.json()?;
+        if let Some(rest) = command.strip_prefix("work:") {
+            let (ms, id) = rest.split_once(':').unwrap_or((rest, ""));
+            let ms: u64 = ms
+                .parse()
+                .map_err(|_| Error::invalid_input("work:MS:ID needs a number of milliseconds"))?;
+            compute_for(std::time::Duration::from_millis(ms));
+            return Response::json(&id);
+        }
         match command.as_str() {
             "ok" => Response::json(&self.greeting.as_deref().unwrap_or("ok")),
             "attributes" => Response::json(&request.attributes),
@@ -48,6 +69,15 @@ impl Model for Faulty {
             "sandbox" => Response::json(&probe_sandbox()),
             other => Err(Error::invalid_input(format!("unknown command {other:?}"))),
         }
+    }
+}
+
+/// Keeps the core busy for `duration`, as inference does.
+fn compute_for(duration: std::time::Duration) {
+    let started = std::time::Instant::now();
+    let mut n: u64 = 0;
+    while started.elapsed() < duration {
+        n = std::hint::black_box(n.wrapping_add(1));
     }
 }
 
