@@ -58,6 +58,9 @@ enum Task {
         /// Where the packages go.
         #[arg(long)]
         out: PathBuf,
+        /// Also package the guests that the tests use (such as `faulty`).
+        #[arg(long)]
+        with_test_guests: bool,
     },
     /// Serve many copies of the example and load-test the three traffic patterns.
     Demo {
@@ -82,7 +85,17 @@ enum Task {
 fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     match Cli::parse().task {
-        Task::PackageExamples { out } => package_guests(&root, EXAMPLES, &out),
+        Task::PackageExamples {
+            out,
+            with_test_guests,
+        } => {
+            let guests: Vec<Example> = EXAMPLES
+                .iter()
+                .chain(if with_test_guests { TEST_GUESTS } else { &[] })
+                .cloned()
+                .collect();
+            package_guests(&root, &guests, &out)
+        }
         Task::Demo {
             models,
             duration,

@@ -50,6 +50,9 @@ struct RunList<B: Backend> {
     ready: VecDeque<Runnable<B>>,
     parked: Vec<Parked<B>>,
     stopping: bool,
+    /// Compute threads asleep on the condition variable. Waking costs a
+    /// system call, so it is skipped when every thread is busy anyway.
+    sleeping: usize,
 }
 
 /// What the compute threads and the model queues share.
@@ -78,6 +81,7 @@ impl<B: Backend> Scheduler<B> {
                 ready: VecDeque::new(),
                 parked: Vec::new(),
                 stopping: false,
+                sleeping: 0,
             }),
             wake: Condvar::new(),
             stopping: AtomicBool::new(false),
@@ -178,8 +182,11 @@ impl<B: Backend> Inner<B> {
             return Err(ShuttingDown);
         }
         run.ready.push_back(runnable);
+        let wake = run.sleeping > 0;
         drop(run);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -261,6 +268,7 @@ impl<B: Backend> Inner<B> {
                         return;
                     }
                     let next_due = run.parked.iter().map(|p| p.due).min();
+                    run.sleeping += 1;
                     run = match next_due {
                         Some(due) => {
                             let wait = due.saturating_duration_since(self.clock.now());
@@ -271,6 +279,7 @@ impl<B: Backend> Inner<B> {
                         }
                         None => self.wake.wait(run).unwrap_or_else(|p| p.into_inner()),
                     };
+                    run.sleeping -= 1;
                 }
             };
             Inner::execute(runnable);
