@@ -36,7 +36,18 @@ pub struct ServerConfig {
     /// The status of a request refused because its model's queue is full:
     /// 503 (DJL's and SageMaker's) or 429.
     pub queue_full_status: u16,
+    /// SageMaker's multi-model mode (`SAGEMAKER_MULTI_MODEL=true`).
+    pub multi_model: bool,
+    /// The single model's folder, served by `/invocations` outside multi-model mode.
+    pub single_model_dir: PathBuf,
+    /// How long a shutdown waits for the requests in flight.
+    pub shutdown_timeout: std::time::Duration,
 }
+
+/// SageMaker's folder of the single model.
+pub const DEFAULT_SINGLE_MODEL_DIR: &str = "/opt/ml/model";
+/// SageMaker's bound on how long a container may take to stop.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
 
 /// The cache folder when none is given: `$XDG_CACHE_HOME/mme`, else
 /// `$HOME/.cache/mme`, else a folder under the system's temporary folder.

@@ -67,6 +67,15 @@ struct ServeArgs {
     /// Retry-After, as DJL Serving and SageMaker) or 429.
     #[arg(long, default_value_t = 503, value_parser = parse_queue_full_status)]
     queue_full_status: u16,
+    /// SageMaker's multi-model mode: `/invocations` must name its model.
+    #[arg(long, env = "SAGEMAKER_MULTI_MODEL")]
+    multi_model: bool,
+    /// The single model that `/invocations` serves outside multi-model mode.
+    #[arg(long, env = "MME_MODEL_DIR", default_value = config::DEFAULT_SINGLE_MODEL_DIR)]
+    model_dir: PathBuf,
+    /// How long SIGTERM waits for the requests in flight before the process exits.
+    #[arg(long, default_value = config::DEFAULT_SHUTDOWN_TIMEOUT, value_parser = humantime::parse_duration)]
+    shutdown_timeout: Duration,
 }
 
 fn parse_queue_full_status(text: &str) -> Result<u16, String> {
@@ -222,6 +231,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_request_bytes: args.max_request_bytes,
         max_response_bytes: config::DEFAULT_MAX_RESPONSE_BYTES,
         queue_full_status: args.queue_full_status,
+        multi_model: args.multi_model,
+        single_model_dir: args.model_dir,
+        shutdown_timeout: args.shutdown_timeout,
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

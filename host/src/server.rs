@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, SINGLE_MODEL};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::package::Limits;
@@ -55,11 +55,22 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         metrics.clone(),
     ));
     let retirement = tokio::spawn(retire_idle_workers(registry.clone()));
+    if !config.multi_model && config.single_model_dir.exists() {
+        // Single-model mode: load the model now, so that the first invocation finds it ready.
+        let (registry, dir) = (registry.clone(), config.single_model_dir.clone());
+        tokio::spawn(async move {
+            if let Err(error) = registry.get_or_load_from(SINGLE_MODEL, dir).await {
+                tracing::error!(%error, "the single model did not load");
+            }
+        });
+    }
     let state = AppState {
         registry,
         metrics,
         max_request_bytes: config.max_request_bytes,
         queue_full_status: config.queue_full_status,
+        multi_model: config.multi_model,
+        single_model_dir: config.single_model_dir.clone(),
     };
     let listener = TcpListener::bind(config.bind)
         .await
@@ -71,9 +82,26 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         pooled = runtime.is_pooled(),
         "serving"
     );
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let (stopping, mut stop_requested) = tokio::sync::watch::channel(false);
+    let serve = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stopping.send(true);
+        })
+        .into_future();
+    let drain_limit = async {
+        let _ = stop_requested.wait_for(|stop| *stop).await;
+        tokio::time::sleep(config.shutdown_timeout).await;
+    };
+    tokio::select! {
+        served = serve => served?,
+        () = drain_limit => {
+            tracing::warn!(timeout = ?config.shutdown_timeout, "requests still in flight at the shutdown timeout; exiting");
+            // The compute threads may be inside a guest call until its own
+            // deadline; waiting for them would break the shutdown bound.
+            std::process::exit(0);
+        }
+    }
     retirement.abort();
     tracing::info!("stopped");
     Ok(())

@@ -43,6 +43,16 @@ pub struct Server {
 impl Server {
     /// Starts `mme serve` on `store` with `cache` and extra arguments, and waits for `/ping`.
     pub async fn start(store: &Path, cache: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(store, cache, extra, &[]).await
+    }
+
+    /// [`Server::start`] with environment variables set for the server.
+    pub async fn start_with_env(
+        store: &Path,
+        cache: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -58,6 +68,7 @@ impl Server {
             .arg("--bind")
             .arg(format!("127.0.0.1:{port}"))
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file)

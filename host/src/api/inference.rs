@@ -1,13 +1,15 @@
 //! Inference routes: DJL's and TorchServe's `POST /predictions/{model}`,
-//! which loads the model on demand, and SageMaker's
-//! `POST /models/{model}/invoke`, which serves only a loaded model.
-
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+//! which loads the model on demand; SageMaker's `POST /models/{model}/invoke`,
+//! which serves only a loaded model; and SageMaker's `POST /invocations`.
 
 use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 
 use super::error::QUEUE_FULL;
 use super::{ApiError, AppState};
@@ -20,6 +22,63 @@ const UNKNOWN_MODEL_LABEL: &str = "_unknown";
 
 /// SageMaker's pass-through header for per-request attributes.
 pub const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";
+/// The model a SageMaker multi-model endpoint invocation is for, and its older name.
+const TARGET_MODEL_HEADERS: [&str; 2] = ["x-amzn-sagemaker-target-model", "x-amzn-target-model"];
+/// The name of the single model of SageMaker's single-model mode.
+pub const SINGLE_MODEL: &str = "model";
+
+/// `POST /invocations` query.
+#[derive(Deserialize)]
+pub struct InvocationQuery {
+    model_name: Option<String>,
+}
+
+/// `POST /invocations`: the model named by `?model_name=` or by the
+/// target-model header (loaded on demand from the store); without either,
+/// the single model of single-model mode.
+pub async fn invocations(
+    State(state): State<AppState>,
+    query: Result<Query<InvocationQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let named = match query {
+        Ok(Query(query)) => query.model_name,
+        Err(error) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                format!("bad query: {error}; use ?model_name=NAME"),
+            )
+            .into_response();
+        }
+    };
+    let target = named.or_else(|| target_model(&headers).map(model_of_target));
+    match target {
+        Some(model) => answer(&state, &model, &headers, body, Loading::OnDemand).await,
+        None if state.multi_model => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ModelNotNamed",
+            "this is a multi-model endpoint: name the model with ?model_name=NAME or the X-Amzn-SageMaker-Target-Model header",
+        )
+        .into_response(),
+        None => answer(&state, SINGLE_MODEL, &headers, body, Loading::Single).await,
+    }
+}
+
+/// The target-model header, if the caller sent one.
+fn target_model(headers: &HeaderMap) -> Option<&str> {
+    TARGET_MODEL_HEADERS
+        .iter()
+        .find_map(|name| headers.get(*name))
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty())
+}
+
+/// SageMaker names the target by its archive (`m.tar.gz`); the model is `m`.
+fn model_of_target(target: &str) -> String {
+    target.strip_suffix(".tar.gz").unwrap_or(target).to_string()
+}
 
 /// `POST /predictions/{model}`: runs the model on the body, loading it first if needed.
 pub async fn predictions(
@@ -41,11 +100,15 @@ pub async fn invoke(
     answer(&state, &model, &headers, body, Loading::LoadedOnly).await
 }
 
-/// Whether a route may load a model that is not loaded yet.
+/// Whether a route may load a model that is not loaded yet, and from where.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Loading {
+    /// From the model store.
     OnDemand,
+    /// Only a model loaded already.
     LoadedOnly,
+    /// The single model, from its folder.
+    Single,
 }
 
 /// Runs one request and counts it by model and status.
@@ -56,6 +119,9 @@ async fn answer(
     body: Body,
     loading: Loading,
 ) -> Response {
+    if let Some(target) = target_model(headers) {
+        tracing::debug!(model, target, "target model");
+    }
     let (served_by, result) = predict(state, model, headers, body, loading).await;
     let result = result.map_err(|mut error| {
         if error.kind == QUEUE_FULL {
@@ -95,7 +161,7 @@ async fn predict(
     // A model that must be loaded already is checked before the body is read,
     // and a body too large is refused before a model is loaded for it.
     let loaded = match loading {
-        Loading::OnDemand => None,
+        Loading::OnDemand | Loading::Single => None,
         Loading::LoadedOnly => match state.registry.get_loaded(model) {
             Some(loaded) => Some(loaded),
             None => return (None, Err(LoadError::NotLoaded(model.to_string()).into())),
@@ -107,10 +173,19 @@ async fn predict(
     };
     let loaded = match loaded {
         Some(loaded) => loaded,
-        None => match state.registry.get_or_load(model).await {
-            Ok(loaded) => loaded,
-            Err(error) => return (None, Err(error.into())),
-        },
+        None => {
+            let loaded = match loading {
+                Loading::Single => {
+                    let dir = state.single_model_dir.clone();
+                    state.registry.get_or_load_from(model, dir).await
+                }
+                _ => state.registry.get_or_load(model).await,
+            };
+            match loaded {
+                Ok(loaded) => loaded,
+                Err(error) => return (None, Err(error.into())),
+            }
+        }
     };
     let request = Request {
         content_type: header_text(headers, header::CONTENT_TYPE.as_str()),

@@ -6,6 +6,7 @@
 //! `POST /models`, so `url` is a folder; an archive path works too.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -17,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::inference::read_body;
 use super::{ApiError, AppState};
-use crate::registry::{LoadError, LoadedModel};
+use crate::registry::{LoadError, LoadedModel, Overrides};
 use crate::wlm::Bounds;
 
 /// Page size of `GET /models` when the caller gives none (as DJL Serving).
@@ -26,6 +27,8 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
 /// The largest `POST /models` body: two short strings.
 const MAX_REGISTER_BODY: usize = 64 * 1024;
+/// The largest `batch_size` a caller may ask for.
+const MAX_BATCH_SIZE: u32 = 4096;
 
 /// `POST /models` body, SageMaker's shape.
 #[derive(Deserialize)]
@@ -34,33 +37,132 @@ struct Register {
     url: String,
 }
 
-/// `POST /models`: loads `url` as `model_name`; 200 when it is ready to serve.
-pub async fn register(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
-    let bytes = read_body(body, MAX_REGISTER_BODY).await?;
-    let request: Register = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequest",
-            format!("expected JSON {{\"model_name\": \"...\", \"url\": \"/path/to/model\"}}: {e}"),
-        )
+/// `POST /models` query, DJL Serving's shape. With `url` in the query the
+/// call is DJL's; without it, the JSON body is SageMaker's.
+#[derive(Deserialize, Default)]
+pub struct RegisterQuery {
+    url: Option<String>,
+    model_name: Option<String>,
+    batch_size: Option<u32>,
+    max_batch_delay: Option<u64>,
+    min_worker: Option<u32>,
+    max_worker: Option<u32>,
+    synchronous: Option<bool>,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", message)
+}
+
+/// `POST /models`: loads a model. SageMaker's JSON body `{model_name, url}`
+/// or DJL's query `?url=&model_name=&batch_size=&…`; 200 when it is ready
+/// to serve (202 at once for DJL's `synchronous=false`).
+pub async fn register(
+    State(state): State<AppState>,
+    query: Result<Query<RegisterQuery>, QueryRejection>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Query(query) = query.map_err(|e| {
+        invalid(format!(
+            "bad query: {e}; DJL's form is ?url=…&model_name=…&batch_size=N&max_batch_delay=MS&min_worker=N&max_worker=N&synchronous=true|false"
+        ))
     })?;
-    let source = PathBuf::from(&request.url);
-    if !source.is_absolute() || !source.exists() {
+    let (name, url, overrides, synchronous) = match query.url.clone() {
+        Some(url) => djl_registration(query, url)?,
+        None => {
+            let bytes = read_body(body, MAX_REGISTER_BODY).await?;
+            let request: Register = serde_json::from_slice(&bytes).map_err(|e| {
+                invalid(format!(
+                    "expected JSON {{\"model_name\": \"...\", \"url\": \"/path/to/model\"}}, or DJL's query ?url=…: {e}"
+                ))
+            })?;
+            (request.model_name, request.url, Overrides::default(), true)
+        }
+    };
+    let source = package_path(&url)?;
+    if !synchronous {
+        let registry = state.registry.clone();
+        let task_name = name.clone();
+        tokio::spawn(async move {
+            if let Err(error) = registry.load_from(&task_name, source, &overrides).await {
+                tracing::warn!(model = task_name, %error, "registration failed");
+            }
+        });
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "status": format!("Model \"{name}\" registration started") })),
+        ));
+    }
+    match state.registry.load_from(&name, source, &overrides).await {
+        Ok(model) => Ok((
+            StatusCode::OK,
+            Json(json!({ "status": format!("Model \"{}\" is loaded", model.name) })),
+        )),
+        Err(error) => Err(register_error(error)),
+    }
+}
+
+/// The name, url, overrides and `synchronous` of DJL's query form.
+fn djl_registration(
+    query: RegisterQuery,
+    url: String,
+) -> Result<(String, String, Overrides, bool), ApiError> {
+    let name = match query.model_name {
+        Some(name) => name,
+        None => default_model_name(&url).ok_or_else(|| {
+            invalid(format!(
+                "cannot name a model after {url:?}: give model_name"
+            ))
+        })?,
+    };
+    if let Some(size) = query.batch_size
+        && !(1..=MAX_BATCH_SIZE).contains(&size)
+    {
+        return Err(invalid(format!(
+            "batch_size must be from 1 to {MAX_BATCH_SIZE}"
+        )));
+    }
+    if let (Some(min), Some(max)) = (query.min_worker, query.max_worker) {
+        Bounds::new(min as usize, max as usize).map_err(|e| invalid(e.to_string()))?;
+    }
+    let overrides = Overrides {
+        batch_size: query.batch_size,
+        max_batch_delay: query.max_batch_delay.map(Duration::from_millis),
+        min_workers: query.min_worker,
+        max_workers: query.max_worker,
+    };
+    Ok((name, url, overrides, query.synchronous.unwrap_or(true)))
+}
+
+/// DJL's default name: the url's last segment without its archive extension.
+fn default_model_name(url: &str) -> Option<String> {
+    let last = url.trim_end_matches('/').rsplit('/').next()?;
+    let stem = [".tar.gz", ".tgz"]
+        .iter()
+        .find_map(|ext| last.strip_suffix(ext))
+        .unwrap_or(last);
+    (!stem.is_empty()).then(|| stem.to_string())
+}
+
+/// The local path of a package url: a path or a `file://` url. S3 urls
+/// are refused with a message until the S3 store exists.
+fn package_path(url: &str) -> Result<PathBuf, ApiError> {
+    if url.starts_with("s3://") {
+        return Err(invalid(format!(
+            "{url:?}: s3:// urls are not supported by this server yet; give a folder or a .tar.gz path"
+        )));
+    }
+    let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
+    if !path.is_absolute() || !path.exists() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "ModelNotFound",
             format!(
-                "no model package at {:?}: url must be an absolute path to a folder or a .tar.gz",
-                request.url
+                "no model package at {url:?}: url must be an absolute path to a folder or a .tar.gz"
             ),
         ));
     }
-    match state.registry.load_from(&request.model_name, source).await {
-        Ok(model) => Ok(Json(json!({
-            "status": format!("Model \"{}\" is loaded", model.name),
-        }))),
-        Err(error) => Err(register_error(error)),
-    }
+    Ok(path)
 }
 
 /// What SageMaker expects of `POST /models`: 507 when there is no room, and a

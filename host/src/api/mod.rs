@@ -13,6 +13,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{get, post};
 
 pub use error::ApiError;
+pub use inference::SINGLE_MODEL;
 
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -28,6 +29,10 @@ pub struct AppState {
     pub max_request_bytes: usize,
     /// The status of a request refused by a full queue (503 or 429).
     pub queue_full_status: u16,
+    /// SageMaker's multi-model mode: `/invocations` must name its model.
+    pub multi_model: bool,
+    /// The folder of the single model that `/invocations` serves otherwise.
+    pub single_model_dir: std::path::PathBuf,
 }
 
 /// Every route of the server.
@@ -36,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ping", get(health::ping))
         .route("/metrics", get(health::metrics))
         .route("/predictions/{model}", post(inference::predictions))
+        .route("/invocations", post(inference::invocations))
         .route("/models", post(management::register).get(management::list))
         .route(
             "/models/{model}",

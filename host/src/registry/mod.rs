@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::OnceCell;
 
-pub use model::{LoadTimings, LoadedModel, WasmBackend, sandbox_for};
+pub use model::{LoadTimings, LoadedModel, Overrides, WasmBackend, sandbox_for};
 
 use crate::metrics::{LoadLabels, Metrics};
 use crate::package::Limits;
@@ -151,6 +151,25 @@ impl Registry {
 
     /// The loaded model `name`, loading it from the store on first use.
     pub async fn get_or_load(&self, name: &str) -> Result<Arc<LoadedModel>, LoadError> {
+        self.get_or_load_with(name, || self.store.resolve(name))
+            .await
+    }
+
+    /// The loaded model `name`, loading it from `source` on first use: the
+    /// single model of SageMaker's single-model mode.
+    pub async fn get_or_load_from(
+        &self,
+        name: &str,
+        source: PathBuf,
+    ) -> Result<Arc<LoadedModel>, LoadError> {
+        self.get_or_load_with(name, || Ok(source)).await
+    }
+
+    async fn get_or_load_with(
+        &self,
+        name: &str,
+        resolve: impl FnOnce() -> Result<PathBuf, StoreError>,
+    ) -> Result<Arc<LoadedModel>, LoadError> {
         let slot = {
             let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(model) = models.get(name).and_then(|slot| slot.get()) {
@@ -165,8 +184,8 @@ impl Registry {
         };
         let result = slot
             .get_or_try_init(|| async {
-                let source = self.store.resolve(name)?;
-                self.load(name, source).await
+                let source = resolve()?;
+                self.load(name, source, &Overrides::default()).await
             })
             .await
             .cloned();
@@ -186,10 +205,12 @@ impl Registry {
 
     /// Loads model `name` from `source` (a folder or an archive), as the
     /// management API asks; a name that is loaded or loading is refused.
+    /// `overrides` replace settings of the package's `serving.properties`.
     pub async fn load_from(
         &self,
         name: &str,
         source: PathBuf,
+        overrides: &Overrides,
     ) -> Result<Arc<LoadedModel>, LoadError> {
         crate::store::check_name(name)?;
         let slot = {
@@ -202,7 +223,7 @@ impl Registry {
             slot
         };
         let result = slot
-            .get_or_try_init(|| self.load(name, source))
+            .get_or_try_init(|| self.load(name, source, overrides))
             .await
             .cloned();
         self.forget_failed(name, &slot, result)
@@ -348,9 +369,14 @@ impl Registry {
         models.values().filter(|slot| slot.get().is_some()).count()
     }
 
-    async fn load(&self, name: &str, source: PathBuf) -> Result<Arc<LoadedModel>, LoadError> {
+    async fn load(
+        &self,
+        name: &str,
+        source: PathBuf,
+        overrides: &Overrides,
+    ) -> Result<Arc<LoadedModel>, LoadError> {
         let started = Instant::now();
-        let result = self.open_and_warm(name, source).await;
+        let result = self.open_and_warm(name, source, overrides).await;
         let label = if result.is_ok() { "ok" } else { "error" };
         self.metrics
             .loads
@@ -375,6 +401,7 @@ impl Registry {
         &self,
         name: &str,
         source: PathBuf,
+        overrides: &Overrides,
     ) -> Result<Arc<LoadedModel>, LoadError> {
         let (runtime, config, metrics) = (
             self.runtime.clone(),
@@ -387,6 +414,8 @@ impl Registry {
         })
         .await
         .map_err(|_| LoadError::ShuttingDown(ShuttingDown))??;
+        let mut opened = opened;
+        overrides.apply(&mut opened.properties);
         let settings = model::settings_for(&opened.properties, self.scheduler.threads()).map_err(
             |reason| LoadError::Broken {
                 model: name.to_string(),

@@ -145,6 +145,37 @@ impl Backend for WasmBackend {
     }
 }
 
+/// Settings that replace the package's own, as DJL's `POST /models` query gives them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `batch_size`.
+    pub batch_size: Option<u32>,
+    /// `max_batch_delay`.
+    pub max_batch_delay: Option<Duration>,
+    /// `min_worker`.
+    pub min_workers: Option<u32>,
+    /// `max_worker`.
+    pub max_workers: Option<u32>,
+}
+
+impl Overrides {
+    /// Writes the overrides over `properties`.
+    pub fn apply(&self, properties: &mut Properties) {
+        if let Some(size) = self.batch_size {
+            properties.batch_size = size;
+        }
+        if let Some(delay) = self.max_batch_delay {
+            properties.max_batch_delay = delay;
+        }
+        if let Some(min) = self.min_workers {
+            properties.min_workers = min;
+        }
+        if let Some(max) = self.max_workers {
+            properties.max_workers = Some(max);
+        }
+    }
+}
+
 /// How a model batches and scales, from its properties and the server's
 /// compute threads (the default maximum of workers).
 pub fn settings_for(properties: &Properties, compute_threads: usize) -> Result<Settings, String> {
