@@ -252,3 +252,39 @@ async fn sigterm_finishes_requests_in_flight_and_then_bounds_the_wait() {
     );
     stuck.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn custom_attributes_reach_the_model_and_come_back() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    faulty_folder(&store, "echo", "");
+    let server = Server::start(&store, &work.path().join("cache"), &[]).await;
+    for path in ["/predictions/echo", "/invocations?model_name=echo"] {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", server.url))
+            .header("content-type", "application/json")
+            .header("X-Amzn-SageMaker-Custom-Attributes", "trace=42")
+            .body("\"attributes\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let back = response
+            .headers()
+            .get("x-amzn-sagemaker-custom-attributes")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(
+            back.as_deref(),
+            Some("seen=trace=42"),
+            "{path}: the model's attributes come back"
+        );
+        assert_eq!(
+            response.text().await.unwrap(),
+            "\"trace=42\"",
+            "{path}: the model saw them"
+        );
+    }
+    // Without the header the model sees none.
+    let (status, _, body) = server.predict("echo", "\"attributes\"").await;
+    assert_eq!((status, body.as_str()), (200, "\"\""));
+}

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::oip::OIP_JSON;
 use crate::{Error, Request, Response};
 
 /// The content type of JSON bodies, and the default when a request names none.
@@ -67,8 +68,9 @@ impl Request {
         })
     }
 
-    /// Decodes the body as a matrix: JSON rows such as `[[0.5],[1.0]]`, or
-    /// CSV (`text/csv`) with one row per line and no header.
+    /// Decodes the body as a matrix: JSON rows such as `[[0.5],[1.0]]`, CSV
+    /// (`text/csv`) with one row per line and no header, or the first input
+    /// tensor of an Open Inference Protocol request.
     pub fn matrix(&self) -> Result<Matrix, Error> {
         match media_type(&self.content_type).as_str() {
             "" | JSON => Matrix::from_rows(self.json::<Vec<Vec<f64>>>().map_err(|_| {
@@ -77,10 +79,17 @@ impl Request {
                 )
             })?),
             CSV => parse_csv(&self.body),
+            OIP_JSON => crate::oip::matrix(&self.body),
             other => Err(Error::invalid_input(format!(
                 "unsupported content type {other:?}: send {JSON} or {CSV}"
             ))),
         }
+    }
+
+    /// Whether this is an Open Inference Protocol (KServe v2) request, whose
+    /// answer the SDK wraps as the protocol's response.
+    pub fn is_open_inference(&self) -> bool {
+        media_type(&self.content_type) == OIP_JSON
     }
 }
 
@@ -92,7 +101,15 @@ impl Response {
         Ok(Response {
             content_type: JSON.to_string(),
             body,
+            attributes: String::new(),
         })
+    }
+
+    /// The same response, sending `attributes` back to the caller as
+    /// `X-Amzn-SageMaker-Custom-Attributes`.
+    pub fn with_attributes(mut self, attributes: impl Into<String>) -> Self {
+        self.attributes = attributes.into();
+        self
     }
 }
 

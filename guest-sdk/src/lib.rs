@@ -8,8 +8,9 @@
 //! `cargo build --target wasm32-wasip2` and package it with `mme package`.
 //!
 //! The helpers decode the usual request bodies ([`Request::matrix`] reads a
-//! JSON matrix such as `[[0.5],[1.0]]` or CSV rows) and encode responses
-//! ([`Response::json`]).
+//! JSON matrix such as `[[0.5],[1.0]]`, CSV rows, or the input tensor of an
+//! Open Inference Protocol request) and encode responses ([`Response::json`],
+//! wrapped in an output tensor when the request was an Open Inference one).
 //!
 //! # Example
 //!
@@ -43,9 +44,11 @@
 
 mod body;
 mod config;
+mod oip;
 
-pub use body::Matrix;
+pub use body::{CSV, JSON, Matrix};
 pub use config::Config;
+pub use oip::{OIP_JSON, OUTPUT_NAME};
 
 /// The bindings of the `mme:model` world, generated from `wit/`.
 ///
@@ -58,6 +61,7 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_model_world",
         default_bindings_module: "mme_guest::bindings",
+        additional_derives: [PartialEq],
     });
 }
 
@@ -66,7 +70,8 @@ pub use bindings::mme::model::types::Error;
 /// One inference request: content type, accepted type, body bytes and the
 /// caller's custom attributes.
 pub use bindings::mme::model::types::Request;
-/// One inference response: content type and body bytes.
+/// One inference response: content type, body bytes, and custom attributes
+/// for the caller.
 pub use bindings::mme::model::types::Response;
 
 /// What a model author implements.
@@ -130,9 +135,7 @@ macro_rules! export_model {
                 ) -> ::std::vec::Vec<::core::result::Result<$crate::Response, $crate::Error>>
                 {
                     MODEL.with(|slot| match &*slot.borrow() {
-                        ::core::option::Option::Some(model) => {
-                            <$model as $crate::Model>::predict_batch(model, batch)
-                        }
+                        ::core::option::Option::Some(model) => $crate::__predict(model, batch),
                         ::core::option::Option::None => $crate::__not_loaded(batch.len()),
                     })
                 }
@@ -141,6 +144,25 @@ macro_rules! export_model {
     $crate::bindings::__export_model_world!(MmeExport with_types_in $crate::bindings);
         };
     };
+}
+
+/// Runs the model's batch and wraps the answers to Open Inference Protocol
+/// requests as the protocol's responses.
+#[doc(hidden)]
+pub fn __predict<M: Model>(model: &M, batch: Vec<Request>) -> Vec<Result<Response, Error>> {
+    let v2_bodies: Vec<Option<Vec<u8>>> = batch
+        .iter()
+        .map(|request| request.is_open_inference().then(|| request.body.clone()))
+        .collect();
+    let answers = model.predict_batch(batch);
+    answers
+        .into_iter()
+        .zip(v2_bodies)
+        .map(|(answer, v2)| match v2 {
+            Some(body) => answer.and_then(|response| oip::wrap(&body, response)),
+            None => answer,
+        })
+        .collect()
 }
 
 /// The answer to a `predict` that arrives before a successful `load`.

@@ -31,6 +31,8 @@ pub struct ApiError {
 
 #[derive(Serialize)]
 struct Body<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
     code: u16,
     #[serde(rename = "type")]
     kind: &'a str,
@@ -48,9 +50,16 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The error in the Open Inference Protocol's shape: its `error` field
+    /// next to ours, so that v2 clients show the message.
+    pub fn into_open_inference_response(self) -> Response {
+        self.respond(true)
+    }
+
+    fn respond(self, open_inference: bool) -> Response {
         let body = Body {
+            error: open_inference.then_some(self.message.as_str()),
             code: self.status.as_u16(),
             kind: self.kind,
             message: &self.message,
@@ -65,6 +74,12 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.respond(false)
     }
 }
 

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::QUEUE_FULL;
+use super::v2::OIP_JSON;
 use super::{ApiError, AppState};
 use crate::metrics::RequestLabels;
 use crate::registry::{LoadError, LoadedModel};
@@ -55,14 +56,14 @@ pub async fn invocations(
     };
     let target = named.or_else(|| target_model(&headers).map(model_of_target));
     match target {
-        Some(model) => answer(&state, &model, &headers, body, Loading::OnDemand).await,
+        Some(model) => answer(&state, &model, &headers, body, (Loading::OnDemand, Protocol::Plain)).await,
         None if state.multi_model => ApiError::new(
             StatusCode::BAD_REQUEST,
             "ModelNotNamed",
             "this is a multi-model endpoint: name the model with ?model_name=NAME or the X-Amzn-SageMaker-Target-Model header",
         )
         .into_response(),
-        None => answer(&state, SINGLE_MODEL, &headers, body, Loading::Single).await,
+        None => answer(&state, SINGLE_MODEL, &headers, body, (Loading::Single, Protocol::Plain)).await,
     }
 }
 
@@ -87,7 +88,14 @@ pub async fn predictions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    answer(&state, &model, &headers, body, Loading::OnDemand).await
+    answer(
+        &state,
+        &model,
+        &headers,
+        body,
+        (Loading::OnDemand, Protocol::Plain),
+    )
+    .await
 }
 
 /// `POST /models/{model}/invoke`: runs a loaded model; 404 if it is not loaded.
@@ -97,12 +105,29 @@ pub async fn invoke(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    answer(&state, &model, &headers, body, Loading::LoadedOnly).await
+    answer(
+        &state,
+        &model,
+        &headers,
+        body,
+        (Loading::LoadedOnly, Protocol::Plain),
+    )
+    .await
+}
+
+/// What the request body is, and what shape the answer takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Protocol {
+    /// The body and its content type go to the model as they are.
+    Plain,
+    /// An Open Inference Protocol (KServe v2) JSON request; the answer names
+    /// the model and errors carry the protocol's `error` field.
+    OpenInference,
 }
 
 /// Whether a route may load a model that is not loaded yet, and from where.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Loading {
+pub(super) enum Loading {
     /// From the model store.
     OnDemand,
     /// Only a model loaded already.
@@ -112,17 +137,17 @@ enum Loading {
 }
 
 /// Runs one request and counts it by model and status.
-async fn answer(
+pub(super) async fn answer(
     state: &AppState,
     model: &str,
     headers: &HeaderMap,
     body: Body,
-    loading: Loading,
+    (loading, protocol): (Loading, Protocol),
 ) -> Response {
     if let Some(target) = target_model(headers) {
         tracing::debug!(model, target, "target model");
     }
-    let (served_by, result) = predict(state, model, headers, body, loading).await;
+    let (served_by, result) = predict(state, model, headers, body, (loading, protocol)).await;
     let result = result.map_err(|mut error| {
         if error.kind == QUEUE_FULL {
             error.status = StatusCode::from_u16(state.queue_full_status)
@@ -144,9 +169,10 @@ async fn answer(
             status: status.as_u16(),
         })
         .inc();
-    match result {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
+    match (result, protocol) {
+        (Ok(response), _) => response,
+        (Err(error), Protocol::Plain) => error.into_response(),
+        (Err(error), Protocol::OpenInference) => error.into_open_inference_response(),
     }
 }
 
@@ -156,7 +182,7 @@ async fn predict(
     model: &str,
     headers: &HeaderMap,
     body: Body,
-    loading: Loading,
+    (loading, protocol): (Loading, Protocol),
 ) -> (Option<Arc<LoadedModel>>, Result<Response, ApiError>) {
     // A model that must be loaded already is checked before the body is read,
     // and a body too large is refused before a model is loaded for it.
@@ -187,19 +213,55 @@ async fn predict(
             }
         }
     };
+    let content_type = match protocol {
+        Protocol::Plain => header_text(headers, header::CONTENT_TYPE.as_str()),
+        Protocol::OpenInference => OIP_JSON.to_string(),
+    };
     let request = Request {
-        content_type: header_text(headers, header::CONTENT_TYPE.as_str()),
+        content_type,
         accept: header_text(headers, header::ACCEPT.as_str()),
         body,
         attributes: header_text(headers, CUSTOM_ATTRIBUTES),
     };
     let result = state.registry.run(&loaded, request).await;
-    let response = result.map_err(ApiError::from).map(|response| {
-        let content_type = HeaderValue::from_str(&response.content_type)
-            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
-        ([(header::CONTENT_TYPE, content_type)], response.body).into_response()
+    let response = result.map_err(ApiError::from).map(|mut response| {
+        if protocol == Protocol::OpenInference {
+            response.body = name_the_model(response.body, &loaded.name);
+        }
+        http_response(response)
     });
     (Some(loaded), response)
+}
+
+/// The model's answer as HTTP: its content type, its body, and its custom
+/// attributes for the caller.
+fn http_response(response: crate::runtime::Response) -> Response {
+    let content_type = HeaderValue::from_str(&response.content_type)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+    let mut http = ([(header::CONTENT_TYPE, content_type)], response.body).into_response();
+    if !response.attributes.is_empty() {
+        match HeaderValue::from_str(&response.attributes) {
+            Ok(value) => {
+                http.headers_mut().insert(CUSTOM_ATTRIBUTES, value);
+            }
+            Err(_) => tracing::warn!(
+                "the model's custom attributes are not a valid header value; dropped"
+            ),
+        }
+    }
+    http
+}
+
+/// Adds `model_name` to an Open Inference answer, which the model cannot
+/// know; a body that is not a JSON object is left as it is.
+fn name_the_model(body: Vec<u8>, model: &str) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body) {
+        Ok(mut object) => {
+            object.insert("model_name".into(), model.into());
+            serde_json::to_vec(&object).unwrap_or(body)
+        }
+        Err(_) => body,
+    }
 }
 
 /// Reads the body up to `limit` bytes; more is a 413 that says the limit.

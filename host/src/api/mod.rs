@@ -5,6 +5,7 @@ mod error;
 mod health;
 mod inference;
 mod management;
+mod v2;
 
 use std::sync::Arc;
 
@@ -50,6 +51,16 @@ pub fn router(state: AppState) -> Router {
                 .delete(management::unregister),
         )
         .route("/models/{model}/invoke", post(inference::invoke))
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/v2/models/{model}", get(v2::model_metadata))
+        .route("/v2/models/{model}/ready", get(v2::model_ready))
+        .route("/v2/models/{model}/infer", post(v2::infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(v2::infer_version),
+        )
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)

@@ -43,7 +43,8 @@ impl Model for Faulty {
         }
         match command.as_str() {
             "ok" => Response::json(&self.greeting.as_deref().unwrap_or("ok")),
-            "attributes" => Response::json(&request.attributes),
+            "attributes" => Ok(Response::json(&request.attributes)?
+                .with_attributes(format!("seen={}", request.attributes))),
             "panic" => panic!("the model panicked on purpose"),
             "loop" => spin(),
             "alloc" => {
@@ -60,6 +61,7 @@ impl Model for Faulty {
             "big" => Ok(Response {
                 content_type: "application/octet-stream".into(),
                 body: vec![b'x'; 16 << 20],
+                attributes: String::new(),
             }),
             "print" => {
                 println!("hello from the guest");

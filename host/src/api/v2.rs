@@ -1,0 +1,105 @@
+//! The Open Inference Protocol (KServe v2) over HTTP/JSON, as Triton,
+//! MLServer and KServe clients speak it. Inference goes through the same
+//! path as every other route; the guest SDK decodes the input tensor and
+//! wraps the answer as an output tensor.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::inference::{Loading, Protocol, answer};
+use super::{ApiError, AppState};
+
+/// The content type under which a v2 request reaches the model (see `wit/model.wit`).
+pub const OIP_JSON: &str = "application/vnd.oip.v2+json";
+
+/// The version every model has: models here are not versioned.
+const MODEL_VERSION: &str = "1";
+
+/// The header that announces binary tensor data after the JSON.
+const BINARY_HEADER: &str = "inference-header-content-length";
+
+/// `GET /v2`: server metadata.
+pub async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": "wasm-mme",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": [],
+    }))
+}
+
+/// `GET /v2/health/live`.
+pub async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
+}
+
+/// `GET /v2/health/ready`: the server takes requests; models load on demand.
+pub async fn ready() -> Json<Value> {
+    Json(json!({ "ready": true }))
+}
+
+/// `GET /v2/models/{name}`: the model's metadata, loading it on demand.
+pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    match state.registry.get_or_load(&name).await {
+        Ok(model) => Json(json!({
+            "name": model.name,
+            "versions": [MODEL_VERSION],
+            "platform": "wasm",
+            "inputs": [],
+            "outputs": [],
+        }))
+        .into_response(),
+        Err(error) => ApiError::from(error).into_open_inference_response(),
+    }
+}
+
+/// `GET /v2/models/{name}/ready`: 200 once the model is loaded (this loads
+/// it on demand, as an inference would); the load's error otherwise.
+pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    match state.registry.get_or_load(&name).await {
+        Ok(model) => Json(json!({ "name": model.name, "ready": true })).into_response(),
+        Err(error) => ApiError::from(error).into_open_inference_response(),
+    }
+}
+
+/// `POST /v2/models/{name}/infer`.
+pub async fn infer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    infer_model(state, name, headers, body).await
+}
+
+/// `POST /v2/models/{name}/versions/{version}/infer`: every model has one version.
+pub async fn infer_version(
+    State(state): State<AppState>,
+    Path((name, _version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    infer_model(state, name, headers, body).await
+}
+
+async fn infer_model(state: AppState, name: String, headers: HeaderMap, body: Body) -> Response {
+    if headers.contains_key(BINARY_HEADER) {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BinaryTensorsUnsupported",
+            "binary tensor data is not supported: send tensors as JSON (binary_data=False)",
+        )
+        .into_open_inference_response();
+    }
+    answer(
+        &state,
+        &name,
+        &headers,
+        body,
+        (Loading::OnDemand, Protocol::OpenInference),
+    )
+    .await
+}

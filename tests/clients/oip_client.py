@@ -1,0 +1,64 @@
+"""Drives a Wasm MME server with Triton's Open Inference Protocol client
+(`tritonclient[http]`) and prints what it saw as one JSON object, for
+tests/oip.rs to check.
+
+Usage: python3 oip_client.py HOST:PORT MODEL
+"""
+
+import json
+import sys
+
+import numpy as np
+import tritonclient.http as http
+from tritonclient.utils import InferenceServerException
+
+
+def failure(call):
+    """The (status, message) of a call that must fail, or None if it did not."""
+    try:
+        call()
+    except InferenceServerException as error:
+        return [str(error.status()), error.message()]
+    return None
+
+
+def main():
+    url, model = sys.argv[1], sys.argv[2]
+    client = http.InferenceServerClient(url=url)
+    seen = {
+        "live": client.is_server_live(),
+        "ready": client.is_server_ready(),
+        "server": client.get_server_metadata()["name"],
+        "model_ready": client.is_model_ready(model),
+        "metadata_name": client.get_model_metadata(model)["name"],
+    }
+
+    rows = np.array([[0.5], [2.0], [-1.0]], dtype=np.float64)
+    tensor = http.InferInput("x", list(rows.shape), "FP64")
+    tensor.set_data_from_numpy(rows, binary_data=False)
+    wanted = [http.InferRequestedOutput("output-0", binary_data=False)]
+    result = client.infer(model, [tensor], outputs=wanted, request_id="r-1")
+    seen["predictions"] = result.as_numpy("output-0").tolist()
+    seen["id"] = result.get_response().get("id")
+    seen["model_name"] = result.get_response().get("model_name")
+
+    # No outputs named: the client asks for binary outputs, the server answers JSON.
+    seen["default_outputs"] = client.infer(model, [tensor]).as_numpy("output-0").tolist()
+
+    single = rows.astype(np.float32)
+    tensor32 = http.InferInput("x", list(single.shape), "FP32")
+    tensor32.set_data_from_numpy(single, binary_data=False)
+    seen["fp32"] = client.infer(model, [tensor32]).as_numpy("output-0").tolist()
+
+    seen["absent_model"] = failure(lambda: client.infer("absent-model", [tensor]))
+    words = http.InferInput("x", [1], "BYTES")
+    words.set_data_from_numpy(np.array([b"a"], dtype=np.object_), binary_data=False)
+    seen["bytes_input"] = failure(lambda: client.infer(model, [words]))
+    binary = http.InferInput("x", list(rows.shape), "FP64")
+    binary.set_data_from_numpy(rows, binary_data=True)
+    seen["binary_input"] = failure(lambda: client.infer(model, [binary]))
+    print(json.dumps(seen))
+
+
+if __name__ == "__main__":
+    main()

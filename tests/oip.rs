@@ -1,0 +1,135 @@
+//! End to end: the Open Inference Protocol (KServe v2), driven by a real
+//! client, Triton's `tritonclient[http]` (installed by `.ci/run`), against
+//! the linear-regression example, which has no v2 code of its own.
+
+#![allow(clippy::unwrap_used)] // A test that cannot set up should stop loudly.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Server, guest};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_triton_client_gets_the_same_predictions_as_predictions() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::copy(guest("linear-regression"), store.join("sklearn-0.tar.gz")).unwrap();
+    let server = Server::start(&store, &work.path().join("cache"), &[]).await;
+    let (status, _, plain) = server.predict("sklearn-0", "[[0.5], [2.0], [-1.0]]").await;
+    assert_eq!(status, 200);
+    let expected: Vec<f64> = serde_json::from_str(&plain).unwrap();
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients/oip_client.py");
+    let host_port = server.url.trim_start_matches("http://").to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .arg(host_port)
+            .arg("sklearn-0")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the client failed (pip install 'tritonclient[http]'):\n{stderr}"
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    for key in ["live", "ready", "model_ready"] {
+        assert_eq!(seen[key], true, "{key}: {seen}");
+    }
+    assert_eq!(seen["server"], "wasm-mme");
+    assert_eq!(seen["metadata_name"], "sklearn-0");
+    assert_eq!(
+        (&seen["id"], &seen["model_name"]),
+        (&Value::from("r-1"), &Value::from("sklearn-0"))
+    );
+    for key in ["predictions", "default_outputs", "fp32"] {
+        let got: Vec<f64> = serde_json::from_value(seen[key].clone()).unwrap();
+        assert_eq!(got.len(), expected.len(), "{key}");
+        for (got, want) in got.iter().zip(&expected) {
+            assert!((got - want).abs() < 1e-9, "{key}: {got} against {want}");
+        }
+    }
+    let failure = |key: &str| -> (String, String) {
+        let pair = seen[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} did not fail: {seen}"));
+        (
+            pair[0].as_str().unwrap().to_string(),
+            pair[1].as_str().unwrap().to_string(),
+        )
+    };
+    let (status, message) = failure("absent_model");
+    assert!(
+        status.contains("404") && message.contains("absent-model"),
+        "{status} {message}"
+    );
+    let (status, message) = failure("bytes_input");
+    assert!(
+        status.contains("400") && message.contains("BYTES"),
+        "{status} {message}"
+    );
+    let (status, message) = failure("binary_input");
+    assert!(
+        status.contains("400") && message.contains("binary_data=False"),
+        "{status} {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_routes_answer_in_the_protocol_shape() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::copy(guest("linear-regression"), store.join("m.tar.gz")).unwrap();
+    let server = Server::start(&store, &work.path().join("cache"), &[]).await;
+    let get = |path: &str| reqwest::get(format!("{}{path}", server.url));
+
+    for path in [
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/m",
+        "/v2/models/m/ready",
+    ] {
+        assert_eq!(get(path).await.unwrap().status(), 200, "{path}");
+    }
+    let missing = get("/v2/models/absent/ready").await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: Value = serde_json::from_str(&missing.text().await.unwrap()).unwrap();
+    assert!(body["error"].as_str().unwrap().contains("absent"), "{body}");
+
+    let client = reqwest::Client::new();
+    let infer = |path: &str, body: &str| {
+        client
+            .post(format!("{}{path}", server.url))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let request = r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP64","data":[0.5,2.0]}]}"#;
+    let response = infer("/v2/models/m/versions/1/infer", request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(body["outputs"][0]["shape"], serde_json::json!([2]));
+    assert_eq!(body["model_name"], "m");
+    for (bad, words) in [("{", "Open Inference"), (r#"{"inputs":[]}"#, "no input")] {
+        let response = infer("/v2/models/m/infer", bad).await.unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+        let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains(words),
+            "{bad}: {body}"
+        );
+    }
+}
