@@ -288,3 +288,46 @@ async fn custom_attributes_reach_the_model_and_come_back() {
     let (status, _, body) = server.predict("echo", "\"attributes\"").await;
     assert_eq!((status, body.as_str()), (200, "\"\""));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ping_answers_at_once_while_a_slow_model_loads() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let folders = work.path().join("opt-ml-models");
+    faulty_folder(&folders, "slow-load", "option.load_ms=1500\n");
+    let server = Server::start(&store, &work.path().join("cache"), &[]).await;
+    let url = server.url.clone();
+    let folder = folders.join("slow-load").display().to_string();
+    let loading = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{url}/models"))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"model_name": "slow-load", "url": folder}).to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    let mut pings_during_load = 0;
+    while !loading.is_finished() {
+        let started = Instant::now();
+        let status = reqwest::get(format!("{}/ping", server.url))
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "ping waited for the load"
+        );
+        pings_during_load += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(loading.await.unwrap(), 200, "the slow model loaded");
+    assert!(
+        pings_during_load >= 5,
+        "the load took its 1.5 s: {pings_during_load} pings"
+    );
+}

@@ -1,5 +1,6 @@
 //! A guest that misbehaves on command, so the tests can show that each kind
 //! of misbehaviour is contained. The body is a JSON string naming what to do.
+//! `option.load_ms=N` makes `load` compute for N milliseconds.
 //! Two commands serve the work-load tests: `work:MS:ID` computes for MS
 //! milliseconds and answers ID; `batch` answers the size of its batch.
 
@@ -14,6 +15,9 @@ impl Model for Faulty {
     fn load(config: &Config) -> Result<Self, Error> {
         if config.get("fail_load") == Some("true") {
             return Err(Error::internal("load refused on purpose"));
+        }
+        if let Some(ms) = config.get("load_ms").and_then(|ms| ms.parse().ok()) {
+            compute_for(std::time::Duration::from_millis(ms));
         }
         Ok(Faulty {
             greeting: config.get("greeting").map(str::to_string),
