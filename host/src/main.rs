@@ -118,9 +118,20 @@ struct BenchArgs {
     mode: Option<BenchMode>,
     #[command(flatten)]
     target: BenchTarget,
-    /// Traffic pattern: even, hot or few-hot; repeat to run several.
+    /// Traffic pattern: even, hot, few-hot, or weights:W0,W1,…[,rest=W]
+    /// (relative weights of models 0, 1, … and of all the others); repeat to run several.
     #[arg(long = "pattern", default_value = "even")]
     patterns: Vec<Pattern>,
+    /// Inference route: predictions, invoke (models must be loaded) or v2.
+    #[arg(long, default_value = "predictions")]
+    route: bench::Route,
+    /// Open loop at this many requests per second (latency counted from when
+    /// each request was due); without it, closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
     /// How long to measure each pattern, such as 10s.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -250,34 +261,47 @@ fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
         println!("{report}");
         return Ok(());
     }
-    let config_for = |pattern, baseline_route| BenchConfig {
+    let config_for = |pattern: &Pattern, baseline_route| BenchConfig {
         url: args.target.url.clone(),
         models: args.target.models,
         prefix: args.target.prefix.clone(),
-        pattern,
+        pattern: pattern.clone(),
+        route: args.route,
         baseline_route,
         duration: args.duration,
         warmup: args.warmup,
         connections: args.connections,
+        rate: args.rate,
         body: args.target.body.clone(),
         seed: args.seed,
+        progress: true,
     };
     println!("{}", bench::TABLE_HEADER);
+    let mut results = Vec::new();
     let baseline = match &args.baseline_route {
         Some(route) => {
-            let report =
-                runtime.block_on(bench::run(&config_for(Pattern::Even, Some(route.clone()))))?;
+            let report = runtime.block_on(bench::run(&config_for(
+                &Pattern::even(),
+                Some(route.clone()),
+            )))?;
             println!("{report}");
+            results.push(report.to_json(None));
             Some(report.throughput())
         }
         None => None,
     };
-    for &pattern in &args.patterns {
+    for pattern in &args.patterns {
         let report = runtime.block_on(bench::run(&config_for(pattern, None)))?;
         match baseline {
             Some(base) => println!("{report}  ({:.2} of baseline)", report.throughput() / base),
             None => println!("{report}"),
         }
+        results.push(report.to_json(baseline));
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&results)?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }

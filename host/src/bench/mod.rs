@@ -1,0 +1,442 @@
+//! `mme bench`: a load generator over many models, with the SageMaker
+//! blog's traffic patterns (and custom weights), seeded so runs repeat.
+//!
+//! Closed loop by default: each connection sends its next request when the
+//! last one is answered. With a rate, open loop: requests are sent on a
+//! fixed schedule, and each latency counts from when the request was due,
+//! not from when a connection was free, so a slow server cannot hide its
+//! queueing (coordinated omission).
+
+mod cold;
+mod pattern;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::{Value, json};
+use thiserror::Error;
+use tokio::sync::Semaphore;
+
+pub use cold::{ColdReport, cold};
+pub use pattern::Pattern;
+
+/// Which inference route the requests go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /predictions/{model}` (loads on demand).
+    Predictions,
+    /// `POST /models/{model}/invoke` (SageMaker's; the models must be loaded).
+    Invoke,
+    /// `POST /v2/models/{model}/infer` (Open Inference Protocol).
+    V2,
+}
+
+impl FromStr for Route {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "predictions" => Ok(Route::Predictions),
+            "invoke" => Ok(Route::Invoke),
+            "v2" => Ok(Route::V2),
+            other => Err(format!(
+                "unknown route {other:?}: use predictions, invoke or v2"
+            )),
+        }
+    }
+}
+
+impl Route {
+    fn path(self, model: &str) -> String {
+        match self {
+            Route::Predictions => format!("/predictions/{model}"),
+            Route::Invoke => format!("/models/{model}/invoke"),
+            Route::V2 => format!("/v2/models/{model}/infer"),
+        }
+    }
+
+    /// The body to send: for v2, JSON rows such as `[[0.5]]` become the
+    /// protocol's input tensor; anything else is sent as given.
+    fn body(self, body: &str) -> String {
+        if self != Route::V2 {
+            return body.to_string();
+        }
+        match serde_json::from_str::<Vec<Vec<f64>>>(body) {
+            Ok(rows) => json!({"inputs": [{
+                "name": "input-0",
+                "shape": [rows.len(), rows.first().map_or(0, Vec::len)],
+                "datatype": "FP64",
+                "data": rows,
+            }]})
+            .to_string(),
+            Err(_) => body.to_string(),
+        }
+    }
+}
+
+/// One load test.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The server, such as `http://127.0.0.1:8080`.
+    pub url: String,
+    /// How many models: `<prefix>0` to `<prefix><models-1>`.
+    pub models: usize,
+    /// The models' common name prefix.
+    pub prefix: String,
+    /// How traffic spreads over them.
+    pub pattern: Pattern,
+    /// Which inference route.
+    pub route: Route,
+    /// When set, every request is a `GET` of this path instead (such as
+    /// `/ping`): the server's no-op cost, measured with the same client, so
+    /// that each pattern can be reported as a ratio of it.
+    pub baseline_route: Option<String>,
+    /// How long to measure.
+    pub duration: Duration,
+    /// How long to send before measuring.
+    pub warmup: Duration,
+    /// Concurrent connections (at most one request in flight on each).
+    pub connections: usize,
+    /// Open loop at this many requests per second; `None` is closed loop.
+    pub rate: Option<f64>,
+    /// The body of every request.
+    pub body: String,
+    /// Seed of the model choice.
+    pub seed: u64,
+    /// Draw a progress bar on the terminal.
+    pub progress: bool,
+}
+
+/// What a load test measured.
+#[derive(Debug)]
+pub struct BenchReport {
+    /// The pattern, or the baseline route.
+    pub label: String,
+    /// Requests answered in the measured window.
+    pub requests: u64,
+    /// Answers by HTTP status.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Requests that got no HTTP answer.
+    pub transport_errors: u64,
+    /// The measured window.
+    pub elapsed: Duration,
+    /// Latencies in microseconds.
+    pub latency_us: Histogram<u64>,
+}
+
+/// Why a load test could not run.
+#[derive(Debug, Error)]
+pub enum BenchError {
+    /// A setting is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// The server did not answer at all.
+    #[error("cannot reach the server: {0}")]
+    Unreachable(String),
+}
+
+impl BenchReport {
+    /// Requests per second over the measured window.
+    pub fn throughput(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// A latency percentile, in milliseconds.
+    pub fn percentile_ms(&self, quantile: f64) -> f64 {
+        self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    /// The same figures as the table row, for `--json`; `baseline` is the
+    /// baseline route's throughput, if one was measured.
+    pub fn to_json(&self, baseline: Option<f64>) -> Value {
+        let statuses: BTreeMap<String, u64> = self
+            .statuses
+            .iter()
+            .map(|(status, count)| (status.to_string(), *count))
+            .collect();
+        json!({
+            "label": self.label,
+            "requests": self.requests,
+            "requests_per_second": self.throughput(),
+            "ratio_of_baseline": baseline.map(|base| self.throughput() / base),
+            "latency_ms": {
+                "p50": self.percentile_ms(0.5),
+                "p90": self.percentile_ms(0.9),
+                "p99": self.percentile_ms(0.99),
+                "p99.9": self.percentile_ms(0.999),
+                "max": self.latency_us.max() as f64 / 1000.0,
+            },
+            "statuses": statuses,
+            "transport_errors": self.transport_errors,
+            "seconds": self.elapsed.as_secs_f64(),
+        })
+    }
+}
+
+/// The header of [`BenchReport`]'s table rows.
+pub const TABLE_HEADER: &str =
+    "pattern      requests      req/s    p50 ms    p90 ms    p99 ms  p99.9 ms    max ms  statuses";
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{s}:{n}"))
+            .collect();
+        let mut statuses = statuses.join(" ");
+        if self.transport_errors > 0 {
+            statuses.push_str(&format!(" errors:{}", self.transport_errors));
+        }
+        write!(
+            f,
+            "{:<10} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {}",
+            self.label,
+            self.requests,
+            self.throughput(),
+            self.percentile_ms(0.5),
+            self.percentile_ms(0.9),
+            self.percentile_ms(0.99),
+            self.percentile_ms(0.999),
+            self.latency_us.max() as f64 / 1000.0,
+            statuses
+        )
+    }
+}
+
+/// What the measured requests of one connection (or of the open loop) got.
+struct Tally {
+    requests: u64,
+    statuses: BTreeMap<u16, u64>,
+    transport_errors: u64,
+    latency_us: Histogram<u64>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            requests: 0,
+            statuses: BTreeMap::new(),
+            transport_errors: 0,
+            latency_us: new_histogram(),
+        }
+    }
+
+    fn record(&mut self, status: Option<u16>, latency: Duration) {
+        self.requests += 1;
+        match status {
+            Some(status) => *self.statuses.entry(status).or_default() += 1,
+            None => self.transport_errors += 1,
+        }
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let _ = self.latency_us.record(micros);
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.requests += other.requests;
+        self.transport_errors += other.transport_errors;
+        for (status, count) in other.statuses {
+            *self.statuses.entry(status).or_default() += count;
+        }
+        let _ = self.latency_us.add(&other.latency_us);
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 10 minutes at 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+/// The measured window, shared by every sender.
+#[derive(Clone, Copy)]
+struct Window {
+    measure_from: Instant,
+    stop_at: Instant,
+}
+
+impl Window {
+    /// Whether a request due at `due` and answered at `done` is measured.
+    fn counts(&self, due: Instant, done: Instant) -> bool {
+        due >= self.measure_from && done <= self.stop_at
+    }
+}
+
+/// Sends requests and draws the next model; shared by both loops.
+struct Sender {
+    client: reqwest::Client,
+    config: BenchConfig,
+    base: String,
+    body: String,
+}
+
+impl Sender {
+    /// Sends one request; the status, or `None` when no answer came.
+    async fn send(&self, model: usize) -> Option<u16> {
+        let request = match &self.config.baseline_route {
+            Some(route) => self.client.get(format!("{}{route}", self.base)),
+            None => {
+                let name = format!("{}{model}", self.config.prefix);
+                self.client
+                    .post(format!("{}{}", self.base, self.config.route.path(&name)))
+                    .header("content-type", "application/json")
+                    .body(self.body.clone())
+            }
+        };
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let _ = response.bytes().await;
+                Some(status)
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// Runs one load test; it stops by itself after `warmup + duration`.
+pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
+    if config.models == 0 || config.connections == 0 {
+        return Err(BenchError::Config(
+            "--models and --connections must be at least 1".into(),
+        ));
+    }
+    if let Some(rate) = config.rate
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        return Err(BenchError::Config(
+            "--rate must be a positive number".into(),
+        ));
+    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(config.connections)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .map_err(|e| BenchError::Config(format!("cannot build the HTTP client: {e}")))?;
+    let sender = Arc::new(Sender {
+        client,
+        base: config.url.trim_end_matches('/').to_string(),
+        body: config.route.body(&config.body),
+        config: config.clone(),
+    });
+    let start = Instant::now();
+    let window = Window {
+        measure_from: start + config.warmup,
+        stop_at: start + config.warmup + config.duration,
+    };
+    let label = config.baseline_route.as_ref().map_or_else(
+        || config.pattern.to_string(),
+        |route| format!("GET {route}"),
+    );
+    let progress = config
+        .progress
+        .then(|| progress_bar(&label, config.warmup + config.duration));
+    let total = match config.rate {
+        None => closed_loop(&sender, window).await,
+        Some(rate) => open_loop(&sender, window, rate).await,
+    };
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    Ok(BenchReport {
+        label,
+        requests: total.requests,
+        statuses: total.statuses,
+        transport_errors: total.transport_errors,
+        elapsed: config.duration,
+        latency_us: total.latency_us,
+    })
+}
+
+/// A bar that fills with the test's time, ticking by itself.
+fn progress_bar(label: &str, length: Duration) -> ProgressBar {
+    let bar = ProgressBar::new(length.as_millis() as u64);
+    if let Ok(style) = ProgressStyle::with_template("{msg:<12} [{bar:40}] {elapsed}/{duration}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(label.to_string());
+    let ticker = bar.clone();
+    let started = Instant::now();
+    tokio::spawn(async move {
+        while !ticker.is_finished() {
+            ticker.set_position(started.elapsed().as_millis() as u64);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    bar
+}
+
+/// `connections` tasks, each sending its next request when the last is answered.
+async fn closed_loop(sender: &Arc<Sender>, window: Window) -> Tally {
+    let tasks: Vec<_> = (0..sender.config.connections)
+        .map(|index| {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(sender.config.seed.wrapping_add(index as u64));
+                let mut tally = Tally::new();
+                loop {
+                    let sent = Instant::now();
+                    if sent >= window.stop_at {
+                        break;
+                    }
+                    let model = sender.config.pattern.pick(&mut rng, sender.config.models);
+                    let status = sender.send(model).await;
+                    let done = Instant::now();
+                    if window.counts(sent, done) {
+                        tally.record(status, done - sent);
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut total = Tally::new();
+    for task in tasks {
+        if let Ok(tally) = task.await {
+            total.add(tally);
+        }
+    }
+    total
+}
+
+/// Requests due every `1 / rate` seconds, at most `connections` in flight.
+/// A request's latency counts from when it was due.
+async fn open_loop(sender: &Arc<Sender>, window: Window, rate: f64) -> Tally {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let in_flight = Arc::new(Semaphore::new(sender.config.connections));
+    let total = Arc::new(Mutex::new(Tally::new()));
+    let mut rng = StdRng::seed_from_u64(sender.config.seed);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut due = Instant::now();
+    while due < window.stop_at {
+        tokio::time::sleep_until(due.into()).await;
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let model = sender.config.pattern.pick(&mut rng, sender.config.models);
+        let (sender, total) = (sender.clone(), total.clone());
+        tasks.spawn(async move {
+            let status = sender.send(model).await;
+            drop(permit);
+            let done = Instant::now();
+            if window.counts(due, done) {
+                total
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(status, done - due);
+            }
+        });
+        due += interval;
+    }
+    while tasks.join_next().await.is_some() {}
+    let mut total = total.lock().unwrap_or_else(|p| p.into_inner());
+    std::mem::replace(&mut *total, Tally::new())
+}
