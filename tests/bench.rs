@@ -53,15 +53,6 @@ fn run_bench(url: &str, args: &[String], limit: Duration) -> (String, Value) {
     (String::from_utf8_lossy(&output.stdout).to_string(), results)
 }
 
-async fn served_per_model(server: &Server) -> Vec<f64> {
-    let mut counts = Vec::new();
-    for index in 0..MODELS {
-        let series = format!("mme_requests_total{{model=\"sklearn-{index}\",status=\"200\"}}");
-        counts.push(server.metric(&series).await);
-    }
-    counts
-}
-
 fn status_count(result: &Value, status: &str) -> u64 {
     result["statuses"][status].as_u64().unwrap_or(0)
 }
@@ -96,7 +87,7 @@ async fn bench_counts_add_up_and_follow_the_weights() {
         "every answer is counted by status"
     );
 
-    let served = served_per_model(&server).await;
+    let served = server.served_per_model("sklearn-", MODELS).await;
     let total: f64 = served.iter().sum();
     assert!(
         total >= measured as f64 && total <= measured as f64 + 4.0,

@@ -141,6 +141,16 @@ impl Server {
             .map_or(0.0, |value| value.trim().parse().expect("a number"))
     }
 
+    /// Requests each of `<prefix>0 … <prefix><count-1>` answered with 200, from `/metrics`.
+    pub async fn served_per_model(&self, prefix: &str, count: usize) -> Vec<f64> {
+        let mut counts = Vec::new();
+        for index in 0..count {
+            let series = format!("mme_requests_total{{model=\"{prefix}{index}\",status=\"200\"}}");
+            counts.push(self.metric(&series).await);
+        }
+        counts
+    }
+
     /// The resident memory of the server process, in KiB.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
