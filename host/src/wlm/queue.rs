@@ -45,6 +45,9 @@ pub enum JobError<E> {
 
 type Reply<B> = Result<<B as Backend>::Output, JobError<<B as Backend>::Error>>;
 
+/// A request's reply channel and its answer, ready to send.
+type Answer<B> = (oneshot::Sender<Reply<B>>, Reply<B>);
+
 struct Job<B: Backend> {
     input: B::Input,
     enqueued: Instant,
@@ -290,8 +293,13 @@ impl<B: Backend> ModelQueue<B> {
             })
             .unzip();
         self.metrics.batch_size.observe(inputs.len() as f64);
-        let worker = self.run(slot.worker, inputs, replies);
+        let (worker, answers) = self.run(slot.worker, inputs, replies);
+        // The counts are updated before anyone sees an answer, so that a
+        // caller who asks for them right after its answer finds it counted.
         self.finish(worker, count);
+        for (reply, answer) in answers {
+            let _ = reply.send(answer);
+        }
     }
 
     /// Answers, without running them, the requests that waited past their deadline.
@@ -310,13 +318,13 @@ impl<B: Backend> ModelQueue<B> {
     }
 
     /// Starts the worker if needed and runs the batch; the worker comes back
-    /// unless it broke.
+    /// unless it broke, with each request's answer, not sent yet.
     fn run(
         &self,
         worker: Option<B::Worker>,
         inputs: Vec<B::Input>,
         replies: Vec<oneshot::Sender<Reply<B>>>,
-    ) -> Option<B::Worker> {
+    ) -> (Option<B::Worker>, Vec<Answer<B>>) {
         let started = std::time::Instant::now();
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<_, B::Error> {
@@ -333,20 +341,21 @@ impl<B: Backend> ModelQueue<B> {
         match outcome {
             Ok(Ok((worker, outputs))) => {
                 let mut outputs = outputs.into_iter();
-                for reply in replies {
-                    let answer = outputs.next().ok_or(JobError::Dropped);
-                    let _ = reply.send(answer);
-                }
-                Some(worker)
+                let answers = replies
+                    .into_iter()
+                    .map(|reply| (reply, outputs.next().ok_or(JobError::Dropped)))
+                    .collect();
+                (Some(worker), answers)
             }
             Ok(Err(error)) => {
-                for reply in replies {
-                    let _ = reply.send(Err(JobError::Failed(error.clone())));
-                }
-                None
+                let answers = replies
+                    .into_iter()
+                    .map(|reply| (reply, Err(JobError::Failed(error.clone()))))
+                    .collect();
+                (None, answers)
             }
             // The replies drop unanswered: each caller sees `Dropped`.
-            Err(_) => None,
+            Err(_) => (None, Vec::new()),
         }
     }
 
