@@ -174,6 +174,11 @@ async fn djl_registration_by_query_overrides_the_properties() {
             "batch_size",
         ),
         (
+            format!("url={url}&model_name=e&max_batch_delay=18446744073709551615"),
+            400,
+            "max_batch_delay",
+        ),
+        (
             format!("url={url}&model_name=c&batch_size=many"),
             400,
             "bad query",

@@ -6,7 +6,6 @@
 //! `POST /models`, so `url` is a folder; an archive path works too.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -18,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::inference::read_body;
 use super::{ApiError, AppState};
+use crate::package::Properties;
 use crate::registry::{LoadError, LoadedModel, Overrides};
 use crate::wlm::Bounds;
 
@@ -27,8 +27,6 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
 /// The largest `POST /models` body: two short strings.
 const MAX_REGISTER_BODY: usize = 64 * 1024;
-/// The largest `batch_size` a caller may ask for.
-const MAX_BATCH_SIZE: u32 = 4096;
 
 /// `POST /models` body, SageMaker's shape.
 #[derive(Deserialize)]
@@ -115,22 +113,25 @@ fn djl_registration(
             ))
         })?,
     };
-    if let Some(size) = query.batch_size
-        && !(1..=MAX_BATCH_SIZE).contains(&size)
-    {
-        return Err(invalid(format!(
-            "batch_size must be from 1 to {MAX_BATCH_SIZE}"
-        )));
-    }
     if let (Some(min), Some(max)) = (query.min_worker, query.max_worker) {
         Bounds::new(min as usize, max as usize).map_err(|e| invalid(e.to_string()))?;
     }
-    let overrides = Overrides {
-        batch_size: query.batch_size,
-        max_batch_delay: query.max_batch_delay.map(Duration::from_millis),
-        min_workers: query.min_worker,
-        max_workers: query.max_worker,
-    };
+    let settings = [
+        ("batch_size", query.batch_size.map(u64::from)),
+        ("max_batch_delay", query.max_batch_delay),
+        ("minWorkers", query.min_worker.map(u64::from)),
+        ("maxWorkers", query.max_worker.map(u64::from)),
+    ];
+    let overrides = Overrides(
+        settings
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value?.to_string())))
+            .collect(),
+    );
+    // Checked now with the property file's own limits, so that a bad value is a 400 at once.
+    overrides
+        .apply(&Properties::default())
+        .map_err(|e| invalid(e.to_string()))?;
     Ok((name, url, overrides, query.synchronous.unwrap_or(true)))
 }
 

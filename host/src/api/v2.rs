@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::inference::{Loading, Protocol, answer};
 use super::{ApiError, AppState};
+use crate::registry::LoadedModel;
 
 /// The content type under which a v2 request reaches the model (see `wit/model.wit`).
 pub const OIP_JSON: &str = "application/vnd.oip.v2+json";
@@ -43,24 +44,37 @@ pub async fn ready() -> Json<Value> {
 
 /// `GET /v2/models/{name}`: the model's metadata, loading it on demand.
 pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    match state.registry.get_or_load(&name).await {
-        Ok(model) => Json(json!({
+    describe_loaded(&state, &name, |model| {
+        json!({
             "name": model.name,
             "versions": [MODEL_VERSION],
             "platform": "wasm",
             "inputs": [],
             "outputs": [],
-        }))
-        .into_response(),
-        Err(error) => ApiError::from(error).into_open_inference_response(),
-    }
+        })
+    })
+    .await
 }
 
 /// `GET /v2/models/{name}/ready`: 200 once the model is loaded (this loads
 /// it on demand, as an inference would); the load's error otherwise.
 pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    match state.registry.get_or_load(&name).await {
-        Ok(model) => Json(json!({ "name": model.name, "ready": true })).into_response(),
+    describe_loaded(
+        &state,
+        &name,
+        |model| json!({ "name": model.name, "ready": true }),
+    )
+    .await
+}
+
+/// `describe` of model `name`, loaded on demand, or the load's error in v2's shape.
+async fn describe_loaded(
+    state: &AppState,
+    name: &str,
+    describe: impl FnOnce(&LoadedModel) -> Value,
+) -> Response {
+    match state.registry.get_or_load(name).await {
+        Ok(model) => Json(describe(&model)).into_response(),
         Err(error) => ApiError::from(error).into_open_inference_response(),
     }
 }

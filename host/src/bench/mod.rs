@@ -309,13 +309,19 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             "--models and --connections must be at least 1".into(),
         ));
     }
-    if let Some(rate) = config.rate
-        && !(rate.is_finite() && rate > 0.0)
-    {
-        return Err(BenchError::Config(
-            "--rate must be a positive number".into(),
-        ));
-    }
+    let interval = match config.rate {
+        None => None,
+        Some(rate) => Some(
+            Duration::try_from_secs_f64(1.0 / rate)
+                .ok()
+                .filter(|interval| rate > 0.0 && !interval.is_zero())
+                .ok_or_else(|| {
+                    BenchError::Config(format!(
+                        "--rate {rate} is not a usable rate: give requests per second, such as 500"
+                    ))
+                })?,
+        ),
+    };
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(config.connections)
         .timeout(Duration::from_secs(120))
@@ -339,9 +345,9 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let progress = config
         .progress
         .then(|| progress_bar(&label, config.warmup + config.duration));
-    let total = match config.rate {
+    let total = match interval {
         None => closed_loop(&sender, window).await,
-        Some(rate) => open_loop(&sender, window, rate).await,
+        Some(interval) => open_loop(&sender, window, interval).await,
     };
     if let Some(bar) = progress {
         bar.finish_and_clear();
@@ -407,10 +413,9 @@ async fn closed_loop(sender: &Arc<Sender>, window: Window) -> Tally {
     total
 }
 
-/// Requests due every `1 / rate` seconds, at most `connections` in flight.
+/// Requests due every `interval`, at most `connections` in flight.
 /// A request's latency counts from when it was due.
-async fn open_loop(sender: &Arc<Sender>, window: Window, rate: f64) -> Tally {
-    let interval = Duration::from_secs_f64(1.0 / rate);
+async fn open_loop(sender: &Arc<Sender>, window: Window, interval: Duration) -> Tally {
     let in_flight = Arc::new(Semaphore::new(sender.config.connections));
     let total = Arc::new(Mutex::new(Tally::new()));
     let mut rng = StdRng::seed_from_u64(sender.config.seed);
@@ -439,4 +444,43 @@ async fn open_loop(sender: &Arc<Sender>, window: Window, rate: f64) -> Tally {
     while tasks.join_next().await.is_some() {}
     let mut total = total.lock().unwrap_or_else(|p| p.into_inner());
     std::mem::replace(&mut *total, Tally::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(rate: Option<f64>) -> BenchConfig {
+        BenchConfig {
+            url: "http://127.0.0.1:9".into(),
+            models: 1,
+            prefix: "m-".into(),
+            pattern: Pattern::even(),
+            route: Route::Predictions,
+            baseline_route: None,
+            duration: Duration::from_millis(10),
+            warmup: Duration::ZERO,
+            connections: 1,
+            rate,
+            body: "[[0.5]]".into(),
+            seed: 1,
+            progress: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn rates_that_cannot_be_scheduled_are_refused() {
+        for rate in [0.0, -5.0, f64::NAN, f64::INFINITY, 1e-300, 1e12] {
+            let result = run(&config(Some(rate))).await;
+            assert!(matches!(result, Err(BenchError::Config(_))), "{rate}");
+        }
+    }
+
+    #[test]
+    fn v2_turns_json_rows_into_an_input_tensor() {
+        let body: Value = serde_json::from_str(&Route::V2.body("[[0.5],[2.0]]")).unwrap();
+        assert_eq!(body["inputs"][0]["shape"], json!([2, 1]));
+        assert_eq!(Route::Predictions.body("[[0.5]]"), "[[0.5]]");
+        assert_eq!(Route::V2.body("{\"inputs\":[]}"), "{\"inputs\":[]}");
+    }
 }

@@ -159,6 +159,18 @@ impl Properties {
         Ok(properties)
     }
 
+    /// These properties with `overrides` (`key`, `value`) set over them,
+    /// checked exactly as the file's own lines are: the caller of DJL's
+    /// `POST /models?batch_size=…` is as untrusted as a package author.
+    pub fn overridden(&self, overrides: &[(&str, String)]) -> Result<Self, PropertiesError> {
+        let mut properties = self.clone();
+        for (key, value) in overrides {
+            properties.set(key, value)?;
+        }
+        properties.validate()?;
+        Ok(properties)
+    }
+
     fn set(&mut self, key: &str, value: &str) -> Result<(), PropertiesError> {
         match key {
             "minWorkers" => self.min_workers = number(key, value, 0, MAX_WORKERS_LIMIT)?,
@@ -325,5 +337,24 @@ mod tests {
             Properties::parse(&huge),
             Err(PropertiesError::TooLarge(MAX_PROPERTIES_BYTES + 1))
         );
+    }
+
+    #[test]
+    fn overrides_are_checked_as_the_file_is() {
+        let base = Properties::parse(b"batch_size=2\nmaxWorkers=4\n").unwrap();
+        let over = base
+            .overridden(&[("batch_size", "8".into()), ("minWorkers", "3".into())])
+            .unwrap();
+        assert_eq!(
+            (over.batch_size, over.min_workers, over.max_workers),
+            (8, 3, Some(4))
+        );
+        for bad in [
+            vec![("max_batch_delay", u64::MAX.to_string())],
+            vec![("batch_size", "0".to_string())],
+            vec![("minWorkers", "5".to_string())],
+        ] {
+            assert!(base.overridden(&bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -415,7 +415,14 @@ impl Registry {
         .await
         .map_err(|_| LoadError::ShuttingDown(ShuttingDown))??;
         let mut opened = opened;
-        overrides.apply(&mut opened.properties);
+        opened.properties =
+            overrides
+                .apply(&opened.properties)
+                .map_err(|error| LoadError::Broken {
+                    model: name.to_string(),
+                    package: source.display().to_string(),
+                    reason: error.to_string(),
+                })?;
         let settings = model::settings_for(&opened.properties, self.scheduler.threads()).map_err(
             |reason| LoadError::Broken {
                 model: name.to_string(),

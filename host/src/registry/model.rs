@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use super::{LoadError, PredictError, RegistryConfig};
 use crate::metrics::Metrics;
-use crate::package::{Package, PackageError, Properties};
+use crate::package::{Package, PackageError, Properties, PropertiesError};
 use crate::runtime::{
     Compiled, GuestError, Instance, LogBudget, Request, Response, Runtime, RuntimeError, Sandbox,
 };
@@ -145,34 +145,15 @@ impl Backend for WasmBackend {
     }
 }
 
-/// Settings that replace the package's own, as DJL's `POST /models` query gives them.
+/// Settings that replace the package's own, as DJL's `POST /models` query
+/// gives them: `serving.properties` keys and values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Overrides {
-    /// `batch_size`.
-    pub batch_size: Option<u32>,
-    /// `max_batch_delay`.
-    pub max_batch_delay: Option<Duration>,
-    /// `min_worker`.
-    pub min_workers: Option<u32>,
-    /// `max_worker`.
-    pub max_workers: Option<u32>,
-}
+pub struct Overrides(pub Vec<(&'static str, String)>);
 
 impl Overrides {
-    /// Writes the overrides over `properties`.
-    pub fn apply(&self, properties: &mut Properties) {
-        if let Some(size) = self.batch_size {
-            properties.batch_size = size;
-        }
-        if let Some(delay) = self.max_batch_delay {
-            properties.max_batch_delay = delay;
-        }
-        if let Some(min) = self.min_workers {
-            properties.min_workers = min;
-        }
-        if let Some(max) = self.max_workers {
-            properties.max_workers = Some(max);
-        }
+    /// `properties` with the overrides set over them, checked as the file is.
+    pub fn apply(&self, properties: &Properties) -> Result<Properties, PropertiesError> {
+        properties.overridden(&self.0)
     }
 }
 
