@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub single_model_dir: PathBuf,
     /// How long a shutdown waits for the requests in flight.
     pub shutdown_timeout: std::time::Duration,
+    /// The memory budget of the loaded models, in bytes.
+    pub memory_limit: u64,
 }
 
 /// SageMaker's folder of the single model.

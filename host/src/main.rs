@@ -76,6 +76,21 @@ struct ServeArgs {
     /// How long SIGTERM waits for the requests in flight before the process exits.
     #[arg(long, default_value = config::DEFAULT_SHUTDOWN_TIMEOUT, value_parser = humantime::parse_duration)]
     shutdown_timeout: Duration,
+    /// Memory budget of the loaded models, such as 2GiB or 512MiB [default: 80% of
+    /// the cgroup's limit, or of RAM]. Standalone, idle models are evicted to make
+    /// room; in SageMaker's multi-model mode, a load that does not fit gets 507.
+    #[arg(long, env = "MME_MEMORY_LIMIT", value_parser = parse_memory_limit)]
+    memory_limit: Option<u64>,
+}
+
+fn parse_memory_limit(text: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = text
+        .parse()
+        .map_err(|e| format!("expected a size such as 512MiB or 2GiB: {e}"))?;
+    match size.as_u64() {
+        0 => Err("the memory limit must be more than 0".into()),
+        bytes => Ok(bytes),
+    }
 }
 
 fn parse_queue_full_status(text: &str) -> Result<u16, String> {
@@ -245,6 +260,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         multi_model: args.multi_model,
         single_model_dir: args.model_dir,
         shutdown_timeout: args.shutdown_timeout,
+        memory_limit: args
+            .memory_limit
+            .unwrap_or_else(mme_host::registry::default_limit),
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

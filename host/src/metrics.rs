@@ -26,6 +26,20 @@ pub struct LoadLabels {
     pub result: &'static str,
 }
 
+/// Labels of the memory figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemoryLabels {
+    /// `code`, `instances` or `models`.
+    pub kind: &'static str,
+}
+
+/// Labels of load phases.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// `download`, `unpack`, `compile` or `instantiate`.
+    pub phase: &'static str,
+}
+
 /// Labels of per-model series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelLabels {
@@ -180,6 +194,18 @@ pub struct Metrics {
     pub models_loaded: Gauge,
     /// Live wasm instances now.
     pub instances: Gauge,
+    /// Time of each phase of a load.
+    pub load_phase_seconds: Family<PhaseLabels, Histogram, fn() -> Histogram>,
+    /// The memory budget.
+    pub memory_limit: Gauge,
+    /// Memory in use against the budget, by kind.
+    pub memory_used: Family<MemoryLabels, Gauge>,
+    /// Models evicted to make room.
+    pub evictions: Counter,
+    /// Packages found in the local package cache instead of downloaded.
+    pub package_cache_hits: Counter,
+    /// Packages downloaded from the store.
+    pub downloads: Counter,
     models: ModelFamilies,
 }
 
@@ -227,8 +253,53 @@ impl Metrics {
         registry.register("models_loaded", "Models loaded now", models_loaded.clone());
         let instances = Gauge::default();
         registry.register("instances", "Live wasm instances", instances.clone());
+        let load_phase_seconds =
+            Family::<PhaseLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                seconds_histogram,
+            );
+        registry.register(
+            "model_load_phase_seconds",
+            "Time of each phase of a model load: download, unpack, compile, instantiate",
+            load_phase_seconds.clone(),
+        );
+        let memory_limit = Gauge::default();
+        registry.register(
+            "memory_limit_bytes",
+            "The memory budget (--memory-limit)",
+            memory_limit.clone(),
+        );
+        let memory_used = Family::<MemoryLabels, Gauge>::default();
+        registry.register(
+            "memory_used_bytes",
+            "Memory in use against the budget: code (once per distinct wasm), instances (linear memories), models (packages and metadata)",
+            memory_used.clone(),
+        );
+        let evictions = Counter::default();
+        registry.register(
+            "model_evictions",
+            "Idle models evicted to make room in the memory budget",
+            evictions.clone(),
+        );
+        let package_cache_hits = Counter::default();
+        registry.register(
+            "package_cache_hits",
+            "Packages found in the local package cache, not downloaded",
+            package_cache_hits.clone(),
+        );
+        let downloads = Counter::default();
+        registry.register(
+            "package_downloads",
+            "Packages downloaded from the model store",
+            downloads.clone(),
+        );
         let models = ModelFamilies::register(&mut registry);
         Metrics {
+            load_phase_seconds,
+            memory_limit,
+            memory_used,
+            evictions,
+            package_cache_hits,
+            downloads,
             models,
             registry,
             compile,

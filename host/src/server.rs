@@ -51,6 +51,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             unpack_dir: unpacked.path().to_path_buf(),
             limits: Limits::default(),
             max_response_bytes: config.max_response_bytes,
+            memory_limit: config.memory_limit,
+            // SageMaker picks the models to unload in its multi-model mode.
+            evict: !config.multi_model,
         },
         metrics.clone(),
     ));
@@ -79,6 +82,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         address = %listener.local_addr()?,
         model_store = %config.model_store.display(),
         compute_threads = scheduler.threads(),
+        memory_limit_mib = config.memory_limit >> 20,
         pooled = runtime.is_pooled(),
         "serving"
     );
@@ -107,16 +111,21 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Retires the workers that have been idle for their model's `max_idle_time`.
+/// Retires the workers that have been idle for their model's `max_idle_time`,
+/// then evicts idle models if bursts took the memory in use over the limit.
 async fn retire_idle_workers(registry: Arc<Registry>) {
     let mut ticks = tokio::time::interval(RETIRE_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let registry = registry.clone();
-        let retired = tokio::task::spawn_blocking(move || registry.retire_idle_workers()).await;
+        let retiring = registry.clone();
+        let retired = tokio::task::spawn_blocking(move || retiring.retire_idle_workers()).await;
         if let Ok(count @ 1..) = retired {
             tracing::debug!(count, "idle workers retired");
+        }
+        let evicted = registry.enforce_budget().await;
+        if evicted > 0 {
+            tracing::info!(evicted, "models evicted to get back under the memory limit");
         }
     }
 }

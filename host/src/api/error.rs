@@ -109,6 +109,19 @@ impl From<LoadError> for ApiError {
                 "ModelLoadFailed",
                 message,
             ),
+            LoadError::TooLarge { .. } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "InsufficientMemory",
+                message,
+            ),
+            LoadError::NoMemory { retry: true, .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "MemoryBusy", message)
+            }
+            LoadError::NoMemory { retry: false, .. } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "InsufficientMemory",
+                message,
+            ),
             LoadError::ShuttingDown(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", message)
             }

@@ -15,7 +15,7 @@ use super::error::QUEUE_FULL;
 use super::v2::OIP_JSON;
 use super::{ApiError, AppState};
 use crate::metrics::RequestLabels;
-use crate::registry::{LoadError, LoadedModel};
+use crate::registry::{LoadError, LoadedModel, Reload};
 use crate::runtime::Request;
 
 /// The `model` label of requests for models that are not loaded.
@@ -197,14 +197,16 @@ async fn predict(
         Ok(body) => body,
         Err(error) => return (loaded, Err(error)),
     };
+    let reload = match loading {
+        Loading::OnDemand => Reload::FromStore,
+        Loading::LoadedOnly => Reload::Never,
+        Loading::Single => Reload::From(state.single_model_dir.clone()),
+    };
     let loaded = match loaded {
         Some(loaded) => loaded,
         None => {
-            let loaded = match loading {
-                Loading::Single => {
-                    let dir = state.single_model_dir.clone();
-                    state.registry.get_or_load_from(model, dir).await
-                }
+            let loaded = match &reload {
+                Reload::From(dir) => state.registry.get_or_load_from(model, dir.clone()).await,
                 _ => state.registry.get_or_load(model).await,
             };
             match loaded {
@@ -223,14 +225,14 @@ async fn predict(
         body,
         attributes: header_text(headers, CUSTOM_ATTRIBUTES),
     };
-    let result = state.registry.run(&loaded, request).await;
+    let (served_by, result) = state.registry.run(loaded, request, &reload).await;
     let response = result.map_err(ApiError::from).map(|mut response| {
-        if protocol == Protocol::OpenInference {
-            response.body = name_the_model(response.body, &loaded.name);
+        if let (Protocol::OpenInference, Some(model)) = (protocol, &served_by) {
+            response.body = name_the_model(response.body, &model.name);
         }
         http_response(response)
     });
-    (Some(loaded), response)
+    (served_by, response)
 }
 
 /// The model's answer as HTTP: its content type, its body, and its custom

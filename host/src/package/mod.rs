@@ -62,6 +62,8 @@ pub struct Package {
     dir: PathBuf,
     /// Set when this package unpacked an archive: the copy is removed with it.
     _unpacked: Option<TempDir>,
+    /// What the unpacked files occupy; 0 for a folder used in place.
+    unpacked_bytes: u64,
     /// `model.wasm` of an archive, kept in memory until taken: it is hashed
     /// and compiled, never read by the guest, so it is never written.
     wasm: Option<Vec<u8>>,
@@ -99,8 +101,14 @@ impl Package {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Properties::default(),
             Err(e) => return Err(io_error(format!("cannot read {PROPERTIES_FILE}"))(e)),
         };
+        let unpacked_bytes = if unpacked.is_some() {
+            folder_bytes(&dir)
+        } else {
+            0
+        };
         Ok(Package {
             dir,
+            unpacked_bytes,
             _unpacked: unpacked,
             wasm,
             properties,
@@ -110,6 +118,11 @@ impl Package {
     /// The folder the guest sees as `/model`.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The bytes of the files this package unpacked (0 for a folder used in place).
+    pub fn unpacked_bytes(&self) -> u64 {
+        self.unpacked_bytes
     }
 
     /// Takes `model.wasm` (from memory for an archive, from the folder
@@ -135,6 +148,21 @@ impl Package {
         check_component(&bytes)?;
         Ok(bytes)
     }
+}
+
+/// The bytes of the files under `dir`, not following links.
+pub fn folder_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => folder_bytes(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 fn too_large(size: u64, limit: u64) -> PackageError {

@@ -4,20 +4,28 @@
 //! A package that failed to load answers with that failure for a few
 //! seconds, so that a broken package is not unpacked for every request.
 //! Each model's requests go through its queue in the work-load manager.
+//!
+//! Loads are admitted against the memory budget before they instantiate
+//! anything. In standalone mode the least recently used models with no
+//! request in flight make room; in SageMaker's multi-model mode the load
+//! is refused with the numbers, because SageMaker picks the victims there.
 
+mod budget;
 mod model;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::sync::OnceCell;
 
+pub use budget::{MODEL_METADATA_BYTES, MemoryBudget, MemoryUse, default_limit};
 pub use model::{LoadTimings, LoadedModel, Overrides, WasmBackend, sandbox_for};
 
-use crate::metrics::{LoadLabels, Metrics};
+use crate::metrics::{LoadLabels, MemoryLabels, Metrics, PhaseLabels};
 use crate::package::Limits;
 use crate::runtime::{CallError, GuestError, Request, Response, Runtime, RuntimeError};
 use crate::store::{LocalStore, StoreError};
@@ -40,6 +48,11 @@ pub struct RegistryConfig {
     pub limits: Limits,
     /// The largest response body a guest may return.
     pub max_response_bytes: usize,
+    /// The memory budget, in bytes.
+    pub memory_limit: u64,
+    /// Whether a load that does not fit evicts idle models (standalone),
+    /// or is refused (SageMaker's multi-model mode).
+    pub evict: bool,
 }
 
 /// Why a model could not be loaded.
@@ -71,6 +84,39 @@ pub enum LoadError {
         model: String,
         /// What is full.
         reason: String,
+    },
+    /// The model needs more memory than the whole budget.
+    #[error(
+        "model {model:?} needs {needed} ({detail}), more than the whole memory limit of {limit}; raise --memory-limit"
+    )]
+    TooLarge {
+        /// The model's name.
+        model: String,
+        /// What it needs.
+        needed: String,
+        /// Where that comes from.
+        detail: String,
+        /// The limit.
+        limit: String,
+    },
+    /// The model does not fit next to the loaded ones.
+    #[error(
+        "model {model:?} needs {needed}, but {used} of the {limit} memory limit is in use; {advice}"
+    )]
+    NoMemory {
+        /// The model's name.
+        model: String,
+        /// What it needs.
+        needed: String,
+        /// What is in use.
+        used: String,
+        /// The limit.
+        limit: String,
+        /// What to do about it.
+        advice: &'static str,
+        /// Whether the same load may fit soon by itself (the loaded models
+        /// are busy, not too many).
+        retry: bool,
     },
     /// The server is stopping.
     #[error(transparent)]
@@ -117,6 +163,25 @@ pub enum PredictError {
 
 type Slot = Arc<OnceCell<Arc<LoadedModel>>>;
 
+/// How many times one request may find its model gone and load it again.
+const MAX_RELOADS: usize = 3;
+
+/// Where a request's model comes from again if it is evicted under it.
+#[derive(Debug, Clone)]
+pub enum Reload {
+    /// Nowhere: the request was for a loaded model only.
+    Never,
+    /// The model store.
+    FromStore,
+    /// A package at this path (the single model).
+    From(PathBuf),
+}
+
+/// `bytes` as a gauge value.
+fn clamp_i64(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
 /// Name → model, with on-demand loading from the store.
 pub struct Registry {
     store: LocalStore,
@@ -127,6 +192,13 @@ pub struct Registry {
     models: Mutex<HashMap<String, Slot>>,
     /// Models whose last on-demand load failed, with when and why.
     failed: Mutex<HashMap<String, (Instant, LoadError)>>,
+    budget: MemoryBudget,
+    /// One admission at a time, so that two loads cannot both take the last room.
+    admission: tokio::sync::Mutex<()>,
+    /// The linear memory one instance of each component took at its last load.
+    instance_bytes: Mutex<HashMap<String, u64>>,
+    /// The zero of the models' last-use times.
+    epoch: Instant,
 }
 
 impl Registry {
@@ -138,6 +210,8 @@ impl Registry {
         config: RegistryConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let budget = MemoryBudget::new(config.memory_limit, &runtime);
+        metrics.memory_limit.set(clamp_i64(config.memory_limit));
         Registry {
             store,
             runtime,
@@ -146,6 +220,10 @@ impl Registry {
             metrics,
             models: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
+            budget,
+            admission: tokio::sync::Mutex::new(()),
+            instance_bytes: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
         }
     }
 
@@ -273,12 +351,21 @@ impl Registry {
             model
         };
         model.queue.close();
+        self.release(model).await;
+        Ok(())
+    }
+
+    /// Frees a model whose queue is closed and which is out of the map:
+    /// waits for its queue to drain, then drops its instances and package
+    /// off the async threads.
+    async fn release(&self, model: Arc<LoadedModel>) {
+        let name = model.name.clone();
         let deadline = Instant::now() + UNLOAD_WAIT;
         while !model.queue.is_drained() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let idle = model.queue.take_idle();
-        self.metrics.forget_model(name);
+        self.metrics.forget_model(&name);
         let mut model = model;
         loop {
             match Arc::try_unwrap(model) {
@@ -286,7 +373,7 @@ impl Registry {
                     // Dropping instances and the unpacked folder blocks: not here.
                     let _ = tokio::task::spawn_blocking(move || drop((idle, last))).await;
                     tracing::info!(model = name, "model unloaded");
-                    return Ok(());
+                    return;
                 }
                 Err(shared) if Instant::now() < deadline => {
                     model = shared;
@@ -298,10 +385,144 @@ impl Registry {
                         model = name,
                         "model unloaded; requests in flight still hold it"
                     );
-                    return Ok(());
+                    return;
                 }
             }
         }
+    }
+
+    /// Evicts the least recently used model, other than `keep`, that has
+    /// no request queued or running; `None` when every model is busy.
+    async fn evict_one(&self, keep: &str) -> Option<String> {
+        let mut candidates: Vec<Arc<LoadedModel>> = {
+            let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+            models
+                .values()
+                .filter_map(|slot| slot.get())
+                .filter(|model| model.name != keep)
+                .cloned()
+                .collect()
+        };
+        candidates.sort_by_key(|model| model.last_used.load(Ordering::Relaxed));
+        let position = candidates
+            .iter()
+            .position(|model| model.queue.close_if_idle())?;
+        let victim = candidates.swap_remove(position);
+        drop(candidates);
+        {
+            let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+            let same = models
+                .get(&victim.name)
+                .and_then(|slot| slot.get())
+                .is_some_and(|model| Arc::ptr_eq(model, &victim));
+            if same {
+                models.remove(&victim.name);
+            }
+        }
+        let name = victim.name.clone();
+        tracing::info!(model = name, "evicting the least recently used idle model");
+        self.release(victim).await;
+        self.metrics.evictions.inc();
+        Some(name)
+    }
+
+    /// Evicts idle models, least recently used first, while the memory in
+    /// use is over the limit (workers added for bursts can push it over).
+    /// Does nothing in SageMaker's mode, where SageMaker picks the victims.
+    pub async fn enforce_budget(&self) -> usize {
+        if !self.config.evict {
+            return 0;
+        }
+        let _admission = self.admission.lock().await;
+        let mut evicted = 0;
+        while self.budget.used().total() > self.budget.limit() {
+            if self.evict_one("").await.is_none() {
+                break;
+            }
+            evicted += 1;
+        }
+        self.publish_memory();
+        evicted
+    }
+
+    /// Makes room for a model that needs `needed` bytes beyond what is in
+    /// use, evicting idle models if this server may, or says why it cannot.
+    async fn admit(&self, name: &str, needed: u64, own_code: u64) -> Result<(), LoadError> {
+        let limit = self.budget.limit();
+        if needed.saturating_add(own_code) > limit {
+            return Err(LoadError::TooLarge {
+                model: name.to_string(),
+                needed: budget::mib(needed + own_code),
+                detail: format!(
+                    "{} of code, {} for its package and first instance",
+                    budget::mib(own_code),
+                    budget::mib(needed)
+                ),
+                limit: budget::mib(limit),
+            });
+        }
+        loop {
+            let used = self.budget.used().total();
+            if used.saturating_add(needed) <= limit {
+                return Ok(());
+            }
+            let refused = |advice, retry| LoadError::NoMemory {
+                model: name.to_string(),
+                needed: budget::mib(needed),
+                used: budget::mib(used),
+                limit: budget::mib(limit),
+                advice,
+                retry,
+            };
+            if !self.config.evict {
+                return Err(refused(
+                    "unload a model (DELETE /models/{name}) first",
+                    false,
+                ));
+            }
+            if self.evict_one(name).await.is_none() {
+                return Err(refused(
+                    "every loaded model has requests in flight; retry shortly",
+                    true,
+                ));
+            }
+        }
+    }
+
+    /// The linear memory of one instance of the component `hash`, as its
+    /// last load measured it; 0 before any load.
+    fn instance_estimate(&self, hash: &str) -> u64 {
+        let known = self
+            .instance_bytes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        known.get(hash).copied().unwrap_or(0)
+    }
+
+    /// Milliseconds since the registry started: the models' clock of last use.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Publishes the budget's figures as metrics.
+    fn publish_memory(&self) {
+        let used = self.budget.used();
+        let m = &self.metrics;
+        m.memory_used
+            .get_or_create(&MemoryLabels { kind: "code" })
+            .set(clamp_i64(used.code));
+        m.memory_used
+            .get_or_create(&MemoryLabels { kind: "instances" })
+            .set(clamp_i64(used.instances));
+        m.memory_used
+            .get_or_create(&MemoryLabels { kind: "models" })
+            .set(clamp_i64(used.models));
+    }
+
+    /// The memory budget and what is in use against it.
+    pub fn memory(&self) -> (u64, MemoryUse) {
+        self.publish_memory();
+        (self.budget.limit(), self.budget.used())
     }
 
     /// Retires, in every model, the workers idle for longer than the
@@ -335,13 +556,54 @@ impl Registry {
         loaded
     }
 
-    /// Runs one request on a loaded model, through its queue.
+    /// Runs one request on a loaded model, through its queue. A request
+    /// that finds its model evicted (or unloaded) under it loads the model
+    /// again as `reload` says, so that the race never fails it. Gives back
+    /// the model that answered, if one did.
     pub async fn run(
         &self,
-        model: &Arc<LoadedModel>,
+        model: Arc<LoadedModel>,
         request: Request,
+        reload: &Reload,
+    ) -> (Option<Arc<LoadedModel>>, Result<Response, PredictError>) {
+        let (mut model, mut request) = (model, request);
+        let mut reloads = 0;
+        loop {
+            model.last_used.store(self.now_ms(), Ordering::Relaxed);
+            let refused = match model.queue.try_submit(request) {
+                Ok(receiver) => {
+                    let reply = receiver.await.unwrap_or(Err(JobError::Dropped));
+                    let result = Self::answer_of(&model, reply);
+                    return (Some(model), result);
+                }
+                Err(refused) => refused,
+            };
+            let (error, back) = refused;
+            let name = model.name.clone();
+            if !matches!(error, JobError::Closed) || reloads == MAX_RELOADS {
+                let result = Self::answer_of(&model, Err(error));
+                return (Some(model), result);
+            }
+            // The evictor waits for every holder of the old model to let go.
+            drop(model);
+            let reloaded = match reload {
+                Reload::Never => Err(LoadError::NotLoaded(name)),
+                Reload::FromStore => self.get_or_load(&name).await,
+                Reload::From(path) => self.get_or_load_from(&name, path.clone()).await,
+            };
+            match reloaded {
+                Ok(again) => (model, request) = (again, back),
+                Err(error) => return (None, Err(error.into())),
+            }
+            reloads += 1;
+        }
+    }
+
+    fn answer_of(
+        model: &LoadedModel,
+        reply: Result<Result<Response, GuestError>, JobError<PredictError>>,
     ) -> Result<Response, PredictError> {
-        match model.queue.call(request).await {
+        match reply {
             Ok(answer) => Ok(answer?),
             Err(JobError::Failed(error)) => Err(error),
             Err(JobError::QueueFull { limit }) => Err(PredictError::QueueFull {
@@ -388,6 +650,16 @@ impl Registry {
                     .load_seconds
                     .observe(started.elapsed().as_secs_f64());
                 let t = model.timings;
+                for (phase, took) in [
+                    ("unpack", t.unpack),
+                    ("compile", t.compile),
+                    ("instantiate", t.instantiate),
+                ] {
+                    self.metrics
+                        .load_phase_seconds
+                        .get_or_create(&PhaseLabels { phase })
+                        .observe(took.as_secs_f64());
+                }
                 tracing::info!(model = name, elapsed = ?started.elapsed(), unpack = ?t.unpack, compile = ?t.compile, instantiate = ?t.instantiate, "model loaded");
             }
             Err(error) => tracing::warn!(model = name, %error, "model load failed"),
@@ -433,8 +705,27 @@ impl Registry {
         let mut timings = opened.timings;
         let mut step = Instant::now();
         let warm_count = settings.bounds.min();
-        let (model, task_source) = (name.to_string(), source.clone());
         let backend = opened.backend;
+        let hash = backend.compiled().hash.clone();
+        let holding = opened
+            .properties
+            .required_memory_mb
+            .map_or(0, |mb| mb << 20)
+            .max(backend.package_bytes() + MODEL_METADATA_BYTES);
+        let per_instance = self.instance_estimate(&hash);
+        // One instance runs `load` even for a model that scales to zero.
+        let first_instances = per_instance * warm_count.max(1) as u64;
+        let (holding, reserved) = {
+            let _admission = self.admission.lock().await;
+            // Counted already if another model shares it; this is its own
+            // cost should it have to fit alone.
+            let own_code = backend.compiled().code_bytes();
+            self.admit(name, holding + first_instances, own_code)
+                .await?;
+            let meter = self.budget.models_meter();
+            (meter.charge(holding), meter.charge(first_instances))
+        };
+        let (model, task_source) = (name.to_string(), source.clone());
         let (backend, warm) = self
             .scheduler
             .run_task(move || {
@@ -443,18 +734,27 @@ impl Registry {
             })
             .await?;
         let mut warm = warm?;
+        let measured = backend.memory().bytes() / warm.len().max(1) as u64;
+        self.instance_bytes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hash, measured);
         // At least one instance ran `load`; a model that scales to zero keeps none.
         warm.truncate(warm_count);
+        drop(reserved);
         timings.instantiate = model::lap(&mut step);
         let queue = self
             .scheduler
             .add_model(backend, settings, warm, self.metrics.for_model(name));
+        self.publish_memory();
         Ok(Arc::new(LoadedModel {
             name: name.to_string(),
             source,
             properties: opened.properties,
             timings,
             queue,
+            holding,
+            last_used: self.now_ms().into(),
         }))
     }
 }

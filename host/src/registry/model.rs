@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -12,7 +13,8 @@ use super::{LoadError, PredictError, RegistryConfig};
 use crate::metrics::Metrics;
 use crate::package::{Package, PackageError, Properties, PropertiesError};
 use crate::runtime::{
-    Compiled, GuestError, Instance, LogBudget, Request, Response, Runtime, RuntimeError, Sandbox,
+    Charge, Compiled, GuestError, Instance, LogBudget, MemoryMeter, Request, Response, Runtime,
+    RuntimeError, Sandbox,
 };
 use crate::wlm::{Backend, Bounds, ModelQueue, QueueStats, Settings};
 
@@ -43,6 +45,10 @@ pub struct LoadedModel {
     pub timings: LoadTimings,
     /// Its queue and workers.
     pub(super) queue: Arc<ModelQueue<WasmBackend>>,
+    /// What it holds besides code and instances, on the budget while it lives.
+    pub(super) holding: Charge,
+    /// When a request last came for it, in the registry's milliseconds.
+    pub(super) last_used: AtomicU64,
 }
 
 impl LoadedModel {
@@ -60,6 +66,29 @@ impl LoadedModel {
     pub fn settings(&self) -> Settings {
         self.queue.settings()
     }
+
+    /// Its memory now: what it holds, and its instances' linear memories.
+    /// Its code is shared by every model with the same wasm, and is
+    /// counted once, apart.
+    pub fn memory(&self) -> ModelMemory {
+        let backend = self.queue.backend();
+        ModelMemory {
+            held: self.holding.bytes(),
+            instances: backend.memory().bytes(),
+            code: backend.compiled().code_bytes(),
+        }
+    }
+}
+
+/// One model's memory, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelMemory {
+    /// Its package, metadata and declared needs.
+    pub held: u64,
+    /// Its instances' linear memories now.
+    pub instances: u64,
+    /// Its component's native code, shared with the models of the same wasm.
+    pub code: u64,
 }
 
 /// The sandbox of `name`'s instances: its package mounted, its own memory
@@ -81,6 +110,7 @@ pub fn sandbox_for(
         timeout: package.properties.request_timeout,
         max_response_bytes,
         log_budget: Arc::new(LogBudget::new(LOG_BYTES_PER_WINDOW, LOG_WINDOW)),
+        memory: runtime.instance_memory().child(),
     }
 }
 
@@ -94,8 +124,27 @@ pub struct WasmBackend {
     options: Vec<(String, String)>,
     instances: Gauge,
     models_loaded: Gauge,
+    /// What the unpacked package occupies.
+    package_bytes: u64,
     /// Keeps the unpacked folder alive as long as instances may read it.
     _package: Package,
+}
+
+impl WasmBackend {
+    /// The shared compiled component.
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    /// The linear memories of this model's live instances.
+    pub fn memory(&self) -> &MemoryMeter {
+        &self.sandbox.memory
+    }
+
+    /// The bytes of the files unpacked for this model (0 for a folder used in place).
+    pub fn package_bytes(&self) -> u64 {
+        self.package_bytes
+    }
 }
 
 /// A started instance; the live-instances gauge follows it.
@@ -237,6 +286,7 @@ pub fn open_model(
         options: properties.options.clone(),
         instances: metrics.instances.clone(),
         models_loaded: metrics.models_loaded.clone(),
+        package_bytes: package.unpacked_bytes(),
         _package: package,
     };
     Ok(Opened {

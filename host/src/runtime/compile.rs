@@ -1,6 +1,10 @@
 //! Compile once per distinct wasm: a BLAKE3 hash of the bytes keys one shared
 //! compiled component, in memory and on disk.
 //!
+//! Memory holds a component only while a model uses it: its code is counted
+//! on the runtime's code meter, and freed with its last user. The disk copy
+//! brings it back in microseconds.
+//!
 //! The disk cache holds native code that `Component::deserialize_file` trusts
 //! blindly, so it is only used in a folder that this process's user owns and
 //! that nobody else can write, under a sub-folder keyed by the engine's
@@ -11,7 +15,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use prometheus_client::metrics::counter::Counter;
 use wasmtime::Engine;
@@ -20,6 +24,7 @@ use wasmtime::component::{Component, Linker};
 use super::RuntimeError;
 use super::bindings::ModelPre;
 use super::instance::InstanceState;
+use super::meter::{Charge, MemoryMeter};
 
 /// A component ready to instantiate, shared by every model with the same wasm.
 pub struct Compiled {
@@ -27,6 +32,15 @@ pub struct Compiled {
     pub hash: String,
     /// Linked once: instantiating from it does no linking work.
     pub(super) pre: ModelPre<InstanceState>,
+    /// Its native code, counted while it is in memory.
+    code: Charge,
+}
+
+impl Compiled {
+    /// The size of its native code in memory.
+    pub fn code_bytes(&self) -> u64 {
+        self.code.bytes()
+    }
 }
 
 impl std::fmt::Debug for Compiled {
@@ -49,7 +63,7 @@ pub struct CompileStats {
     pub memory_hits: Counter,
 }
 
-type Slot = Arc<OnceLock<Result<Arc<Compiled>, RuntimeError>>>;
+type Slot = Arc<OnceLock<Result<Weak<Compiled>, RuntimeError>>>;
 
 pub(super) struct CompileCache {
     /// `<cache>/<engine hash>`, when a safe cache folder is available.
@@ -57,10 +71,16 @@ pub(super) struct CompileCache {
     /// One slot per hash; concurrent callers for one hash wait on the same slot.
     slots: Mutex<HashMap<String, Slot>>,
     stats: CompileStats,
+    code: MemoryMeter,
 }
 
 impl CompileCache {
-    pub(super) fn new(engine: &Engine, cache_dir: Option<&Path>, stats: CompileStats) -> Self {
+    pub(super) fn new(
+        engine: &Engine,
+        cache_dir: Option<&Path>,
+        stats: CompileStats,
+        code: MemoryMeter,
+    ) -> Self {
         let dir = cache_dir.and_then(|root| {
             let mut hasher = DefaultHasher::new();
             engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -77,6 +97,7 @@ impl CompileCache {
             dir,
             slots: Mutex::new(HashMap::new()),
             stats,
+            code,
         }
     }
 
@@ -91,37 +112,47 @@ impl CompileCache {
         wasm: &[u8],
     ) -> Result<Arc<Compiled>, RuntimeError> {
         let hash = blake3::hash(wasm).to_hex().to_string();
-        let slot = {
-            let mut slots = self
-                .slots
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            slots.entry(hash.clone()).or_default().clone()
-        };
-        let mut ran = false;
-        let result = slot.get_or_init(|| {
-            ran = true;
-            self.load_or_compile(engine, linker, wasm, &hash)
-        });
-        match result {
-            Ok(compiled) => {
-                if !ran {
-                    self.stats.memory_hits.inc();
-                }
-                Ok(compiled.clone())
+        loop {
+            let slot = {
+                let mut slots = self.lock_slots();
+                slots.entry(hash.clone()).or_default().clone()
+            };
+            let mut fresh = None;
+            let result = slot.get_or_init(|| {
+                self.load_or_compile(engine, linker, wasm, &hash)
+                    .map(|compiled| {
+                        let weak = Arc::downgrade(&compiled);
+                        fresh = Some(compiled);
+                        weak
+                    })
+            });
+            let found = match (fresh, result) {
+                (Some(compiled), _) => return Ok(compiled),
+                (None, Ok(weak)) => weak.upgrade(),
+                (None, Err(_)) => None,
+            };
+            if let Some(compiled) = found {
+                self.stats.memory_hits.inc();
+                return Ok(compiled);
             }
-            Err(error) => {
-                // Failures are not cached: the next caller tries again.
-                let mut slots = self
-                    .slots
-                    .lock()
-                    .unwrap_or_else(|poison| poison.into_inner());
+            // A failure, or a component whose last user is gone: the slot is
+            // not kept, so the next caller compiles (or reads the disk) again.
+            {
+                let mut slots = self.lock_slots();
                 if slots.get(&hash).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
                     slots.remove(&hash);
                 }
-                Err(error.clone())
+            }
+            if let Err(error) = result {
+                return Err(error.clone());
             }
         }
+    }
+
+    fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn load_or_compile(
@@ -143,9 +174,12 @@ impl CompileCache {
             .map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
         let pre =
             ModelPre::new(instance_pre).map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
+        let range = component.image_range();
+        let code_bytes = range.end.addr().saturating_sub(range.start.addr()) as u64;
         Ok(Arc::new(Compiled {
             hash: hash.to_string(),
             pre,
+            code: self.code.charge(code_bytes),
         }))
     }
 

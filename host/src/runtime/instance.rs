@@ -7,13 +7,16 @@ use std::time::Duration;
 
 use thiserror::Error;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, PoolConcurrencyLimitError, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{
+    Engine, PoolConcurrencyLimitError, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder,
+    Trap,
+};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::Model;
 use super::bindings::mme::model::types::Error as WitError;
 use super::guest_log::{GuestLog, LogBudget};
-use super::{Compiled, Request, Response, RuntimeError, engine};
+use super::{Compiled, MemoryMeter, Request, Response, RuntimeError, engine};
 
 /// Where the guest sees its package.
 pub const MODEL_MOUNT: &str = "/model";
@@ -33,13 +36,76 @@ pub struct Sandbox {
     pub max_response_bytes: usize,
     /// The model's share of the log.
     pub log_budget: Arc<LogBudget>,
+    /// Where the instance's linear memories are counted, as they grow.
+    pub memory: MemoryMeter,
 }
 
 /// The data of a store: WASI state and the memory limiter.
 pub struct InstanceState {
     wasi: WasiCtx,
     table: ResourceTable,
+    limits: MeteredLimits,
+}
+
+/// The store's limits, which also count every byte of linear memory they
+/// grant on the model's meter, until the store is dropped.
+struct MeteredLimits {
     limits: StoreLimits,
+    meter: MemoryMeter,
+    granted: u64,
+}
+
+impl ResourceLimiter for MeteredLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            // Also called for a memory's first allocation, with `current` 0.
+            let grown = desired.saturating_sub(current) as u64;
+            self.meter.add(grown);
+            self.granted += grown;
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+impl Drop for MeteredLimits {
+    fn drop(&mut self) {
+        self.meter.sub(self.granted);
+    }
 }
 
 impl WasiView for InstanceState {
@@ -128,7 +194,11 @@ impl Instance {
         let state = InstanceState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits,
+            limits: MeteredLimits {
+                limits,
+                meter: sandbox.memory.clone(),
+                granted: 0,
+            },
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);

@@ -8,6 +8,7 @@ mod compile;
 mod engine;
 mod guest_log;
 mod instance;
+mod meter;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub use compile::{CompileStats, Compiled};
 pub use engine::EPOCH_TICK;
 pub use guest_log::LogBudget;
 pub use instance::{CallError, GuestError, Instance, Sandbox};
+pub use meter::{Charge, MemoryMeter};
 
 /// The bindings of the `mme:model/model` world, generated from `wit/`.
 #[allow(missing_docs)] // Generated code.
@@ -116,6 +118,8 @@ pub struct Runtime {
     linker: Linker<instance::InstanceState>,
     compiled: compile::CompileCache,
     config: RuntimeConfig,
+    code_memory: MemoryMeter,
+    instance_memory: MemoryMeter,
     pooled: bool,
     _ticker: engine::EpochTicker,
 }
@@ -127,14 +131,21 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| RuntimeError::Engine(format!("cannot link WASI: {e}")))?;
-        let compiled =
-            compile::CompileCache::new(&engine, config.cache_dir.as_deref(), config.stats.clone());
+        let code_memory = MemoryMeter::default();
+        let compiled = compile::CompileCache::new(
+            &engine,
+            config.cache_dir.as_deref(),
+            config.stats.clone(),
+            code_memory.clone(),
+        );
         let ticker = engine::EpochTicker::start(engine.clone())?;
         Ok(Arc::new(Runtime {
             engine,
             linker,
             compiled,
             config,
+            code_memory,
+            instance_memory: MemoryMeter::default(),
             pooled,
             _ticker: ticker,
         }))
@@ -174,6 +185,17 @@ impl Runtime {
     /// Whether instances come from the pooling allocator (false after a fallback).
     pub fn is_pooled(&self) -> bool {
         self.pooled
+    }
+
+    /// The native code of the components in memory, each counted once.
+    pub fn code_memory(&self) -> &MemoryMeter {
+        &self.code_memory
+    }
+
+    /// The linear memories of every live instance; each model's
+    /// [`Sandbox::memory`] is a child of this meter.
+    pub fn instance_memory(&self) -> &MemoryMeter {
+        &self.instance_memory
     }
 
     /// The largest memory an instance may have.

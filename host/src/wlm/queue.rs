@@ -174,16 +174,25 @@ impl<B: Backend> ModelQueue<B> {
         self: &Arc<Self>,
         input: B::Input,
     ) -> Result<oneshot::Receiver<Reply<B>>, JobError<B::Error>> {
+        self.try_submit(input).map_err(|(error, _)| error)
+    }
+
+    /// Queues `input`, or gives it back with the reason it was refused, so
+    /// that a caller can send it elsewhere (to a reloaded model, say).
+    #[allow(clippy::type_complexity)] // The pair is the whole point.
+    pub fn try_submit(
+        self: &Arc<Self>,
+        input: B::Input,
+    ) -> Result<oneshot::Receiver<Reply<B>>, (JobError<B::Error>, B::Input)> {
         let now = self.scheduler.clock.now();
         let mut state = self.lock();
         if state.closed {
-            return Err(JobError::Closed);
+            return Err((JobError::Closed, input));
         }
         if state.jobs.len() >= state.settings.job_queue_size {
             state.rejected += 1;
-            return Err(JobError::QueueFull {
-                limit: state.settings.job_queue_size,
-            });
+            let limit = state.settings.job_queue_size;
+            return Err((JobError::QueueFull { limit }, input));
         }
         let (reply, receiver) = oneshot::channel();
         state.jobs.push_back(Job {
@@ -461,6 +470,18 @@ impl<B: Backend> ModelQueue<B> {
     /// Refuses new requests; those queued still run.
     pub fn close(&self) {
         self.lock().closed = true;
+    }
+
+    /// Closes the queue only if no request is queued or running, in one
+    /// step, so that a request either got in before (and the queue stays
+    /// open) or is refused after.
+    pub fn close_if_idle(&self) -> bool {
+        let mut state = self.lock();
+        let idle = state.jobs.is_empty() && state.busy == 0 && state.scheduled == 0;
+        if idle {
+            state.closed = true;
+        }
+        idle
     }
 
     /// True when nothing is queued or running.

@@ -373,6 +373,21 @@ fn a_closed_queue_refuses_new_requests_and_finishes_the_queued_ones() {
     assert_eq!(queue.stats().workers, 0);
 }
 
+#[test]
+fn close_if_idle_refuses_a_busy_queue_and_hands_back_refused_input() {
+    let h = Harness::new();
+    let queue = h.model("a", settings(1, 1, 1), 1);
+    let receivers = submit_all(&queue, [1]);
+    assert!(!queue.close_if_idle(), "a queued request keeps it open");
+    h.run_all();
+    assert_eq!(answers(receivers), vec![Ok(2)]);
+    assert!(queue.close_if_idle());
+    match queue.try_submit(7) {
+        Err((JobError::Closed, input)) => assert_eq!(input, 7),
+        other => panic!("expected Closed with the input back, got {:?}", other.err()),
+    }
+}
+
 #[tokio::test]
 async fn compute_threads_run_batches_and_tasks_off_the_async_threads() {
     let log = Arc::new(Mutex::new(Vec::new()));
