@@ -15,8 +15,13 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 6 << 20;
 pub struct ServerConfig {
     /// Where to listen.
     pub bind: SocketAddr,
-    /// The folder that holds `<model>.tar.gz` packages or `<model>/` folders.
-    pub model_store: PathBuf,
+    /// The folder that holds `<model>.tar.gz` packages or `<model>/`
+    /// folders, or `s3://bucket/prefix` that holds `<model>.tar.gz` objects.
+    pub model_store: String,
+    /// How to reach S3 (or an S3-compatible server).
+    pub s3: crate::store::S3Options,
+    /// Cap on the local cache of downloaded packages, in bytes.
+    pub package_cache_bytes: u64,
     /// Where compiled components are kept across restarts.
     pub cache_dir: PathBuf,
     /// Where archives are unpacked while their models are loaded; `None`

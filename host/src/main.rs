@@ -38,9 +38,19 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Folder of `<model>.tar.gz` packages or `<model>/` folders, loaded on first request.
+    /// Where models load from on their first request: a folder of `<model>.tar.gz`
+    /// packages or `<model>/` folders, or `s3://bucket/prefix` of `<model>.tar.gz` objects.
     #[arg(long, env = "MME_MODEL_STORE", default_value = "/opt/ml/models")]
-    model_store: PathBuf,
+    model_store: String,
+    /// An S3-compatible server to use instead of AWS [default: AWS_ENDPOINT_URL, else AWS].
+    #[arg(long, env = "MME_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// Path-style S3 addressing (`host/bucket/key`), which most S3-compatible servers need.
+    #[arg(long, env = "MME_S3_PATH_STYLE")]
+    s3_path_style: bool,
+    /// Cap on the local cache of downloaded packages, such as 10GiB.
+    #[arg(long, default_value = "10GiB", value_parser = parse_size)]
+    package_cache_size: u64,
     /// Address to listen on [default: 0.0.0.0:8080, or the port in SAGEMAKER_BIND_TO_PORT].
     #[arg(long, env = "MME_BIND")]
     bind: Option<SocketAddr>,
@@ -79,16 +89,17 @@ struct ServeArgs {
     /// Memory budget of the loaded models, such as 2GiB or 512MiB [default: 80% of
     /// the cgroup's limit, or of RAM]. Standalone, idle models are evicted to make
     /// room; in SageMaker's multi-model mode, a load that does not fit gets 507.
-    #[arg(long, env = "MME_MEMORY_LIMIT", value_parser = parse_memory_limit)]
+    #[arg(long, env = "MME_MEMORY_LIMIT", value_parser = parse_size)]
     memory_limit: Option<u64>,
 }
 
-fn parse_memory_limit(text: &str) -> Result<u64, String> {
+/// A size such as `512MiB`, `2GiB` or a number of bytes; more than 0.
+fn parse_size(text: &str) -> Result<u64, String> {
     let size: bytesize::ByteSize = text
         .parse()
         .map_err(|e| format!("expected a size such as 512MiB or 2GiB: {e}"))?;
     match size.as_u64() {
-        0 => Err("the memory limit must be more than 0".into()),
+        0 => Err("the size must be more than 0".into()),
         bytes => Ok(bytes),
     }
 }
@@ -248,6 +259,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None => default_bind()?,
         },
         model_store: args.model_store,
+        s3: mme_host::store::S3Options {
+            endpoint: args.s3_endpoint,
+            path_style: args.s3_path_style,
+        },
+        package_cache_bytes: args.package_cache_size,
         cache_dir: args.cache_dir.unwrap_or_else(config::default_cache_dir),
         unpack_dir: args.unpack_dir,
         compute_threads: args.compute_threads.unwrap_or_else(wlm::usable_cores),

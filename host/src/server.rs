@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::package::Limits;
 use crate::registry::{Registry, RegistryConfig, WasmScheduler};
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::store::LocalStore;
+use crate::store::{ModelStore, PackageCache};
 use crate::wlm::SystemClock;
 
 /// How often idle workers are looked for and retired.
@@ -39,17 +39,27 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .prefix("unpacked-")
         .tempdir_in(&config.cache_dir)
         .with_context(|| format!("cannot create a folder in {}", config.cache_dir.display()))?;
+    let packages = config.cache_dir.join("packages");
+    let cache = PackageCache::open(&packages, config.package_cache_bytes)
+        .with_context(|| format!("cannot open the package cache {}", packages.display()))?;
+    let limits = Limits::default();
+    let store = ModelStore::new(
+        &config.model_store,
+        config.s3.clone(),
+        cache,
+        limits.max_compressed_bytes,
+    )?;
     let scheduler = Arc::new(WasmScheduler::new(
         Arc::new(SystemClock),
         config.compute_threads.max(1),
     )?);
     let registry = Arc::new(Registry::new(
-        LocalStore::new(&config.model_store),
+        store,
         runtime.clone(),
         scheduler.clone(),
         RegistryConfig {
             unpack_dir: unpacked.path().to_path_buf(),
-            limits: Limits::default(),
+            limits,
             max_response_bytes: config.max_response_bytes,
             memory_limit: config.memory_limit,
             // SageMaker picks the models to unload in its multi-model mode.
@@ -80,7 +90,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     tracing::info!(
         address = %listener.local_addr()?,
-        model_store = %config.model_store.display(),
+        model_store = %config.model_store,
         compute_threads = scheduler.threads(),
         memory_limit_mib = config.memory_limit >> 20,
         pooled = runtime.is_pooled(),

@@ -90,9 +90,23 @@ impl From<LoadError> for ApiError {
             LoadError::Store(StoreError::InvalidName { .. }) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "InvalidModelName", message)
             }
-            LoadError::Store(StoreError::NotFound { .. }) => {
+            LoadError::Store(StoreError::NotFound { .. } | StoreError::ObjectNotFound { .. }) => {
                 ApiError::new(StatusCode::NOT_FOUND, "ModelNotFound", message)
             }
+            LoadError::Store(StoreError::InvalidUrl { .. }) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "InvalidUrl", message)
+            }
+            LoadError::Store(StoreError::Unavailable { .. }) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "StoreUnavailable", message)
+            }
+            LoadError::Store(StoreError::Refused { .. } | StoreError::Corrupt { .. }) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "StoreError", message)
+            }
+            LoadError::Store(StoreError::Cache { .. }) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "PackageCacheFull",
+                message,
+            ),
             LoadError::AlreadyLoaded(_) => {
                 ApiError::new(StatusCode::CONFLICT, "ModelAlreadyLoaded", message)
             }

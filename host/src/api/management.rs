@@ -5,8 +5,6 @@
 //! SageMaker has already downloaded and extracted the package when it calls
 //! `POST /models`, so `url` is a folder; an archive path works too.
 
-use std::path::PathBuf;
-
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -19,6 +17,7 @@ use super::inference::read_body;
 use super::{ApiError, AppState};
 use crate::package::Properties;
 use crate::registry::{LoadError, LoadedModel, Overrides};
+use crate::store::PackageSource;
 use crate::wlm::Bounds;
 
 /// Page size of `GET /models` when the caller gives none (as DJL Serving).
@@ -77,7 +76,7 @@ pub async fn register(
             (request.model_name, request.url, Overrides::default(), true)
         }
     };
-    let source = package_path(&url)?;
+    let source = package_source(&url)?;
     if !synchronous {
         let registry = state.registry.clone();
         let task_name = name.clone();
@@ -145,15 +144,13 @@ fn default_model_name(url: &str) -> Option<String> {
     (!stem.is_empty()).then(|| stem.to_string())
 }
 
-/// The local path of a package url: a path or a `file://` url. S3 urls
-/// are refused with a message until the S3 store exists.
-fn package_path(url: &str) -> Result<PathBuf, ApiError> {
-    if url.starts_with("s3://") {
-        return Err(invalid(format!(
-            "{url:?}: s3:// urls are not supported by this server yet; give a folder or a .tar.gz path"
-        )));
-    }
-    let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
+/// The package a url names: `s3://bucket/key`, or a local path or
+/// `file://` url, which must exist.
+fn package_source(url: &str) -> Result<PackageSource, ApiError> {
+    let source = PackageSource::parse(url).map_err(|e| invalid(e.to_string()))?;
+    let PackageSource::Path(path) = &source else {
+        return Ok(source);
+    };
     if !path.is_absolute() || !path.exists() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -163,7 +160,7 @@ fn package_path(url: &str) -> Result<PathBuf, ApiError> {
             ),
         ));
     }
-    Ok(path)
+    Ok(source)
 }
 
 /// What SageMaker expects of `POST /models`: 507 when there is no room, and a
@@ -201,7 +198,7 @@ struct ModelEntry {
 fn entry(model: &LoadedModel) -> ModelEntry {
     ModelEntry {
         model_name: model.name.clone(),
-        model_url: model.source.display().to_string(),
+        model_url: model.source.to_string(),
     }
 }
 

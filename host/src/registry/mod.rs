@@ -28,7 +28,7 @@ pub use model::{LoadTimings, LoadedModel, Overrides, WasmBackend, sandbox_for};
 use crate::metrics::{LoadLabels, MemoryLabels, Metrics, PhaseLabels};
 use crate::package::Limits;
 use crate::runtime::{CallError, GuestError, Request, Response, Runtime, RuntimeError};
-use crate::store::{LocalStore, StoreError};
+use crate::store::{ModelStore, PackageSource, StoreError};
 use crate::wlm::{Bounds, JobError, Scheduler, ShuttingDown};
 
 /// The work-load manager that runs every model's wasm.
@@ -184,7 +184,7 @@ fn clamp_i64(bytes: u64) -> i64 {
 
 /// Name → model, with on-demand loading from the store.
 pub struct Registry {
-    store: LocalStore,
+    store: ModelStore,
     runtime: Arc<Runtime>,
     scheduler: Arc<WasmScheduler>,
     config: RegistryConfig,
@@ -204,7 +204,7 @@ pub struct Registry {
 impl Registry {
     /// A registry over `store`, running wasm on `scheduler`'s threads.
     pub fn new(
-        store: LocalStore,
+        store: ModelStore,
         runtime: Arc<Runtime>,
         scheduler: Arc<WasmScheduler>,
         config: RegistryConfig,
@@ -229,7 +229,7 @@ impl Registry {
 
     /// The loaded model `name`, loading it from the store on first use.
     pub async fn get_or_load(&self, name: &str) -> Result<Arc<LoadedModel>, LoadError> {
-        self.get_or_load_with(name, || self.store.resolve(name))
+        self.get_or_load_with(name, || self.store.source_of(name))
             .await
     }
 
@@ -240,13 +240,14 @@ impl Registry {
         name: &str,
         source: PathBuf,
     ) -> Result<Arc<LoadedModel>, LoadError> {
-        self.get_or_load_with(name, || Ok(source)).await
+        self.get_or_load_with(name, || Ok(PackageSource::Path(source)))
+            .await
     }
 
     async fn get_or_load_with(
         &self,
         name: &str,
-        resolve: impl FnOnce() -> Result<PathBuf, StoreError>,
+        resolve: impl FnOnce() -> Result<PackageSource, StoreError>,
     ) -> Result<Arc<LoadedModel>, LoadError> {
         let slot = {
             let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
@@ -287,7 +288,7 @@ impl Registry {
     pub async fn load_from(
         &self,
         name: &str,
-        source: PathBuf,
+        source: PackageSource,
         overrides: &Overrides,
     ) -> Result<Arc<LoadedModel>, LoadError> {
         crate::store::check_name(name)?;
@@ -634,11 +635,28 @@ impl Registry {
     async fn load(
         &self,
         name: &str,
-        source: PathBuf,
+        source: PackageSource,
         overrides: &Overrides,
     ) -> Result<Arc<LoadedModel>, LoadError> {
         let started = Instant::now();
-        let result = self.open_and_warm(name, source, overrides).await;
+        let result = match self.store.fetch(&source, &self.metrics).await {
+            Ok(fetched) => {
+                let result = self
+                    .open_and_warm(name, source.clone(), fetched.path, overrides)
+                    .await;
+                if let Err(LoadError::Broken { .. }) = &result {
+                    // Bytes that do not load are not kept for the next try.
+                    self.store.discard(&source);
+                }
+                result.map(|mut model| {
+                    if let Some(model) = Arc::get_mut(&mut model) {
+                        model.timings.download = fetched.download;
+                    }
+                    model
+                })
+            }
+            Err(error) => Err(error.into()),
+        };
         let label = if result.is_ok() { "ok" } else { "error" };
         self.metrics
             .loads
@@ -651,6 +669,7 @@ impl Registry {
                     .observe(started.elapsed().as_secs_f64());
                 let t = model.timings;
                 for (phase, took) in [
+                    ("download", t.download),
                     ("unpack", t.unpack),
                     ("compile", t.compile),
                     ("instantiate", t.instantiate),
@@ -660,7 +679,7 @@ impl Registry {
                         .get_or_create(&PhaseLabels { phase })
                         .observe(took.as_secs_f64());
                 }
-                tracing::info!(model = name, elapsed = ?started.elapsed(), unpack = ?t.unpack, compile = ?t.compile, instantiate = ?t.instantiate, "model loaded");
+                tracing::info!(model = name, elapsed = ?started.elapsed(), download = ?t.download, unpack = ?t.unpack, compile = ?t.compile, instantiate = ?t.instantiate, "model loaded");
             }
             Err(error) => tracing::warn!(model = name, %error, "model load failed"),
         }
@@ -672,17 +691,19 @@ impl Registry {
     async fn open_and_warm(
         &self,
         name: &str,
-        source: PathBuf,
+        source: PackageSource,
+        path: PathBuf,
         overrides: &Overrides,
     ) -> Result<Arc<LoadedModel>, LoadError> {
+        let label = source.to_string();
         let (runtime, config, metrics) = (
             self.runtime.clone(),
             self.config.clone(),
             self.metrics.clone(),
         );
-        let (model, task_source) = (name.to_string(), source.clone());
+        let (model, task_label) = (name.to_string(), label.clone());
         let opened = tokio::task::spawn_blocking(move || {
-            model::open_model(&runtime, &config, &metrics, &model, &task_source)
+            model::open_model(&runtime, &config, &metrics, &model, (&path, &task_label))
         })
         .await
         .map_err(|_| LoadError::ShuttingDown(ShuttingDown))??;
@@ -692,13 +713,13 @@ impl Registry {
                 .apply(&opened.properties)
                 .map_err(|error| LoadError::Broken {
                     model: name.to_string(),
-                    package: source.display().to_string(),
+                    package: label.clone(),
                     reason: error.to_string(),
                 })?;
         let settings = model::settings_for(&opened.properties, self.scheduler.threads()).map_err(
             |reason| LoadError::Broken {
                 model: name.to_string(),
-                package: source.display().to_string(),
+                package: label.clone(),
                 reason,
             },
         )?;
@@ -725,11 +746,11 @@ impl Registry {
             let meter = self.budget.models_meter();
             (meter.charge(holding), meter.charge(first_instances))
         };
-        let (model, task_source) = (name.to_string(), source.clone());
+        let model = name.to_string();
         let (backend, warm) = self
             .scheduler
             .run_task(move || {
-                let warm = model::warm_up(&backend, &model, &task_source, warm_count);
+                let warm = model::warm_up(&backend, &model, &label, warm_count);
                 (backend, warm)
             })
             .await?;

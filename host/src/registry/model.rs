@@ -2,7 +2,6 @@
 //! [`Backend`] that lets the work-load manager start instances of it and
 //! run batches on them.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use crate::runtime::{
     Charge, Compiled, GuestError, Instance, LogBudget, MemoryMeter, Request, Response, Runtime,
     RuntimeError, Sandbox,
 };
+use crate::store::PackageSource;
 use crate::wlm::{Backend, Bounds, ModelQueue, QueueStats, Settings};
 
 /// Guest output a model may log per window, and the window.
@@ -25,6 +25,8 @@ const LOG_WINDOW: Duration = Duration::from_secs(10);
 /// Where the time of one load went.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadTimings {
+    /// Downloading the package from the store (zero when it is local or cached).
+    pub download: Duration,
     /// Unpacking the archive (or opening the folder), parsing the properties, reading the wasm.
     pub unpack: Duration,
     /// Compiling, or finding the compiled component in memory or on disk.
@@ -38,7 +40,7 @@ pub struct LoadedModel {
     /// Its name.
     pub name: String,
     /// Where its package came from.
-    pub source: PathBuf,
+    pub source: PackageSource,
     /// Its settings, as its package gives them.
     pub properties: Properties,
     /// Where the time of its load went.
@@ -249,16 +251,16 @@ pub fn open_model(
     config: &RegistryConfig,
     metrics: &Metrics,
     name: &str,
-    source: &std::path::Path,
+    (path, label): (&std::path::Path, &str),
 ) -> Result<Opened, LoadError> {
     let broken = |reason: String| LoadError::Broken {
         model: name.to_string(),
-        package: source.display().to_string(),
+        package: label.to_string(),
         reason,
     };
     let mut timings = LoadTimings::default();
     let mut step = Instant::now();
-    let mut package = Package::open(source, &config.unpack_dir, &config.limits)
+    let mut package = Package::open(path, &config.unpack_dir, &config.limits)
         .map_err(|e| broken(e.to_string()))?;
     let wasm = package
         .take_wasm(config.limits.max_unpacked_bytes)
@@ -301,7 +303,7 @@ pub fn open_model(
 pub fn warm_up(
     backend: &WasmBackend,
     name: &str,
-    source: &std::path::Path,
+    label: &str,
     count: usize,
 ) -> Result<Vec<WasmWorker>, LoadError> {
     (0..count.max(1))
@@ -315,7 +317,7 @@ pub fn warm_up(
                 }
                 other => LoadError::Broken {
                     model: name.to_string(),
-                    package: source.display().to_string(),
+                    package: label.to_string(),
                     reason: other.to_string(),
                 },
             })

@@ -1,0 +1,338 @@
+//! Where packages come from. A model store maps a model name to its
+//! package: `DIR/<name>.tar.gz` or the unpacked folder `DIR/<name>/` in a
+//! folder, or `s3://bucket/prefix/<name>.tar.gz` in S3. Downloads are kept
+//! in the local package cache.
+
+mod cache;
+mod s3;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+pub use cache::PackageCache;
+pub use s3::{S3Access, S3Location, S3Options};
+
+/// Longest model name accepted; names become file names.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Why a name does not lead to a package.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// The name cannot be a model's name.
+    #[error("invalid model name {name:?}: {reason}")]
+    InvalidName {
+        /// The name, shortened.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No package of that name.
+    #[error(
+        "model {name:?} not found: there is no {name}.tar.gz or {name}/ in the model store {store}"
+    )]
+    NotFound {
+        /// The name.
+        name: String,
+        /// The store, for the message.
+        store: String,
+    },
+    /// An `s3://` url that cannot be one.
+    #[error("invalid S3 url {url:?}: {reason}")]
+    InvalidUrl {
+        /// The url, shortened.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No object at that key.
+    #[error("no model package at {url}: the object does not exist")]
+    ObjectNotFound {
+        /// The object's url.
+        url: String,
+    },
+    /// The store cannot be reached, or timed out: worth retrying later.
+    #[error("the model store is unavailable: fetching {url} failed: {reason}")]
+    Unavailable {
+        /// The object's url.
+        url: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The store refused the request.
+    #[error("the model store refused to give {url}: {reason}")]
+    Refused {
+        /// The object's url.
+        url: String,
+        /// What it said.
+        reason: String,
+    },
+    /// The object arrived, but not as it was stored.
+    #[error("the package {url} arrived damaged: {reason}")]
+    Corrupt {
+        /// The object's url.
+        url: String,
+        /// What does not match.
+        reason: String,
+    },
+    /// The local package cache cannot take the package (a full disk, say).
+    #[error("the local package cache cannot keep the package: {reason}")]
+    Cache {
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Where one package is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackageSource {
+    /// A folder or an archive on local disk.
+    Path(PathBuf),
+    /// An archive in S3.
+    S3(S3Location),
+}
+
+impl PackageSource {
+    /// A url as `POST /models` gives it: `s3://bucket/key`, `file:///path`
+    /// or an absolute path.
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("s3://") {
+            return S3Location::parse(url).map(PackageSource::S3);
+        }
+        Ok(PackageSource::Path(PathBuf::from(
+            url.strip_prefix("file://").unwrap_or(url),
+        )))
+    }
+}
+
+impl std::fmt::Display for PackageSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PackageSource::Path(path) => write!(f, "{}", path.display()),
+            PackageSource::S3(object) => write!(f, "{object}"),
+        }
+    }
+}
+
+/// A package on local disk, ready to open.
+#[derive(Debug)]
+pub struct Fetched {
+    /// Its path.
+    pub path: PathBuf,
+    /// Time spent downloading it (zero for a local or cached package).
+    pub download: Duration,
+    /// Whether the package cache had it.
+    pub cache_hit: bool,
+}
+
+/// The model store, and access to S3 for any `s3://` package.
+pub struct ModelStore {
+    root: StoreRoot,
+    s3: S3Access,
+    cache: PackageCache,
+    max_package_bytes: u64,
+}
+
+enum StoreRoot {
+    Folder(LocalStore),
+    S3(S3Location),
+}
+
+impl ModelStore {
+    /// A store at `spec` (a folder, or `s3://bucket/prefix`), keeping
+    /// downloads in `cache` and refusing packages over `max_package_bytes`.
+    pub fn new(
+        spec: &str,
+        s3: S3Options,
+        cache: PackageCache,
+        max_package_bytes: u64,
+    ) -> Result<Self, StoreError> {
+        let root = if spec.starts_with("s3://") {
+            StoreRoot::S3(S3Location::parse(spec)?)
+        } else {
+            StoreRoot::Folder(LocalStore::new(spec))
+        };
+        Ok(ModelStore {
+            root,
+            s3: S3Access::new(s3),
+            cache,
+            max_package_bytes,
+        })
+    }
+
+    /// Where model `name`'s package is.
+    pub fn source_of(&self, name: &str) -> Result<PackageSource, StoreError> {
+        check_name(name)?;
+        match &self.root {
+            StoreRoot::Folder(folder) => folder.resolve(name).map(PackageSource::Path),
+            StoreRoot::S3(prefix) => Ok(PackageSource::S3(prefix.package(name))),
+        }
+    }
+
+    /// The store, for log lines.
+    pub fn describe(&self) -> String {
+        match &self.root {
+            StoreRoot::Folder(folder) => folder.root().display().to_string(),
+            StoreRoot::S3(prefix) => prefix.to_string(),
+        }
+    }
+
+    /// The package at `source` on local disk: as it is for a local one;
+    /// from the package cache, or downloaded into it, for an S3 one.
+    pub async fn fetch(
+        &self,
+        source: &PackageSource,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Fetched, StoreError> {
+        let object = match source {
+            PackageSource::Path(path) => {
+                return Ok(Fetched {
+                    path: path.clone(),
+                    download: Duration::ZERO,
+                    cache_hit: false,
+                });
+            }
+            PackageSource::S3(object) => object,
+        };
+        let url = object.to_string();
+        if let Some(path) = self.cache.lookup(&url) {
+            metrics.package_cache_hits.inc();
+            return Ok(Fetched {
+                path,
+                download: Duration::ZERO,
+                cache_hit: true,
+            });
+        }
+        let started = Instant::now();
+        let cache_error = |e: std::io::Error| StoreError::Cache {
+            reason: e.to_string(),
+        };
+        let mut temp = self.cache.temp_file().map_err(cache_error)?;
+        let downloaded = self
+            .s3
+            .download(object, temp.as_file_mut(), self.max_package_bytes)
+            .await?;
+        metrics.downloads.inc();
+        let path = self
+            .cache
+            .insert(&url, temp, downloaded.size, downloaded.etag)
+            .map_err(cache_error)?;
+        tracing::info!(%url, bytes = downloaded.size, elapsed = ?started.elapsed(), "package downloaded");
+        Ok(Fetched {
+            path,
+            download: started.elapsed(),
+            cache_hit: false,
+        })
+    }
+
+    /// Forgets a downloaded package that turned out not to load, so that
+    /// the next load fetches it again instead of failing on the same bytes.
+    pub fn discard(&self, source: &PackageSource) {
+        if let PackageSource::S3(object) = source {
+            self.cache.discard(&object.to_string());
+        }
+    }
+}
+
+/// Checks that `name` is safe to use as a file name and in a URL path:
+/// letters, digits, `-`, `_` and `.`, not starting with `.`.
+pub fn check_name(name: &str) -> Result<(), StoreError> {
+    let invalid = |reason| StoreError::InvalidName {
+        name: name.chars().take(MAX_NAME_LEN).collect(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(invalid("it is longer than 128 bytes"));
+    }
+    if name.starts_with('.') {
+        return Err(invalid("it starts with '.'"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(invalid("use only letters, digits, '-', '_' and '.'"));
+    }
+    Ok(())
+}
+
+/// A folder of packages.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// A store over the folder `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into() }
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The package of model `name`: the archive if there is one, else the folder.
+    pub fn resolve(&self, name: &str) -> Result<PathBuf, StoreError> {
+        check_name(name)?;
+        let archive = self.root.join(format!("{name}.tar.gz"));
+        if archive.is_file() {
+            return Ok(archive);
+        }
+        let folder = self.root.join(name);
+        if folder.is_dir() {
+            return Ok(folder);
+        }
+        Err(StoreError::NotFound {
+            name: name.to_string(),
+            store: self.root.display().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_are_refused() {
+        let long = "a".repeat(MAX_NAME_LEN + 1);
+        for name in [
+            "",
+            "..",
+            "../etc",
+            "a/b",
+            "a\0b",
+            ".hidden",
+            "a b",
+            "é",
+            long.as_str(),
+        ] {
+            assert!(check_name(name).is_err(), "{name:?}");
+        }
+        for name in ["sklearn-0", "m.v2", "A_b-9"] {
+            check_name(name).unwrap();
+        }
+    }
+
+    #[test]
+    fn archive_wins_over_folder_and_absent_names_are_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("m")).unwrap();
+        let store = LocalStore::new(dir.path());
+        assert_eq!(store.resolve("m").unwrap(), dir.path().join("m"));
+        std::fs::write(dir.path().join("m.tar.gz"), b"").unwrap();
+        assert_eq!(store.resolve("m").unwrap(), dir.path().join("m.tar.gz"));
+        let err = store.resolve("other").unwrap_err();
+        assert!(err.to_string().contains("other.tar.gz"), "{err}");
+        assert!(matches!(
+            store.resolve("../m"),
+            Err(StoreError::InvalidName { .. })
+        ));
+    }
+}
