@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // Each test file uses a different part.
 
+pub mod s3;
+
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,21 +45,22 @@ pub struct Server {
 
 impl Server {
     /// Starts `mme serve` on `store` with `cache` and extra arguments, and waits for `/ping`.
-    pub async fn start(store: &Path, cache: &Path, extra: &[&str]) -> Server {
+    pub async fn start<S: AsRef<OsStr> + ?Sized>(
+        store: &S,
+        cache: &Path,
+        extra: &[&str],
+    ) -> Server {
         Server::start_with_env(store, cache, extra, &[]).await
     }
 
     /// [`Server::start`] with environment variables set for the server.
-    pub async fn start_with_env(
-        store: &Path,
+    pub async fn start_with_env<S: AsRef<OsStr> + ?Sized>(
+        store: &S,
         cache: &Path,
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let log = cache.with_extension(format!("{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = mme()
@@ -210,4 +214,45 @@ pub fn error_kind_and_message(body: &str) -> (String, String) {
         value["type"].as_str().unwrap_or_default().to_string(),
         value["message"].as_str().unwrap_or_default().to_string(),
     )
+}
+
+/// A port that was free a moment ago, on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `GET` a path of the server: (status, body).
+pub async fn get(server: &Server, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("{}{path}", server.url))
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("a body"))
+}
+
+/// `POST` a JSON body to a path of the server: (status, body).
+pub async fn post_json(server: &Server, path: &str, body: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", server.url))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("a body"))
+}
+
+/// `DELETE` a path of the server: its status.
+pub async fn delete(server: &Server, path: &str) -> u16 {
+    reqwest::Client::new()
+        .delete(format!("{}{path}", server.url))
+        .send()
+        .await
+        .expect("the server answers")
+        .status()
+        .as_u16()
 }

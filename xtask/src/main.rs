@@ -4,7 +4,9 @@
 //!   `wasm32-wasip2`, run its trainer, and write `DIR/<example>.tar.gz`.
 //! - `demo`: package the example, copy it into many models, serve them,
 //!   load-test the three traffic patterns and print the table.
-//! - `test`: package the examples, then run every test of the workspace.
+//! - `test`: package the examples, install the S3-compatible server the
+//!   tests run against (`s3s-fs`, once, under `target/tools`), then run
+//!   every test of the workspace.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -218,10 +220,28 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .map(Example::clone)
         .collect();
     package_guests(root, &guests, &examples)?;
+    let s3_server = install_s3_server(root)?;
     run(cargo(root)
         .args(["test", "--release", "--workspace", "--no-fail-fast"])
         .args(args)
-        .env("MME_EXAMPLES_DIR", &examples))
+        .env("MME_EXAMPLES_DIR", &examples)
+        .env("MME_S3S_FS", &s3_server))
+}
+
+/// The S3-compatible server of the tests: a real one, not a stand-in.
+const S3_SERVER: &str = "s3s-fs@0.14.1";
+
+/// Installs `s3s-fs` under `target/tools` unless it is there, and returns its path.
+fn install_s3_server(root: &Path) -> anyhow::Result<PathBuf> {
+    let tools = root.join("target/tools");
+    let binary = tools.join("bin/s3s-fs");
+    if !binary.is_file() {
+        run(cargo(root)
+            .args(["install", S3_SERVER, "--features", "binary", "--locked"])
+            .arg("--root")
+            .arg(&tools))?;
+    }
+    Ok(binary)
 }
 
 /// Stops the server when the demo ends, also on an error.

@@ -36,6 +36,11 @@ pub type WasmScheduler = Scheduler<WasmBackend>;
 /// How long a package that failed to load answers with that failure
 /// before a request tries it again.
 pub const FAILED_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long a load waits for a loaded model to become idle, so that it
+/// can be evicted, when every one is busy.
+const ADMISSION_WAIT: Duration = Duration::from_secs(10);
+/// How often that wait looks again.
+const ADMISSION_POLL: Duration = Duration::from_millis(2);
 /// How long an unload waits for the requests in flight on the model.
 const UNLOAD_WAIT: Duration = Duration::from_secs(30);
 
@@ -462,6 +467,7 @@ impl Registry {
                 limit: budget::mib(limit),
             });
         }
+        let give_up = Instant::now() + ADMISSION_WAIT;
         loop {
             let used = self.budget.used().total();
             if used.saturating_add(needed) <= limit {
@@ -481,12 +487,18 @@ impl Registry {
                     false,
                 ));
             }
-            if self.evict_one(name).await.is_none() {
+            if self.evict_one(name).await.is_some() {
+                continue;
+            }
+            // Every loaded model is busy; one will soon be idle. The wait is
+            // bounded, so that a server full of busy models says so.
+            if Instant::now() >= give_up {
                 return Err(refused(
-                    "every loaded model has requests in flight; retry shortly",
+                    "every loaded model has had requests in flight for a while; retry shortly",
                     true,
                 ));
             }
+            tokio::time::sleep(ADMISSION_POLL).await;
         }
     }
 
@@ -728,14 +740,18 @@ impl Registry {
         let warm_count = settings.bounds.min();
         let backend = opened.backend;
         let hash = backend.compiled().hash.clone();
-        let holding = opened
-            .properties
-            .required_memory_mb
-            .map_or(0, |mb| mb << 20)
-            .max(backend.package_bytes() + MODEL_METADATA_BYTES);
         let per_instance = self.instance_estimate(&hash);
         // One instance runs `load` even for a model that scales to zero.
         let first_instances = per_instance * warm_count.max(1) as u64;
+        // `required_memory_mb` is the least the model is counted for, with
+        // its first instances; what is measured counts when it is more.
+        let required = opened
+            .properties
+            .required_memory_mb
+            .map_or(0, |mb| mb << 20);
+        let holding = required
+            .saturating_sub(first_instances)
+            .max(backend.package_bytes() + MODEL_METADATA_BYTES);
         let (holding, reserved) = {
             let _admission = self.admission.lock().await;
             // Counted already if another model shares it; this is its own

@@ -1,0 +1,143 @@
+//! End to end: the memory budget. Standalone, idle models are evicted,
+//! least recently used first, so that more models than fit are served; in
+//! SageMaker's multi-model mode a load that does not fit gets 507 until
+//! SageMaker unloads another model.
+
+#![allow(clippy::unwrap_used)] // A test that cannot set up should stop loudly.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Server, copies, delete, error_kind_and_message, guest, post_json};
+
+const ROW: &str = "[[0.5]]";
+/// A budget that holds about three warm copies of the example (its code,
+/// about 0.8 MiB, once; about 1.1 MiB of linear memory per instance).
+const SMALL_LIMIT: &str = "5MiB";
+/// What the process may take beyond the budget: its own code, the async
+/// runtime, buffers and the allocator's slack.
+const OVERHEAD_KIB: u64 = 24 << 10;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cycling_over_more_models_than_fit_evicts_and_every_request_succeeds() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let models = 30;
+    copies(&store, &guest("linear-regression"), "m", models);
+    let server = Server::start(
+        &store,
+        &work.path().join("cache"),
+        &["--memory-limit", SMALL_LIMIT],
+    )
+    .await;
+    let baseline_kib = server.rss_kib();
+    let limit_kib = 5 << 10;
+    // Three rounds, four clients at a time: requests meet evictions of
+    // their own model, and must be served or reload, never fail.
+    for _round in 0..3 {
+        for chunk in (0..models).collect::<Vec<_>>().chunks(4) {
+            let names: Vec<String> = chunk.iter().map(|i| format!("m{i}")).collect();
+            let calls = names.iter().map(|name| server.predict(name, ROW));
+            for (status, _, body) in futures_util::future::join_all(calls).await {
+                assert_eq!(status, 200, "{body}\n{}", server.log_text());
+            }
+        }
+    }
+    let evictions = server.metric("mme_model_evictions_total").await;
+    assert!(
+        evictions >= (models * 3 - 6) as f64,
+        "evictions {evictions}"
+    );
+    let mut used = 0.0;
+    for kind in ["code", "instances", "models"] {
+        used += server
+            .metric(&format!("mme_memory_used_bytes{{kind=\"{kind}\"}}"))
+            .await;
+    }
+    assert!(used <= (5 << 20) as f64, "used {used} over the limit");
+    assert!(server.metric("mme_models_loaded").await <= 4.0);
+    let rss_kib = server.rss_kib();
+    assert!(
+        rss_kib <= baseline_kib + limit_kib + OVERHEAD_KIB,
+        "RSS {rss_kib} KiB, from {baseline_kib} KiB at start, limit {limit_kib} KiB"
+    );
+    assert!(!server.log_text().contains("panicked"));
+}
+
+fn extracted(root: &Path, name: &str, properties: Option<&str>) -> String {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    mme_host::package::archive::unpack(&guest("linear-regression"), &dir, &Default::default())
+        .unwrap();
+    if let Some(properties) = properties {
+        std::fs::write(dir.join("serving.properties"), properties).unwrap();
+    }
+    dir.display().to_string()
+}
+
+async fn register(server: &Server, name: &str, url: &str) -> (u16, String) {
+    let body = serde_json::json!({"model_name": name, "url": url}).to_string();
+    post_json(server, "/models", &body).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sagemaker_mode_answers_507_until_a_model_is_deleted() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("extracted");
+    // Each model declares 100 MiB; 250 MiB holds two of them.
+    let properties = Some("required_memory_mb=100\n");
+    let urls: Vec<String> = (0..3)
+        .map(|i| extracted(&root, &format!("x{i}"), properties))
+        .collect();
+    let server = Server::start_with_env(
+        &root,
+        &work.path().join("cache"),
+        &["--memory-limit", "250MiB"],
+        &[("SAGEMAKER_MULTI_MODEL", "true")],
+    )
+    .await;
+    assert_eq!(register(&server, "x0", &urls[0]).await.0, 200);
+    assert_eq!(register(&server, "x1", &urls[1]).await.0, 200);
+    let (status, body) = register(&server, "x2", &urls[2]).await;
+    assert_eq!(status, 507, "{body}");
+    let (kind, message) = error_kind_and_message(&body);
+    assert_eq!(kind, "InsufficientMemory");
+    for figure in ["needs 100.0 MiB", "of the 250.0 MiB memory limit", "DELETE"] {
+        assert!(message.contains(figure), "{figure:?} in {message}");
+    }
+    assert_eq!(server.metric("mme_model_evictions_total").await, 0.0);
+    // Both loaded models still serve; nothing was evicted behind SageMaker's back.
+    for name in ["x0", "x1"] {
+        let path = format!("/models/{name}/invoke");
+        assert_eq!(post_json(&server, &path, ROW).await.0, 200);
+    }
+    assert_eq!(delete(&server, "/models/x0").await, 200);
+    let (status, body) = register(&server, "x2", &urls[2]).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_larger_than_the_whole_budget_gets_507_with_the_numbers() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    extracted(&store, "huge", Some("required_memory_mb=512\n"));
+    extracted(&store, "small", None);
+    let server = Server::start(
+        &store,
+        &work.path().join("cache"),
+        &["--memory-limit", "64MiB"],
+    )
+    .await;
+    assert_eq!(server.predict("small", ROW).await.0, 200);
+    let (status, _, body) = server.predict("huge", ROW).await;
+    assert_eq!(status, 507, "{body}");
+    let (kind, message) = error_kind_and_message(&body);
+    assert_eq!(kind, "InsufficientMemory");
+    assert!(message.contains("64.0 MiB"), "{message}");
+    assert!(message.contains("raise --memory-limit"), "{message}");
+    // Refusing it evicted nothing.
+    assert_eq!(server.metric("mme_model_evictions_total").await, 0.0);
+    assert_eq!(server.predict("small", ROW).await.0, 200);
+}

@@ -1,0 +1,228 @@
+//! End to end: models loaded on demand from a real S3-compatible server
+//! (`s3s-fs` on loopback), through the local package cache.
+
+#![allow(clippy::unwrap_used)] // A test that cannot set up should stop loudly.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::s3::S3Server;
+use common::{Server, delete, error_kind_and_message, guest, post_json};
+
+const BUCKET: &str = "models";
+const ROW: &str = "[[0.5]]";
+
+/// An S3 server holding `count` copies of the example under `models/prod/`.
+fn store_with_models(root: &Path, count: usize) -> S3Server {
+    let s3 = S3Server::start(root);
+    let package = std::fs::read(guest("linear-regression")).unwrap();
+    for index in 0..count {
+        s3.put(BUCKET, &format!("prod/m{index}.tar.gz"), &package);
+    }
+    s3
+}
+
+async fn serve_from(s3: &S3Server, cache: &Path, extra: &[&str]) -> Server {
+    let mut args: Vec<String> = s3.serve_args();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_with_env("s3://models/prod", cache, &args, &S3Server::env()).await
+}
+
+/// The packages kept in the package cache, by their recorded url.
+fn cached_urls(cache: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(cache.join("packages")) else {
+        return Vec::new();
+    };
+    let mut urls: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| {
+            let record: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+            record["url"].as_str().unwrap().to_string()
+        })
+        .collect();
+    urls.sort();
+    urls
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn models_load_from_s3_on_demand_and_reload_from_the_cache() {
+    let work = tempfile::tempdir().unwrap();
+    let s3 = store_with_models(&work.path().join("s3"), 2);
+    let cache = work.path().join("cache");
+    let server = serve_from(&s3, &cache, &[]).await;
+
+    let (status, _, body) = server.predict("m0", ROW).await;
+    assert_eq!(status, 200, "{body}\n{}", server.log_text());
+    assert_eq!(server.metric("mme_package_downloads_total").await, 1.0);
+    assert_eq!(cached_urls(&cache), vec!["s3://models/prod/m0.tar.gz"]);
+    let describe = common::get(&server, "/models/m0").await.1;
+    assert!(
+        describe.contains("s3://models/prod/m0.tar.gz"),
+        "{describe}"
+    );
+
+    // A missing key is a 404 that names it.
+    let (status, _, body) = server.predict("absent", ROW).await;
+    assert_eq!(status, 404, "{body}");
+    let (kind, message) = error_kind_and_message(&body);
+    assert_eq!(kind, "ModelNotFound");
+    assert!(
+        message.contains("s3://models/prod/absent.tar.gz"),
+        "{message}"
+    );
+
+    // Unloaded, then asked for again: the package comes from the cache.
+    assert_eq!(delete(&server, "/models/m0").await, 200);
+    let (status, _, body) = server.predict("m0", ROW).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.metric("mme_package_downloads_total").await, 1.0);
+    assert_eq!(server.metric("mme_package_cache_hits_total").await, 1.0);
+    assert!(
+        server
+            .metric("mme_model_load_phase_seconds_count{phase=\"download\"}")
+            .await
+            >= 2.0
+    );
+
+    // A restart keeps the cache: the S3 server is not needed for m0 now.
+    drop(server);
+    let mut s3 = s3;
+    s3.stop();
+    let server = serve_from(&s3, &cache, &[]).await;
+    let (status, _, body) = server.predict("m0", ROW).await;
+    assert_eq!(status, 200, "{body}\n{}", server.log_text());
+    assert_eq!(server.metric("mme_package_downloads_total").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_first_requests_download_once() {
+    let work = tempfile::tempdir().unwrap();
+    let s3 = store_with_models(&work.path().join("s3"), 1);
+    let server = serve_from(&s3, &work.path().join("cache"), &[]).await;
+    let calls: Vec<_> = (0..24).map(|_| server.predict("m0", ROW)).collect();
+    for (status, _, body) in futures_util::future::join_all(calls).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(server.metric("mme_package_downloads_total").await, 1.0);
+    assert_eq!(
+        server.metric("mme_model_loads_total{result=\"ok\"}").await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_goes_down_gives_503_and_the_server_recovers() {
+    let work = tempfile::tempdir().unwrap();
+    let mut s3 = store_with_models(&work.path().join("s3"), 3);
+    let server = serve_from(&s3, &work.path().join("cache"), &[]).await;
+    assert_eq!(server.predict("m0", ROW).await.0, 200);
+
+    s3.stop();
+    // Every S3 call has a timeout: a bounded client wait shows there is no hang.
+    let response = reqwest::Client::new()
+        .post(format!("{}/predictions/m1", server.url))
+        .header("content-type", "application/json")
+        .body(ROW)
+        .timeout(Duration::from_secs(45))
+        .send()
+        .await
+        .expect("an answer while S3 is down, not a hang");
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "1"
+    );
+    let (kind, message) = error_kind_and_message(&response.text().await.unwrap());
+    assert_eq!(kind, "StoreUnavailable");
+    assert!(message.contains("s3://models/prod/m1.tar.gz"), "{message}");
+    // The loaded model does not need the store.
+    assert_eq!(server.predict("m0", ROW).await.0, 200);
+
+    s3.resume();
+    let (status, _, body) = server.predict("m1", ROW).await;
+    assert_eq!(status, 200, "{body}\n{}", server.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupted_object_is_a_clear_error_and_is_not_cached() {
+    let work = tempfile::tempdir().unwrap();
+    let s3 = store_with_models(&work.path().join("s3"), 0);
+    let package = std::fs::read(guest("linear-regression")).unwrap();
+    s3.put(BUCKET, "prod/broken.tar.gz", &package[..package.len() / 2]);
+    s3.put(BUCKET, "prod/garbage.tar.gz", b"\x1f\x8b not really gzip");
+    let cache = work.path().join("cache");
+    let server = serve_from(&s3, &cache, &[]).await;
+    for name in ["broken", "garbage"] {
+        let (status, _, body) = server.predict(name, ROW).await;
+        assert_eq!(status, 500, "{body}");
+        let (kind, message) = error_kind_and_message(&body);
+        assert_eq!(kind, "ModelLoadFailed");
+        assert!(
+            message.contains(&format!("s3://models/prod/{name}.tar.gz")),
+            "{message}"
+        );
+    }
+    assert_eq!(server.metric("mme_package_downloads_total").await, 2.0);
+    assert!(cached_urls(&cache).is_empty(), "{:?}", cached_urls(&cache));
+    let leftovers: Vec<_> = std::fs::read_dir(cache.join("packages"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_models_loads_one_s3_object_by_url() {
+    let work = tempfile::tempdir().unwrap();
+    let s3 = store_with_models(&work.path().join("s3"), 0);
+    s3.put(
+        BUCKET,
+        "team/regressor.tar.gz",
+        &std::fs::read(guest("linear-regression")).unwrap(),
+    );
+    let store = work.path().join("empty-store");
+    std::fs::create_dir_all(&store).unwrap();
+    let server = Server::start_with_env(
+        &store,
+        &work.path().join("cache"),
+        &["--s3-endpoint", &s3.endpoint(), "--s3-path-style"],
+        &S3Server::env(),
+    )
+    .await;
+    let (status, body) = post_json(
+        &server,
+        "/models?url=s3://models/team/regressor.tar.gz&model_name=reg",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", server.log_text());
+    assert_eq!(server.predict("reg", ROW).await.0, 200);
+
+    let (status, body) = post_json(
+        &server,
+        "/models",
+        r#"{"model_name":"gone","url":"s3://models/team/gone.tar.gz"}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("s3://models/team/gone.tar.gz"), "{body}");
+
+    let (status, body) = post_json(
+        &server,
+        "/models",
+        r#"{"model_name":"bad","url":"s3://NOT_A_BUCKET/k.tar.gz"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_kind_and_message(&body).0, "InvalidRequest");
+}
