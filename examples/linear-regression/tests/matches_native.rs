@@ -63,9 +63,17 @@ fn guest_predictions_match_native_linfa() {
         timeout: Duration::from_secs(10),
         max_response_bytes: 1 << 20,
         log_budget: Arc::new(LogBudget::new(1 << 16, Duration::from_secs(10))),
+        memory: runtime.instance_memory().child(),
     };
     let mut instance = runtime.instantiate(&compiled, &sandbox).unwrap();
     instance.load(&[]).unwrap();
+    // The instance's linear memory is counted, and given back when it goes.
+    assert!(
+        sandbox.memory.bytes() >= 64 << 10,
+        "{}",
+        sandbox.memory.bytes()
+    );
+    assert_eq!(runtime.instance_memory().bytes(), sandbox.memory.bytes());
 
     let xs: Vec<f64> = (-50..=50).map(|i| f64::from(i) * 0.37).collect();
     let expected = native.predict(&Array2::from_shape_vec((xs.len(), 1), xs.clone()).unwrap());
@@ -93,4 +101,6 @@ fn guest_predictions_match_native_linfa() {
     let mut results = instance.predict(std::slice::from_ref(&request)).unwrap();
     let error = results.pop().unwrap().unwrap_err();
     assert!(error.to_string().contains("1 feature(s), got 2"), "{error}");
+    drop(instance);
+    assert_eq!(runtime.instance_memory().bytes(), 0);
 }
