@@ -239,10 +239,12 @@ async fn no_room_is_507_until_another_model_is_deleted() {
     let store = work.path().join("empty-store");
     std::fs::create_dir(&store).unwrap();
     let folders = extracted(work.path(), 2);
-    let server = Server::start(
+    // SageMaker picks the victims in its multi-model mode: the server never evicts.
+    let server = Server::start_with_env(
         &store,
         &work.path().join("cache"),
         &["--max-instances", "1"],
+        &[("SAGEMAKER_MULTI_MODEL", "true")],
     )
     .await;
     assert_eq!(register(&server, "a", &folders[0]).await.0, 200);

@@ -199,7 +199,7 @@ async fn a_restart_reuses_the_compiled_component_from_disk() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_full_instance_pool_answers_503_and_loaded_models_keep_serving() {
+async fn a_full_instance_pool_evicts_the_least_recently_used_idle_model() {
     let work = tempfile::tempdir().unwrap();
     let store = work.path().join("store");
     copies(&store, &guest("linear-regression"), "m", 3);
@@ -209,24 +209,24 @@ async fn a_full_instance_pool_answers_503_and_loaded_models_keep_serving() {
         &["--max-instances", "2"],
     )
     .await;
-    assert_eq!(server.predict("m0", "[[0.5]]").await.0, 200);
-    assert_eq!(server.predict("m1", "[[0.5]]").await.0, 200);
-
-    let response = reqwest::Client::new()
-        .post(format!("{}/predictions/m2", server.url))
-        .body("[[0.5]]")
-        .send()
+    for name in ["m0", "m1", "m0"] {
+        assert_eq!(server.predict(name, "[[0.5]]").await.0, 200);
+    }
+    // The pool holds two instances: m2 takes m1's, the one used least recently.
+    let (status, _, body) = server.predict("m2", "[[0.5]]").await;
+    assert_eq!(status, 200, "{body}\n{}", server.log_text());
+    assert_eq!(server.metric("mme_model_evictions_total").await, 1.0);
+    let listed = reqwest::get(format!("{}/models", server.url))
+        .await
+        .unwrap()
+        .text()
         .await
         .unwrap();
-    assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["retry-after"], "1");
-    let (_, kind, message) = error_body(&response.text().await.unwrap());
-    assert_eq!(kind, "NoCapacity");
     assert!(
-        message.contains("m2") && message.contains("--max-instances"),
-        "{message}"
+        listed.contains("\"m0\"") && listed.contains("\"m2\""),
+        "{listed}"
     );
-
-    assert_eq!(server.predict("m0", "[[0.5]]").await.0, 200);
+    assert!(!listed.contains("\"m1\""), "{listed}");
+    assert_eq!(server.predict("m1", "[[0.5]]").await.0, 200);
     assert_eq!(server.metric("mme_models_loaded").await, 2.0);
 }

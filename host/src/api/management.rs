@@ -260,6 +260,7 @@ pub async fn describe(
     let settings = model.settings();
     let stats = model.stats();
     let timings = model.timings;
+    let memory = model.memory();
     let extra = json!({
         "status": "READY",
         "wasmHash": model.wasm_hash(),
@@ -279,7 +280,13 @@ pub async fn describe(
             "rejected": stats.rejected,
             "expired": stats.expired,
         },
+        "memory": {
+            "heldBytes": memory.held,
+            "instanceBytes": memory.instances,
+            "sharedCodeBytes": memory.code,
+        },
         "loadTime": {
+            "downloadMs": timings.download.as_secs_f64() * 1e3,
             "unpackMs": timings.unpack.as_secs_f64() * 1e3,
             "compileMs": timings.compile.as_secs_f64() * 1e3,
             "instantiateMs": timings.instantiate.as_secs_f64() * 1e3,

@@ -41,6 +41,8 @@ pub const FAILED_RETRY_AFTER: Duration = Duration::from_secs(5);
 const ADMISSION_WAIT: Duration = Duration::from_secs(10);
 /// How often that wait looks again.
 const ADMISSION_POLL: Duration = Duration::from_millis(2);
+/// How many idle models one load may evict to find a free instance slot.
+const MAX_POOL_EVICTIONS: usize = 64;
 /// How long an unload waits for the requests in flight on the model.
 const UNLOAD_WAIT: Duration = Duration::from_secs(30);
 
@@ -502,6 +504,39 @@ impl Registry {
         }
     }
 
+    /// Starts a new model's first workers on a compute thread. When the
+    /// instance pool is full, a server that may evict makes room by
+    /// evicting idle models, as it does for memory.
+    async fn warm_up(
+        &self,
+        name: &str,
+        backend: WasmBackend,
+        label: String,
+        count: usize,
+    ) -> Result<(WasmBackend, Vec<model::WasmWorker>), LoadError> {
+        let mut backend = backend;
+        for _ in 0..MAX_POOL_EVICTIONS {
+            let (model, task_label) = (name.to_string(), label.clone());
+            let (returned, warm) = self
+                .scheduler
+                .run_task(move || {
+                    let warm = model::warm_up(&backend, &model, &task_label, count);
+                    (backend, warm)
+                })
+                .await?;
+            backend = returned;
+            match warm {
+                Err(LoadError::NoCapacity { .. })
+                    if self.config.evict && self.evict_one(name).await.is_some() => {}
+                other => return other.map(|warm| (backend, warm)),
+            }
+        }
+        Err(LoadError::NoCapacity {
+            model: name.to_string(),
+            reason: "the instance pool stayed full after evicting idle models".to_string(),
+        })
+    }
+
     /// The linear memory of one instance of the component `hash`, as its
     /// last load measured it; 0 before any load.
     fn instance_estimate(&self, hash: &str) -> u64 {
@@ -762,15 +797,7 @@ impl Registry {
             let meter = self.budget.models_meter();
             (meter.charge(holding), meter.charge(first_instances))
         };
-        let model = name.to_string();
-        let (backend, warm) = self
-            .scheduler
-            .run_task(move || {
-                let warm = model::warm_up(&backend, &model, &label, warm_count);
-                (backend, warm)
-            })
-            .await?;
-        let mut warm = warm?;
+        let (backend, mut warm) = self.warm_up(name, backend, label, warm_count).await?;
         let measured = backend.memory().bytes() / warm.len().max(1) as u64;
         self.instance_bytes
             .lock()

@@ -474,10 +474,12 @@ impl<B: Backend> ModelQueue<B> {
 
     /// Closes the queue only if no request is queued or running, in one
     /// step, so that a request either got in before (and the queue stays
-    /// open) or is refused after.
+    /// open) or is refused after. False if it was closed already: only one
+    /// caller gets to evict a model.
     pub fn close_if_idle(&self) -> bool {
         let mut state = self.lock();
-        let idle = state.jobs.is_empty() && state.busy == 0 && state.scheduled == 0;
+        let idle =
+            !state.closed && state.jobs.is_empty() && state.busy == 0 && state.scheduled == 0;
         if idle {
             state.closed = true;
         }

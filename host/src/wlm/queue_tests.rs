@@ -382,6 +382,7 @@ fn close_if_idle_refuses_a_busy_queue_and_hands_back_refused_input() {
     h.run_all();
     assert_eq!(answers(receivers), vec![Ok(2)]);
     assert!(queue.close_if_idle());
+    assert!(!queue.close_if_idle(), "only the first closer evicts");
     match queue.try_submit(7) {
         Err((JobError::Closed, input)) => assert_eq!(input, 7),
         other => panic!("expected Closed with the input back, got {:?}", other.err()),

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# 10,000 models from one store: the time to touch each once, the RSS after,
+# and the RSS per loaded idle model, with minWorkers=0 (code and metadata
+# only) and with minWorkers=1 (one live instance each). Every model is a
+# copy of the example, so they share one compiled component.
+# Usage: bench/many-models.sh [N]   (default 10000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+models=${1:-10000}
+work=target/bench-many
+cargo build --release -p mme-host >/dev/null
+cargo xtask package-examples --out "$work/examples" >/dev/null
+mme=target/release/mme
+wasm_dir=$(mktemp -d)
+tar -xzf "$work/examples/linear-regression.tar.gz" -C "$wasm_dir"
+artifacts=()
+for f in "$wasm_dir"/*; do
+  case $(basename "$f") in model.wasm|serving.properties) ;; *) artifacts+=(--artifact "$f");; esac
+done
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+run() { # minWorkers
+  local min=$1 store="$work/store-min$1"
+  "$mme" package --wasm "$wasm_dir/model.wasm" "${artifacts[@]}" --property "minWorkers=$min" \
+    --output "$work/min$min.tar.gz"
+  rm -rf "$store" && mkdir -p "$store"
+  for i in $(seq 0 $((models - 1))); do ln "$work/min$min.tar.gz" "$store/m$i.tar.gz"; done
+  # The compile cache is warm: this measures holding models, not compiling.
+  "$mme" serve --model-store "$store" --bind "127.0.0.1:$port" --cache-dir "$work/cache" \
+    --unpack-dir /dev/shm --memory-limit 16GiB --max-instances $((models + 64)) 2>"$work/serve.log" &
+  local pid=$!
+  for _ in $(seq 100); do curl -sf "127.0.0.1:$port/ping" >/dev/null && break; sleep 0.1; done
+  "$mme" bench cold --url "http://127.0.0.1:$port" --models 1 --prefix m >/dev/null
+  local before started elapsed after
+  before=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  started=$(date +%s.%N)
+  "$mme" bench cold --url "http://127.0.0.1:$port" --models "$models" --prefix m
+  elapsed=$(echo "$(date +%s.%N) - $started" | bc)
+  sleep 2 # let the housekeeping tick run once
+  after=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  echo "== minWorkers=$min: $models models touched once in ${elapsed}s"
+  echo "   RSS with one model loaded: $((before / 1024)) MiB; with $models: $((after / 1024)) MiB"
+  echo "   RSS per loaded idle model: $(( (after - before) / (models - 1) )) KiB"
+  curl -s "127.0.0.1:$port/metrics" | grep -E '^mme_(models_loaded|instances|memory_used_bytes)'
+  kill -TERM $pid; wait $pid || true
+}
+
+run 0
+run 1
+rm -rf "$wasm_dir"
