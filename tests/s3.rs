@@ -226,3 +226,27 @@ async fn post_models_loads_one_s3_object_by_url() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(error_kind_and_message(&body).0, "InvalidRequest");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_without_credentials_says_so() {
+    let work = tempfile::tempdir().unwrap();
+    let s3 = store_with_models(&work.path().join("s3"), 1);
+    let nowhere = work.path().join("no-such-file").display().to_string();
+    let server = Server::start_with_env(
+        "s3://models/prod",
+        &work.path().join("cache"),
+        &["--s3-endpoint", &s3.endpoint(), "--s3-path-style"],
+        &[
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_SHARED_CREDENTIALS_FILE", &nowhere),
+            ("AWS_CONFIG_FILE", &nowhere),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    )
+    .await;
+    let (status, _, body) = server.predict("m0", ROW).await;
+    assert_eq!(status, 502, "{body}");
+    let (kind, message) = error_kind_and_message(&body);
+    assert_eq!(kind, "StoreError");
+    assert!(message.contains("no AWS credentials"), "{message}");
+}

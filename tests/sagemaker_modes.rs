@@ -184,9 +184,9 @@ async fn djl_registration_by_query_overrides_the_properties() {
             "bad query",
         ),
         (
-            "url=s3://bucket/m.tar.gz&model_name=d".to_string(),
+            "url=s3://Bad_Bucket/m.tar.gz&model_name=d".to_string(),
             400,
-            "s3://",
+            "bucket name",
         ),
         (
             "url=/nowhere/m.tar.gz".to_string(),

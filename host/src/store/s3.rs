@@ -306,10 +306,18 @@ fn classify(object: &S3Location, error: SdkError<GetObjectError, HttpResponse>) 
                 .unwrap_or("the store refused the request")
                 .to_string(),
         },
-        _ => StoreError::Unavailable {
-            url,
-            reason: source_chain(&error),
-        },
+        _ => {
+            let reason = source_chain(&error);
+            if reason.contains("credential") {
+                return StoreError::Refused {
+                    url,
+                    reason: format!(
+                        "no AWS credentials: give the server some through the standard AWS chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or a container or instance role): {reason}"
+                    ),
+                };
+            }
+            StoreError::Unavailable { url, reason }
+        }
     }
 }
 
