@@ -21,8 +21,9 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 
 run() { # minWorkers
   local min=$1 store="$work/store-min$1"
+  # A worker started for the request retires after max_idle_time (1 s here), down to minWorkers.
   "$mme" package --wasm "$wasm_dir/model.wasm" "${artifacts[@]}" --property "minWorkers=$min" \
-    --output "$work/min$min.tar.gz"
+    --property max_idle_time=1 --output "$work/min$min.tar.gz"
   rm -rf "$store" && mkdir -p "$store"
   for i in $(seq 0 $((models - 1))); do ln "$work/min$min.tar.gz" "$store/m$i.tar.gz"; done
   # The compile cache is warm: this measures holding models, not compiling.
@@ -36,7 +37,7 @@ run() { # minWorkers
   started=$(date +%s.%N)
   "$mme" bench cold --url "http://127.0.0.1:$port" --models "$models" --prefix m
   elapsed=$(echo "$(date +%s.%N) - $started" | bc)
-  sleep 2 # let the housekeeping tick run once
+  sleep 4 # idle workers retire on the next housekeeping ticks
   after=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
   echo "== minWorkers=$min: $models models touched once in ${elapsed}s"
   echo "   RSS with one model loaded: $((before / 1024)) MiB; with $models: $((after / 1024)) MiB"
