@@ -49,7 +49,16 @@ pub struct ServerConfig {
     pub shutdown_timeout: std::time::Duration,
     /// The memory budget of the loaded models, in bytes.
     pub memory_limit: u64,
+    /// How long a request's head (line and headers) may take to arrive.
+    pub header_read_timeout: std::time::Duration,
+    /// How long a request's body may take to arrive (408 after).
+    pub body_read_timeout: std::time::Duration,
 }
+
+/// Default bound on the arrival of a request's head.
+pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
+/// Default bound on the arrival of a request's body: 6 MB at a slow 200 KB/s.
+pub const DEFAULT_BODY_READ_TIMEOUT: &str = "30s";
 
 /// SageMaker's folder of the single model.
 pub const DEFAULT_SINGLE_MODEL_DIR: &str = "/opt/ml/model";

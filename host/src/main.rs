@@ -91,6 +91,13 @@ struct ServeArgs {
     /// room; in SageMaker's multi-model mode, a load that does not fit gets 507.
     #[arg(long, env = "MME_MEMORY_LIMIT", value_parser = parse_size)]
     memory_limit: Option<u64>,
+    /// How long a request's line and headers may take to arrive; the connection
+    /// is closed after (slow clients cannot hold connections open).
+    #[arg(long, default_value = config::DEFAULT_HEADER_READ_TIMEOUT, value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// How long a request's body may take to arrive; 408 after.
+    #[arg(long, default_value = config::DEFAULT_BODY_READ_TIMEOUT, value_parser = humantime::parse_duration)]
+    body_read_timeout: Duration,
 }
 
 /// A size such as `512MiB`, `2GiB` or a number of bytes; more than 0.
@@ -276,6 +283,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         multi_model: args.multi_model,
         single_model_dir: args.model_dir,
         shutdown_timeout: args.shutdown_timeout,
+        header_read_timeout: args.header_read_timeout,
+        body_read_timeout: args.body_read_timeout,
         memory_limit: args
             .memory_limit
             .unwrap_or_else(mme_host::registry::default_limit),

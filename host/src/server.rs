@@ -4,6 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, SINGLE_MODEL};
@@ -81,6 +85,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         registry,
         metrics,
         max_request_bytes: config.max_request_bytes,
+        body_read_timeout: config.body_read_timeout,
         queue_full_status: config.queue_full_status,
         multi_model: config.multi_model,
         single_model_dir: config.single_model_dir.clone(),
@@ -96,20 +101,39 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         pooled = runtime.is_pooled(),
         "serving"
     );
-    let (stopping, mut stop_requested) = tokio::sync::watch::channel(false);
-    let serve = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            let _ = stopping.send(true);
-        })
-        .into_future();
-    let drain_limit = async {
-        let _ = stop_requested.wait_for(|stop| *stop).await;
-        tokio::time::sleep(config.shutdown_timeout).await;
-    };
+    let connections = http1_builder(&config);
+    let app = api::router(state);
+    let graceful = GracefulShutdown::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (socket, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, say: wait instead of spinning.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = socket.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = connections.serve_connection(TokioIo::new(socket), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    // New connections are refused from here; those open finish their requests.
+    drop(listener);
     tokio::select! {
-        served = serve => served?,
-        () = drain_limit => {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(config.shutdown_timeout) => {
             tracing::warn!(timeout = ?config.shutdown_timeout, "requests still in flight at the shutdown timeout; exiting");
             // The compute threads may be inside a guest call until its own
             // deadline; waiting for them would break the shutdown bound.
@@ -119,6 +143,18 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     retirement.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// HTTP/1.1 connections whose request head must arrive within
+/// `--header-read-timeout`, so that a client that sends it a byte at a time
+/// (slowloris) cannot hold a connection open.
+fn http1_builder(config: &ServerConfig) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .keep_alive(true);
+    builder
 }
 
 /// Retires the workers that have been idle for their model's `max_idle_time`,

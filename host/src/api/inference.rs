@@ -193,7 +193,7 @@ async fn predict(
             None => return (None, Err(LoadError::NotLoaded(model.to_string()).into())),
         },
     };
-    let body = match read_body(body, state.max_request_bytes).await {
+    let body = match read_body(body, state.max_request_bytes, state.body_read_timeout).await {
         Ok(body) => body,
         Err(error) => return (loaded, Err(error)),
     };
@@ -267,17 +267,27 @@ fn name_the_model(body: Vec<u8>, model: &str) -> Vec<u8> {
 }
 
 /// Reads the body up to `limit` bytes; more is a 413 that says the limit.
-pub async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    axum::body::to_bytes(body, limit)
+pub async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, ApiError> {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
         .await
-        .map(|bytes| bytes.to_vec())
         .map_err(|_| {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PayloadTooLarge",
-                format!("the request body is larger than {limit} bytes or could not be read"),
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeout",
+                format!("the request body did not arrive within {timeout:?} (--body-read-timeout)"),
             )
-        })
+        })?;
+    read.map(|bytes| bytes.to_vec()).map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLarge",
+            format!("the request body is larger than {limit} bytes or could not be read"),
+        )
+    })
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> String {

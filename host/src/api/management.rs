@@ -67,7 +67,7 @@ pub async fn register(
     let (name, url, overrides, synchronous) = match query.url.clone() {
         Some(url) => djl_registration(query, url)?,
         None => {
-            let bytes = read_body(body, MAX_REGISTER_BODY).await?;
+            let bytes = read_body(body, MAX_REGISTER_BODY, state.body_read_timeout).await?;
             let request: Register = serde_json::from_slice(&bytes).map_err(|e| {
                 invalid(format!(
                     "expected JSON {{\"model_name\": \"...\", \"url\": \"/path/to/model\"}}, or DJL's query ?url=…: {e}"

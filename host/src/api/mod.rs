@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The largest request body accepted (413 beyond it).
     pub max_request_bytes: usize,
+    /// How long a request body may take to arrive (408 after).
+    pub body_read_timeout: std::time::Duration,
     /// The status of a request refused by a full queue (503 or 429).
     pub queue_full_status: u16,
     /// SageMaker's multi-model mode: `/invocations` must name its model.
