@@ -184,18 +184,19 @@ async fn predict(
     body: Body,
     (loading, protocol): (Loading, Protocol),
 ) -> (Option<Arc<LoadedModel>>, Result<Response, ApiError>) {
-    // A model that must be loaded already is checked before the body is read,
-    // and a body too large is refused before a model is loaded for it.
+    // The body is read first, even for an answer that does not need it: an
+    // unread body would cost the client its keep-alive connection. A body
+    // too large is refused before a model is loaded for it.
+    let body = match read_body(body, state.max_request_bytes, state.body_read_timeout).await {
+        Ok(body) => body,
+        Err(error) => return (None, Err(error)),
+    };
     let loaded = match loading {
         Loading::OnDemand | Loading::Single => None,
         Loading::LoadedOnly => match state.registry.get_loaded(model) {
             Some(loaded) => Some(loaded),
             None => return (None, Err(LoadError::NotLoaded(model.to_string()).into())),
         },
-    };
-    let body = match read_body(body, state.max_request_bytes, state.body_read_timeout).await {
-        Ok(body) => body,
-        Err(error) => return (loaded, Err(error)),
     };
     let reload = match loading {
         Loading::OnDemand => Reload::FromStore,

@@ -412,9 +412,11 @@ impl Registry {
                 .collect()
         };
         candidates.sort_by_key(|model| model.last_used.load(Ordering::Relaxed));
+        // A model held by anyone but the map and this list is about to get a
+        // request (it was just looked up or loaded for one): not a victim.
         let position = candidates
             .iter()
-            .position(|model| model.queue.close_if_idle())?;
+            .position(|model| Arc::strong_count(model) <= 2 && model.queue.close_if_idle())?;
         let victim = candidates.swap_remove(position);
         drop(candidates);
         {
@@ -423,9 +425,11 @@ impl Registry {
                 .get(&victim.name)
                 .and_then(|slot| slot.get())
                 .is_some_and(|model| Arc::ptr_eq(model, &victim));
-            if same {
-                models.remove(&victim.name);
+            if !same {
+                // Unloaded meanwhile: whoever took it out of the map frees it.
+                return Some(victim.name.clone());
             }
+            models.remove(&victim.name);
         }
         let name = victim.name.clone();
         tracing::info!(model = name, "evicting the least recently used idle model");
