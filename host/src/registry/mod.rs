@@ -204,8 +204,9 @@ pub struct Registry {
     admission: tokio::sync::Mutex<()>,
     /// The linear memory one instance of each component took at its last load.
     instance_bytes: Mutex<HashMap<String, u64>>,
-    /// The zero of the models' last-use times.
-    epoch: Instant,
+    /// The models' clock of last use: a count of uses, so that two uses in
+    /// the same instant are still ordered.
+    uses: std::sync::atomic::AtomicU64,
 }
 
 impl Registry {
@@ -230,7 +231,7 @@ impl Registry {
             budget,
             admission: tokio::sync::Mutex::new(()),
             instance_bytes: Mutex::new(HashMap::new()),
-            epoch: Instant::now(),
+            uses: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -551,9 +552,9 @@ impl Registry {
         known.get(hash).copied().unwrap_or(0)
     }
 
-    /// Milliseconds since the registry started: the models' clock of last use.
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// The next tick of the models' clock of last use.
+    fn next_use(&self) -> u64 {
+        self.uses.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Publishes the budget's figures as metrics.
@@ -621,7 +622,7 @@ impl Registry {
         let (mut model, mut request) = (model, request);
         let mut reloads = 0;
         loop {
-            model.last_used.store(self.now_ms(), Ordering::Relaxed);
+            model.last_used.store(self.next_use(), Ordering::Relaxed);
             let refused = match model.queue.try_submit(request) {
                 Ok(receiver) => {
                     let reply = receiver.await.unwrap_or(Err(JobError::Dropped));
@@ -822,7 +823,7 @@ impl Registry {
             timings,
             queue,
             holding,
-            last_used: self.now_ms().into(),
+            last_used: self.next_use().into(),
         }))
     }
 }

@@ -49,7 +49,7 @@ pub struct LoadedModel {
     pub(super) queue: Arc<ModelQueue<WasmBackend>>,
     /// What it holds besides code and instances, on the budget while it lives.
     pub(super) holding: Charge,
-    /// When a request last came for it, in the registry's milliseconds.
+    /// When a request last came for it, on the registry's clock of uses.
     pub(super) last_used: AtomicU64,
 }
 
