@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
+
 /// The example guests, each a crate under `examples/` with a `cdylib` and,
 /// where it has one, a `train` binary that writes its artifacts.
 const EXAMPLES: &[Example] = &[Example {
@@ -76,6 +78,14 @@ enum Task {
         #[arg(long, default_value_t = 64)]
         connections: usize,
     },
+    /// Run each fuzz target for a bounded time, starting from the corpus in `fuzz/corpus`.
+    Fuzz {
+        /// How long to fuzz each target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (default: all of them).
+        target: Option<String>,
+    },
     /// Package the examples, then run every test of the workspace.
     Test {
         /// Extra arguments for `cargo test`, after `--`.
@@ -104,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             connections,
         } => demo(&root, models, &duration, connections),
         Task::Test { args } => test(&root, &args),
+        Task::Fuzz { seconds, target } => fuzz::run_targets(&root, seconds, target.as_deref()),
     }
 }
 
@@ -231,17 +242,23 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
 /// The S3-compatible server of the tests: a real one, not a stand-in.
 const S3_SERVER: &str = "s3s-fs@0.14.1";
 
-/// Installs `s3s-fs` under `target/tools` unless it is there, and returns its path.
 fn install_s3_server(root: &Path) -> anyhow::Result<PathBuf> {
+    install_tool(root, S3_SERVER, "s3s-fs", &["--features", "binary"])
+}
+
+/// Installs crate `spec` under `target/tools` unless its `binary` is there,
+/// and returns the binary's path: tools stay with the build, not the machine.
+fn install_tool(root: &Path, spec: &str, binary: &str, extra: &[&str]) -> anyhow::Result<PathBuf> {
     let tools = root.join("target/tools");
-    let binary = tools.join("bin/s3s-fs");
-    if !binary.is_file() {
+    let path = tools.join("bin").join(binary);
+    if !path.is_file() {
         run(cargo(root)
-            .args(["install", S3_SERVER, "--features", "binary", "--locked"])
+            .args(["install", spec, "--locked"])
+            .args(extra)
             .arg("--root")
             .arg(&tools))?;
     }
-    Ok(binary)
+    Ok(path)
 }
 
 /// Stops the server when the demo ends, also on an error.

@@ -4,8 +4,7 @@
 //! The same loader takes an archive or a folder that is already unpacked
 //! (SageMaker extracts packages before it calls `POST /models`).
 
-pub mod archive;
-pub mod properties;
+pub use mme_package::{archive, properties};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -77,11 +76,11 @@ impl Package {
     pub fn open(source: &Path, unpack_root: &Path, limits: &Limits) -> Result<Self, PackageError> {
         let metadata = std::fs::metadata(source)
             .map_err(io_error(format!("cannot read {}", source.display())))?;
-        let (dir, unpacked, wasm) = if metadata.is_dir() {
+        let (dir, unpacked, wasm, unpacked_bytes) = if metadata.is_dir() {
             if !source.join(WASM_FILE).is_file() {
                 return Err(PackageError::MissingWasm);
             }
-            (source.to_path_buf(), None, None)
+            (source.to_path_buf(), None, None, 0)
         } else {
             std::fs::create_dir_all(unpack_root)
                 .map_err(io_error(format!("cannot create {}", unpack_root.display())))?;
@@ -92,19 +91,19 @@ impl Package {
                     "cannot create a folder in {}",
                     unpack_root.display()
                 )))?;
-            let wasm = archive::unpack_keeping(source, temp.path(), limits, Some(WASM_FILE))?
-                .ok_or(PackageError::MissingWasm)?;
-            (temp.path().to_path_buf(), Some(temp), Some(wasm))
+            let unpacked = archive::unpack_keeping(source, temp.path(), limits, Some(WASM_FILE))?;
+            let wasm = unpacked.kept.ok_or(PackageError::MissingWasm)?;
+            (
+                temp.path().to_path_buf(),
+                Some(temp),
+                Some(wasm),
+                unpacked.written_bytes,
+            )
         };
         let properties = match std::fs::read(dir.join(PROPERTIES_FILE)) {
             Ok(bytes) => Properties::parse(&bytes)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Properties::default(),
             Err(e) => return Err(io_error(format!("cannot read {PROPERTIES_FILE}"))(e)),
-        };
-        let unpacked_bytes = if unpacked.is_some() {
-            folder_bytes(&dir)
-        } else {
-            0
         };
         Ok(Package {
             dir,
@@ -148,21 +147,6 @@ impl Package {
         check_component(&bytes)?;
         Ok(bytes)
     }
-}
-
-/// The bytes of the files under `dir`, not following links.
-pub fn folder_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => folder_bytes(&entry.path()),
-            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
 }
 
 fn too_large(size: u64, limit: u64) -> PackageError {

@@ -105,6 +105,16 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> ArchiveErro
     move |source| ArchiveError::Io { context, source }
 }
 
+/// What an unpack produced.
+#[derive(Debug, Default)]
+pub struct Unpacked {
+    /// The file that was asked to be kept in memory, if the archive had it.
+    pub kept: Option<Vec<u8>>,
+    /// The bytes written to files under the destination (the kept file excluded):
+    /// what the unpacked package occupies, without walking it again.
+    pub written_bytes: u64,
+}
+
 /// Unpacks the gzipped tar at `archive` into `dest`, which must exist and be empty.
 pub fn unpack(archive: &Path, dest: &Path, limits: &Limits) -> Result<(), ArchiveError> {
     unpack_keeping(archive, dest, limits, None).map(drop)
@@ -118,7 +128,7 @@ pub fn unpack_keeping(
     dest: &Path,
     limits: &Limits,
     keep: Option<&str>,
-) -> Result<Option<Vec<u8>>, ArchiveError> {
+) -> Result<Unpacked, ArchiveError> {
     let file =
         File::open(archive).map_err(io_error(format!("cannot open {}", archive.display())))?;
     let size = file
@@ -171,7 +181,7 @@ pub fn unpack_reader(
     dest: &Path,
     limits: &Limits,
     keep: Option<&str>,
-) -> Result<Option<Vec<u8>>, ArchiveError> {
+) -> Result<Unpacked, ArchiveError> {
     unpack_tar(
         tar::Archive::new(GzDecoder::new(reader)),
         dest,
@@ -186,9 +196,10 @@ fn unpack_tar<R: Read>(
     dest: &Path,
     limits: &Limits,
     keep: Option<&str>,
-) -> Result<Option<Vec<u8>>, ArchiveError> {
+) -> Result<Unpacked, ArchiveError> {
     let mut kept: Option<Vec<u8>> = None;
     let mut written: u64 = 0;
+    let mut written_to_files: u64 = 0;
     let entries = archive
         .entries()
         .map_err(io_error("not a gzipped tar archive"))?;
@@ -227,7 +238,8 @@ fn unpack_tar<R: Read>(
         }
         // The header's size is checked above, but the stream is what counts.
         let mut limited = (&mut entry).take(remaining + 1);
-        let copied = if keep.is_some_and(|name| relative == Path::new(name)) {
+        let kept_in_memory = keep.is_some_and(|name| relative == Path::new(name));
+        let copied = if kept_in_memory {
             if kept.is_some() {
                 return Err(ArchiveError::DuplicateEntry { path: raw_path });
             }
@@ -262,8 +274,14 @@ fn unpack_tar<R: Read>(
             });
         }
         written += copied;
+        if !kept_in_memory {
+            written_to_files += copied;
+        }
     }
-    Ok(kept)
+    Ok(Unpacked {
+        kept,
+        written_bytes: written_to_files,
+    })
 }
 
 /// The path of an entry inside the destination, or `None` for the root itself (`./`).
@@ -415,8 +433,10 @@ mod tests {
             &Limits::default(),
             Some("model.wasm"),
         );
-        assert_eq!(kept.unwrap(), Some(b"component".to_vec()));
+        let unpacked = kept.unwrap();
+        assert_eq!(unpacked.kept, Some(b"component".to_vec()));
         assert_eq!(files_under(dir.path()), vec!["sub/model.wasm"]);
+        assert_eq!(unpacked.written_bytes, b"artifact".len() as u64);
 
         let twice = hostile(&[
             ("model.wasm", EntryType::Regular, b"a"),
