@@ -164,9 +164,9 @@ async fn a_corrupted_object_is_a_clear_error_and_is_not_cached() {
     let server = serve_from(&s3, &cache, &[]).await;
     for name in ["broken", "garbage"] {
         let (status, _, body) = server.predict(name, ROW).await;
-        assert_eq!(status, 500, "{body}");
+        assert_eq!(status, 400, "{body}");
         let (kind, message) = error_kind_and_message(&body);
-        assert_eq!(kind, "ModelLoadFailed");
+        assert_eq!(kind, "InvalidPackage");
         assert!(
             message.contains(&format!("s3://models/prod/{name}.tar.gz")),
             "{message}"

@@ -111,7 +111,7 @@ async fn thousand_models_compile_once_and_predict_like_native() {
 
     let (status, _, text) = server.predict("broken", body).await;
     let (_, kind, message) = error_body(&text);
-    assert_eq!((status, kind.as_str()), (500, "ModelLoadFailed"));
+    assert_eq!((status, kind.as_str()), (400, "InvalidPackage"));
     assert!(
         message.contains("broken") && message.contains("not WebAssembly"),
         "{message}"
@@ -119,7 +119,7 @@ async fn thousand_models_compile_once_and_predict_like_native() {
 
     // A broken package is not unpacked again for every request that asks for it.
     let (status, _, again) = server.predict("broken", body).await;
-    assert_eq!((status, again.as_str()), (500, text.as_str()));
+    assert_eq!((status, again.as_str()), (400, text.as_str()));
     assert_eq!(
         server
             .metric("mme_model_loads_total{result=\"error\"}")
@@ -128,8 +128,8 @@ async fn thousand_models_compile_once_and_predict_like_native() {
     );
 
     let (status, _, text) = server.predict("garbage", body).await;
-    let (_, _, message) = error_body(&text);
-    assert_eq!(status, 500);
+    let (_, kind, message) = error_body(&text);
+    assert_eq!((status, kind.as_str()), (400, "InvalidPackage"));
     assert!(
         message.contains("garbage.tar.gz") && message.contains("gzipped tar"),
         "{message}"

@@ -343,13 +343,15 @@ pub fn write(out: impl Write, files: &[ArchiveFile<'_>]) -> io::Result<()> {
     builder.into_inner()?.finish()?.flush()
 }
 
-#[cfg(test)]
-mod tests {
+/// Archives that a well-behaved builder refuses to write, for the tests of
+/// the unpacker and of everything that takes packages.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
     use super::*;
 
-    /// Builds a gzipped tar with raw headers, so tests can write what a
-    /// well-behaved builder refuses to (absolute paths, `..`, links).
-    fn hostile(entries: &[(&str, EntryType, &[u8])]) -> Vec<u8> {
+    /// A gzipped tar whose headers say exactly what they are told to, paths
+    /// and link targets (`/etc/passwd`) included: what a hostile packager writes.
+    pub fn hostile_archive(entries: &[(&str, EntryType, &[u8])]) -> Vec<u8> {
         let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
         for (path, kind, bytes) in entries {
             let mut header = tar::Header::new_old();
@@ -359,13 +361,26 @@ mod tests {
             header.set_size(bytes.len() as u64);
             header.set_mode(0o644);
             if matches!(kind, EntryType::Symlink | EntryType::Link) {
-                header.set_link_name("/etc/passwd").unwrap();
+                header
+                    .set_link_name("/etc/passwd")
+                    .expect("a short link name");
             }
             header.set_cksum();
-            builder.append(&header, *bytes).unwrap();
+            builder
+                .append(&header, *bytes)
+                .expect("writing to memory succeeds");
         }
-        builder.into_inner().unwrap().finish().unwrap()
+        builder
+            .into_inner()
+            .and_then(|gzip| gzip.finish())
+            .expect("writing to memory succeeds")
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::hostile_archive as hostile;
+    use super::*;
 
     fn unpack_bytes(
         bytes: &[u8],

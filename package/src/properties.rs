@@ -25,6 +25,9 @@ pub const DEFAULT_JOB_QUEUE_SIZE: usize = 1000;
 /// Default of `request_timeout_ms`: SageMaker's own limit on an invocation.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Default of `model_loading_timeout`, as DJL (seconds in the file).
+pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(240);
+
 /// Upper bounds that keep a hostile file from asking for absurd resources.
 const MAX_WORKERS_LIMIT: u32 = 1024;
 const MAX_BATCH_SIZE: u32 = 4096;
@@ -91,6 +94,9 @@ pub struct Properties {
     pub max_memory_mb: Option<u64>,
     /// `request_timeout_ms`: the deadline of one request, queue time included.
     pub request_timeout: Duration,
+    /// `model_loading_timeout` (or DJL's `option.model_loading_timeout`), in
+    /// seconds: the deadline of the model's `load`.
+    pub load_timeout: Duration,
     /// `option.*` entries, prefix removed, in file order; passed to the guest's `load`.
     pub options: Vec<(String, String)>,
     /// Keys this server does not know, kept so that the loader can warn about them.
@@ -109,6 +115,7 @@ impl Default for Properties {
             required_memory_mb: None,
             max_memory_mb: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            load_timeout: DEFAULT_LOAD_TIMEOUT,
             options: Vec::new(),
             unknown_keys: Vec::new(),
         }
@@ -190,6 +197,10 @@ impl Properties {
             "request_timeout_ms" => {
                 self.request_timeout = Duration::from_millis(number(key, value, 1, MAX_TIMEOUT_MS)?)
             }
+            "model_loading_timeout" | "option.model_loading_timeout" => {
+                self.load_timeout =
+                    Duration::from_secs(number(key, value, 1, MAX_TIMEOUT_MS / 1000)?)
+            }
             "engine" => {
                 if !value.eq_ignore_ascii_case("wasm") {
                     return Err(bad(key, value, "this server runs only engine=Wasm"));
@@ -263,6 +274,7 @@ mod tests {
         let text = "# comment\n! also\nminWorkers = 0\nmaxWorkers=4\nbatch_size=8\n\
                     max_batch_delay=5\nmax_idle_time=2\njob_queue_size=10\nrequest_timeout_ms=250\n\
                     max_memory_mb=64\nrequired_memory_mb=12\nengine=Wasm\noption.model_file=w.bin\n\
+                    model_loading_timeout=30\n\
                     option.x = a=b\ntensor_parallel_degree=2\n";
         let p = Properties::parse(text.as_bytes()).unwrap();
         assert_eq!(p.min_workers, 0);
@@ -272,6 +284,7 @@ mod tests {
         assert_eq!(p.max_idle_time, Duration::from_secs(2));
         assert_eq!(p.job_queue_size, 10);
         assert_eq!(p.request_timeout, Duration::from_millis(250));
+        assert_eq!(p.load_timeout, Duration::from_secs(30));
         assert_eq!(p.max_memory_mb, Some(64));
         assert_eq!(p.required_memory_mb, Some(12));
         assert_eq!(
@@ -282,6 +295,15 @@ mod tests {
             ]
         );
         assert_eq!(p.unknown_keys, vec!["tensor_parallel_degree".to_string()]);
+    }
+
+    #[test]
+    fn the_load_timeout_takes_djl_spelling_too_and_is_not_passed_to_the_model() {
+        let p = Properties::parse(b"option.model_loading_timeout=5\n").unwrap();
+        assert_eq!(p.load_timeout, Duration::from_secs(5));
+        assert!(p.options.is_empty());
+        assert_eq!(Properties::default().load_timeout, DEFAULT_LOAD_TIMEOUT);
+        assert!(Properties::parse(b"model_loading_timeout=0\n").is_err());
     }
 
     #[test]

@@ -61,6 +61,7 @@ fn guest_predictions_match_native_linfa() {
         dir: package.dir().to_path_buf(),
         max_memory_bytes: 64 << 20,
         timeout: Duration::from_secs(10),
+        load_timeout: Duration::from_secs(10),
         max_response_bytes: 1 << 20,
         log_budget: Arc::new(LogBudget::new(1 << 16, Duration::from_secs(10))),
         memory: runtime.instance_memory().child(),

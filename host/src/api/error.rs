@@ -127,6 +127,9 @@ impl From<LoadError> for ApiError {
                 "NoCapacity",
                 format!("{message}; retry later, or raise --max-instances"),
             ),
+            LoadError::InvalidPackage { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "InvalidPackage", message)
+            }
             LoadError::Broken { .. } => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ModelLoadFailed",
@@ -169,7 +172,7 @@ impl From<PredictError> for ApiError {
             PredictError::Call(CallError::Trap(_)) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ModelCrashed", message)
             }
-            PredictError::Call(CallError::Load(_)) => ApiError::new(
+            PredictError::Call(CallError::Load(_) | CallError::LoadDeadline(_)) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ModelLoadFailed",
                 message,

@@ -15,7 +15,7 @@ use super::error::QUEUE_FULL;
 use super::v2::OIP_JSON;
 use super::{ApiError, AppState};
 use crate::metrics::RequestLabels;
-use crate::registry::{LoadError, LoadedModel, Reload};
+use crate::registry::{LoadedModel, Reload};
 use crate::runtime::Request;
 
 /// The `model` label of requests for models that are not loaded.
@@ -194,8 +194,8 @@ async fn predict(
     let loaded = match loading {
         Loading::OnDemand | Loading::Single => None,
         Loading::LoadedOnly => match state.registry.get_loaded(model) {
-            Some(loaded) => Some(loaded),
-            None => return (None, Err(LoadError::NotLoaded(model.to_string()).into())),
+            Ok(loaded) => Some(loaded),
+            Err(error) => return (None, Err(error.into())),
         },
     };
     let reload = match loading {

@@ -9,14 +9,14 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::inference::read_body;
 use super::{ApiError, AppState};
 use crate::package::Properties;
-use crate::registry::{LoadError, LoadedModel, Overrides};
+use crate::registry::{LoadError, LoadedModel, NotReady, Overrides};
 use crate::store::PackageSource;
 use crate::wlm::Bounds;
 
@@ -57,6 +57,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 pub async fn register(
     State(state): State<AppState>,
     query: Result<Query<RegisterQuery>, QueryRejection>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Query(query) = query.map_err(|e| {
@@ -68,6 +69,7 @@ pub async fn register(
         Some(url) => djl_registration(query, url)?,
         None => {
             let bytes = read_body(body, MAX_REGISTER_BODY, state.body_read_timeout).await?;
+            check_json_content_type(&headers)?;
             let request: Register = serde_json::from_slice(&bytes).map_err(|e| {
                 invalid(format!(
                     "expected JSON {{\"model_name\": \"...\", \"url\": \"/path/to/model\"}}, or DJL's query ?url=…: {e}"
@@ -83,6 +85,10 @@ pub async fn register(
         tokio::spawn(async move {
             if let Err(error) = registry.load_from(&task_name, source, &overrides).await {
                 tracing::warn!(model = task_name, %error, "registration failed");
+                // Nobody waits for this answer: describe shows it instead.
+                if !matches!(error, LoadError::AlreadyLoaded(_)) {
+                    registry.record_failure(&task_name, error);
+                }
             }
         });
         return Ok((
@@ -97,6 +103,35 @@ pub async fn register(
         )),
         Err(error) => Err(register_error(error)),
     }
+}
+
+/// A registration body is JSON. A missing content type is taken as JSON, and
+/// so is curl's default for `-d`, so that the plain `curl -d '{…}'` works.
+fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let media_type = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if media_type == "application/json"
+        || media_type.ends_with("+json")
+        || media_type == "application/x-www-form-urlencoded"
+    {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UnsupportedMediaType",
+        format!(
+            "a registration body is JSON, not {media_type:?}: send content-type application/json, or use DJL's query form ?url=…"
+        ),
+    ))
 }
 
 /// The name, url, overrides and `synchronous` of DJL's query form.
@@ -247,15 +282,22 @@ pub async fn list(
 }
 
 /// `GET /models/{name}`: the loaded model, with its settings, queue and
-/// workers (DJL's describe keys next to SageMaker's), or 404.
+/// workers (DJL's describe keys next to SageMaker's); `PENDING` while it
+/// loads, `FAILED` with the error if its last load failed; 404 otherwise.
 pub async fn describe(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let model = state
-        .registry
-        .get_loaded(&name)
-        .ok_or_else(|| ApiError::from(LoadError::NotLoaded(name.clone())))?;
+    let model = match state.registry.get_loaded(&name) {
+        Ok(model) => model,
+        Err(error @ LoadError::NotLoaded(_)) => {
+            return match state.registry.not_ready(&name) {
+                Some(not_ready) => Ok(Json(describe_not_ready(&name, not_ready))),
+                None => Err(error.into()),
+            };
+        }
+        Err(error) => return Err(error.into()),
+    };
     let mut body = serde_json::to_value(entry(&model)).unwrap_or_default();
     let settings = model.settings();
     let stats = model.stats();
@@ -315,10 +357,7 @@ pub async fn scale(
         |message: String| ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", message);
     let Query(scale) = query
         .map_err(|e| bad_request(format!("bad query: {e}; use min_worker=N and max_worker=N")))?;
-    let model = state
-        .registry
-        .get_loaded(&name)
-        .ok_or_else(|| ApiError::from(LoadError::NotLoaded(name.clone())))?;
+    let model = state.registry.get_loaded(&name).map_err(ApiError::from)?;
     let current = model.stats().bounds;
     let bounds = Bounds::new(
         scale.min_worker.unwrap_or(current.min()),
@@ -333,6 +372,26 @@ pub async fn scale(
             bounds.max()
         ),
     })))
+}
+
+/// The describe body of a model that is loading, or whose load failed.
+fn describe_not_ready(name: &str, not_ready: NotReady) -> Value {
+    match not_ready {
+        NotReady::Loading => json!({ "modelName": name, "status": "PENDING" }),
+        NotReady::Failed { when, error } => {
+            let error = ApiError::from(error);
+            json!({
+                "modelName": name,
+                "status": "FAILED",
+                "failedAt": humantime::format_rfc3339_seconds(when).to_string(),
+                "error": {
+                    "code": error.status.as_u16(),
+                    "type": error.kind,
+                    "message": error.message,
+                },
+            })
+        }
+    }
 }
 
 /// `DELETE /models/{name}`: unloads the model; its memory is freed when this answers.

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
 use tokio::sync::OnceCell;
@@ -36,6 +36,31 @@ pub type WasmScheduler = Scheduler<WasmBackend>;
 /// How long a package that failed to load answers with that failure
 /// before a request tries it again.
 pub const FAILED_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How many failed loads are remembered for `describe`; the oldest go first.
+const MAX_FAILURES_KEPT: usize = 10_000;
+
+/// A load that failed, kept until the model loads or is unregistered.
+#[derive(Debug, Clone)]
+struct Failure {
+    at: Instant,
+    when: SystemTime,
+    error: LoadError,
+}
+
+/// A model that is not loaded, but that the registry knows of.
+#[derive(Debug, Clone)]
+pub enum NotReady {
+    /// Its load is under way.
+    Loading,
+    /// Its last load failed.
+    Failed {
+        /// When.
+        when: SystemTime,
+        /// Why.
+        error: LoadError,
+    },
+}
+
 /// How long a load waits for a loaded model to become idle, so that it
 /// can be evicted, when every one is busy.
 const ADMISSION_WAIT: Duration = Duration::from_secs(10);
@@ -68,7 +93,20 @@ pub enum LoadError {
     /// The name leads nowhere.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The package is broken: the message names it and the reason.
+    /// The package is not a valid model: an unsafe or corrupt archive, bad
+    /// `serving.properties`, or a `model.wasm` that is not a component of
+    /// the model world. The package's author must fix it.
+    #[error("model {model:?} cannot be loaded from {package}: {reason}")]
+    InvalidPackage {
+        /// The model's name.
+        model: String,
+        /// The package path.
+        package: String,
+        /// Why.
+        reason: String,
+    },
+    /// The package is valid, but the model's own `load` failed: it returned
+    /// an error, trapped, or ran past `model_loading_timeout`.
     #[error("model {model:?} cannot be loaded from {package}: {reason}")]
     Broken {
         /// The model's name.
@@ -197,8 +235,8 @@ pub struct Registry {
     config: RegistryConfig,
     metrics: Arc<Metrics>,
     models: Mutex<HashMap<String, Slot>>,
-    /// Models whose last on-demand load failed, with when and why.
-    failed: Mutex<HashMap<String, (Instant, LoadError)>>,
+    /// Models whose last load failed, with when and why.
+    failed: Mutex<HashMap<String, Failure>>,
     budget: MemoryBudget,
     /// One admission at a time, so that two loads cannot both take the last room.
     admission: tokio::sync::Mutex<()>,
@@ -286,8 +324,45 @@ impl Registry {
         let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
         failed
             .get(name)
-            .filter(|(at, _)| at.elapsed() < FAILED_RETRY_AFTER)
-            .map(|(_, error)| error.clone())
+            .filter(|failure| failure.at.elapsed() < FAILED_RETRY_AFTER)
+            .map(|failure| failure.error.clone())
+    }
+
+    /// Remembers that loading `name` failed, for `describe`, until the model
+    /// loads or is unregistered.
+    pub fn record_failure(&self, name: &str, error: LoadError) {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if failed.len() >= MAX_FAILURES_KEPT && !failed.contains_key(name) {
+            let oldest = failed
+                .iter()
+                .min_by_key(|(_, failure)| failure.at)
+                .map(|(name, _)| name.clone());
+            if let Some(oldest) = oldest {
+                failed.remove(&oldest);
+            }
+        }
+        let failure = Failure {
+            at: Instant::now(),
+            when: SystemTime::now(),
+            error,
+        };
+        failed.insert(name.to_string(), failure);
+    }
+
+    /// What is known of `name` if it is not loaded: loading, or failed.
+    pub fn not_ready(&self, name: &str) -> Option<NotReady> {
+        let loading = {
+            let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+            models.get(name).is_some_and(|slot| slot.get().is_none())
+        };
+        if loading {
+            return Some(NotReady::Loading);
+        }
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.get(name).map(|failure| NotReady::Failed {
+            when: failure.when,
+            error: failure.error.clone(),
+        })
     }
 
     /// Loads model `name` from `source` (a folder or an archive), as the
@@ -323,17 +398,15 @@ impl Registry {
         slot: &Slot,
         result: Result<Arc<LoadedModel>, LoadError>,
     ) -> Result<Arc<LoadedModel>, LoadError> {
-        {
-            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-            match &result {
-                Err(error @ LoadError::Broken { .. }) => {
-                    failed.insert(name.to_string(), (Instant::now(), error.clone()));
-                }
-                Ok(_) => {
-                    failed.remove(name);
-                }
-                Err(_) => {}
+        match &result {
+            Err(error @ (LoadError::Broken { .. } | LoadError::InvalidPackage { .. })) => {
+                self.record_failure(name, error.clone());
             }
+            Ok(_) => {
+                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                failed.remove(name);
+            }
+            Err(_) => {}
         }
         if result.is_err() {
             let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
@@ -350,11 +423,22 @@ impl Registry {
     /// Unloads model `name`: it takes no new request, the queued ones are
     /// answered (waiting up to `UNLOAD_WAIT`), and its instances and
     /// unpacked folder are freed when this returns.
+    /// A model whose last load failed is forgotten, as DJL unregisters a
+    /// failed model.
     pub async fn unload(&self, name: &str) -> Result<(), LoadError> {
+        crate::store::check_name(name)?;
+        let forgot_failure = {
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            failed.remove(name).is_some()
+        };
         let model = {
             let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
             let Some(model) = models.get(name).and_then(|slot| slot.get().cloned()) else {
-                return Err(LoadError::NotLoaded(name.to_string()));
+                return if forgot_failure {
+                    Ok(())
+                } else {
+                    Err(LoadError::NotLoaded(name.to_string()))
+                };
             };
             models.remove(name);
             model
@@ -590,9 +674,7 @@ impl Registry {
 
     /// Changes the scaling bounds of a loaded model, live.
     pub async fn set_bounds(&self, name: &str, bounds: Bounds) -> Result<(), LoadError> {
-        let model = self
-            .get_loaded(name)
-            .ok_or_else(|| LoadError::NotLoaded(name.to_string()))?;
+        let model = self.get_loaded(name)?;
         let retired = model.queue.set_bounds(bounds);
         let _ = tokio::task::spawn_blocking(move || drop(retired)).await;
         Ok(())
@@ -672,10 +754,16 @@ impl Registry {
         }
     }
 
-    /// The model `name` if it is loaded; never loads.
-    pub fn get_loaded(&self, name: &str) -> Option<Arc<LoadedModel>> {
+    /// The model `name` if it is loaded; never loads. A name that no model
+    /// could have is an error of its own, not "not loaded".
+    pub fn get_loaded(&self, name: &str) -> Result<Arc<LoadedModel>, LoadError> {
+        crate::store::check_name(name)?;
         let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-        models.get(name).and_then(|slot| slot.get()).cloned()
+        models
+            .get(name)
+            .and_then(|slot| slot.get())
+            .cloned()
+            .ok_or_else(|| LoadError::NotLoaded(name.to_string()))
     }
 
     /// How many models are loaded.
@@ -696,7 +784,7 @@ impl Registry {
                 let result = self
                     .open_and_warm(name, source.clone(), fetched.path, overrides)
                     .await;
-                if let Err(LoadError::Broken { .. }) = &result {
+                if let Err(LoadError::Broken { .. } | LoadError::InvalidPackage { .. }) = &result {
                     // Bytes that do not load are not kept for the next try.
                     self.store.discard(&source);
                 }
@@ -763,13 +851,13 @@ impl Registry {
         opened.properties =
             overrides
                 .apply(&opened.properties)
-                .map_err(|error| LoadError::Broken {
+                .map_err(|error| LoadError::InvalidPackage {
                     model: name.to_string(),
                     package: label.clone(),
                     reason: error.to_string(),
                 })?;
         let settings = model::settings_for(&opened.properties, self.scheduler.threads()).map_err(
-            |reason| LoadError::Broken {
+            |reason| LoadError::InvalidPackage {
                 model: name.to_string(),
                 package: label.clone(),
                 reason,

@@ -110,6 +110,7 @@ pub fn sandbox_for(
         dir: package.dir().to_path_buf(),
         max_memory_bytes: max_memory.min(server_cap),
         timeout: package.properties.request_timeout,
+        load_timeout: package.properties.load_timeout,
         max_response_bytes,
         log_budget: Arc::new(LogBudget::new(LOG_BYTES_PER_WINDOW, LOG_WINDOW)),
         memory: runtime.instance_memory().child(),
@@ -253,7 +254,7 @@ pub fn open_model(
     name: &str,
     (path, label): (&std::path::Path, &str),
 ) -> Result<Opened, LoadError> {
-    let broken = |reason: String| LoadError::Broken {
+    let invalid = |reason: String| LoadError::InvalidPackage {
         model: name.to_string(),
         package: label.to_string(),
         reason,
@@ -261,12 +262,12 @@ pub fn open_model(
     let mut timings = LoadTimings::default();
     let mut step = Instant::now();
     let mut package = Package::open(path, &config.unpack_dir, &config.limits)
-        .map_err(|e| broken(e.to_string()))?;
+        .map_err(|e| invalid(e.to_string()))?;
     let wasm = package
         .take_wasm(config.limits.max_unpacked_bytes)
-        .map_err(|e: PackageError| broken(e.to_string()))?;
+        .map_err(|e: PackageError| invalid(e.to_string()))?;
     timings.unpack = lap(&mut step);
-    let compiled = runtime.compile(&wasm).map_err(|e| broken(e.to_string()))?;
+    let compiled = runtime.compile(&wasm).map_err(|e| invalid(e.to_string()))?;
     drop(wasm);
     timings.compile = lap(&mut step);
     let properties = package.properties.clone();

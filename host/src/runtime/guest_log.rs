@@ -41,11 +41,14 @@ impl LogBudget {
         }
     }
 
-    /// Takes `len` bytes from the budget; false when they must be dropped.
-    /// Returns also how many bytes the previous window dropped, to report once.
-    fn take(&self, len: usize) -> (bool, usize) {
+    /// Takes `len` bytes from the budget.
+    fn take(&self, len: usize) -> Take {
         let Ok(mut state) = self.state.lock() else {
-            return (false, 0);
+            return Take {
+                allowed: false,
+                first_drop: false,
+                dropped_before: 0,
+            };
         };
         let mut dropped_before = 0;
         if state.window_start.elapsed() >= self.window {
@@ -56,14 +59,31 @@ impl LogBudget {
                 dropped: 0,
             };
         }
-        if state.used + len <= self.bytes_per_window {
+        let allowed = state.used + len <= self.bytes_per_window;
+        let first_drop = !allowed && state.dropped == 0;
+        if allowed {
             state.used += len;
-            (true, dropped_before)
         } else {
             state.dropped += len;
-            (false, dropped_before)
+        }
+        Take {
+            allowed,
+            first_drop,
+            dropped_before,
         }
     }
+}
+
+/// What the budget says of one line.
+#[derive(Debug, PartialEq, Eq)]
+struct Take {
+    /// Whether the line may be logged.
+    allowed: bool,
+    /// Whether this is the window's first dropped line: the moment to say
+    /// that output is being dropped, once, and not only after the window.
+    first_drop: bool,
+    /// How many bytes the previous window dropped, to report once.
+    dropped_before: usize,
 }
 
 /// A guest output stream (stdout or stderr) that ends in the host log.
@@ -115,11 +135,14 @@ impl LineWriter {
         if self.line.is_empty() {
             return;
         }
-        let (allowed, dropped_before) = self.log.budget.take(self.line.len());
-        if dropped_before > 0 {
-            tracing::warn!(model = %self.log.model, dropped_bytes = dropped_before, "guest output over the log cap was dropped");
+        let take = self.log.budget.take(self.line.len());
+        if take.dropped_before > 0 {
+            tracing::warn!(model = %self.log.model, dropped_bytes = take.dropped_before, "guest output over the log cap was dropped");
         }
-        if allowed {
+        if take.first_drop {
+            tracing::warn!(model = %self.log.model, window = ?self.log.budget.window, "guest output reached the log cap; the rest of this window's output is dropped");
+        }
+        if take.allowed {
             let text = String::from_utf8_lossy(&self.line);
             tracing::info!(target: "mme::guest", model = %self.log.model, stream = self.log.stream, "{}", text.trim_end());
         }
@@ -164,15 +187,24 @@ mod tests {
 
     #[test]
     fn budget_allows_up_to_the_cap_then_drops_and_reports_after_the_window() {
+        let take = |allowed, first_drop, dropped_before| Take {
+            allowed,
+            first_drop,
+            dropped_before,
+        };
         let budget = LogBudget::new(10, Duration::from_millis(30));
-        assert_eq!(budget.take(6), (true, 0));
-        assert_eq!(budget.take(4), (true, 0));
-        assert_eq!(budget.take(1), (false, 0));
-        assert_eq!(budget.take(5), (false, 0));
+        assert_eq!(budget.take(6), take(true, false, 0));
+        assert_eq!(budget.take(4), take(true, false, 0));
+        assert_eq!(
+            budget.take(1),
+            take(false, true, 0),
+            "the first drop is said"
+        );
+        assert_eq!(budget.take(5), take(false, false, 0), "and only once");
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(
             budget.take(3),
-            (true, 6),
+            take(true, false, 6),
             "the next window reports the drop"
         );
     }

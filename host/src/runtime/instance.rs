@@ -30,8 +30,10 @@ pub struct Sandbox {
     pub dir: PathBuf,
     /// The cap on the instance's linear memory (clamped to the server's cap).
     pub max_memory_bytes: usize,
-    /// The deadline of one `load` or `predict` call.
+    /// The deadline of one `predict` call.
     pub timeout: Duration,
+    /// The deadline of the `load` call.
+    pub load_timeout: Duration,
     /// The largest response body accepted from the guest.
     pub max_response_bytes: usize,
     /// The model's share of the log.
@@ -147,6 +149,11 @@ pub enum CallError {
     /// The call ran past its deadline and was stopped.
     #[error("the model did not answer within {0:?}")]
     Deadline(Duration),
+    /// `load` ran past its deadline and was stopped.
+    #[error(
+        "load did not finish within {0:?}; set model_loading_timeout (seconds) in serving.properties if the model needs longer"
+    )]
+    LoadDeadline(Duration),
     /// The guest trapped: a panic, an out-of-bounds access, a stack overflow, running out of memory.
     #[error("the model crashed: {0}")]
     Trap(String),
@@ -157,6 +164,7 @@ pub struct Instance {
     store: Store<InstanceState>,
     model: Model,
     timeout: Duration,
+    load_timeout: Duration,
     max_response_bytes: usize,
 }
 
@@ -203,7 +211,7 @@ impl Instance {
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(engine::ticks_for(sandbox.timeout));
+        store.set_epoch_deadline(engine::ticks_for(sandbox.load_timeout.max(sandbox.timeout)));
         let model = compiled.pre.instantiate(&mut store).map_err(|e| {
             if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
                 RuntimeError::PoolExhausted(format!("{e:#}"))
@@ -215,17 +223,21 @@ impl Instance {
             store,
             model,
             timeout: sandbox.timeout,
+            load_timeout: sandbox.load_timeout,
             max_response_bytes: sandbox.max_response_bytes,
         })
     }
 
     /// Calls the guest's `load` with the `option.*` settings.
     pub fn load(&mut self, config: &[(String, String)]) -> Result<(), CallError> {
-        self.arm_deadline();
+        self.arm_deadline(self.load_timeout);
         match self.model.call_load(&mut self.store, config) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(CallError::Load(error.into())),
-            Err(error) => Err(self.classify(error)),
+            Err(error) => Err(match self.classify(error) {
+                CallError::Deadline(_) => CallError::LoadDeadline(self.load_timeout),
+                other => other,
+            }),
         }
     }
 
@@ -234,7 +246,7 @@ impl Instance {
         &mut self,
         batch: &[Request],
     ) -> Result<Vec<Result<Response, GuestError>>, CallError> {
-        self.arm_deadline();
+        self.arm_deadline(self.timeout);
         let results = self
             .model
             .call_predict(&mut self.store, batch)
@@ -266,9 +278,8 @@ impl Instance {
             .collect())
     }
 
-    fn arm_deadline(&mut self) {
-        self.store
-            .set_epoch_deadline(engine::ticks_for(self.timeout));
+    fn arm_deadline(&mut self, timeout: Duration) {
+        self.store.set_epoch_deadline(engine::ticks_for(timeout));
     }
 
     fn classify(&self, error: wasmtime::Error) -> CallError {

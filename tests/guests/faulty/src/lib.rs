@@ -1,6 +1,7 @@
 //! A guest that misbehaves on command, so the tests can show that each kind
 //! of misbehaviour is contained. The body is a JSON string naming what to do.
-//! `option.load_ms=N` makes `load` compute for N milliseconds.
+//! `option.load_ms=N` makes `load` compute for N milliseconds, and
+//! `option.panic_load=true` makes it panic.
 //! Two commands serve the work-load tests: `work:MS:ID` computes for MS
 //! milliseconds and answers ID; `batch` answers the size of its batch.
 
@@ -15,6 +16,9 @@ impl Model for Faulty {
     fn load(config: &Config) -> Result<Self, Error> {
         if config.get("fail_load") == Some("true") {
             return Err(Error::internal("load refused on purpose"));
+        }
+        if config.get("panic_load") == Some("true") {
+            panic!("load panicked on purpose");
         }
         if let Some(ms) = config.get("load_ms").and_then(|ms| ms.parse().ok()) {
             compute_for(std::time::Duration::from_millis(ms));
@@ -71,6 +75,15 @@ impl Model for Faulty {
                 println!("hello from the guest");
                 eprintln!("a warning from the guest");
                 Response::json("printed")
+            }
+            "flood" => {
+                // 16 MiB of output, far past the log cap, on both streams.
+                let line = "x".repeat(1023);
+                for _ in 0..8 * 1024 {
+                    println!("{line}");
+                    eprintln!("{line}");
+                }
+                Response::json("flooded")
             }
             "sandbox" => Response::json(&probe_sandbox()),
             other => Err(Error::invalid_input(format!("unknown command {other:?}"))),
