@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::s3::S3Server;
+use common::s3::{CuttingProxy, S3Server};
 use common::{Server, delete, error_kind_and_message, guest, post_json};
 
 const BUCKET: &str = "models";
@@ -249,4 +249,96 @@ async fn a_server_without_credentials_says_so() {
     let (kind, message) = error_kind_and_message(&body);
     assert_eq!(kind, "StoreError");
     assert!(message.contains("no AWS credentials"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_download_cut_short_is_retried_and_a_store_that_always_cuts_is_a_clear_503() {
+    let work = tempfile::tempdir().unwrap();
+    let s3 = store_with_models(&work.path().join("s3"), 2);
+    // Packages are about 90 KiB: every download is cut after 32 KiB.
+    let proxy = CuttingProxy::start(&s3, 32 << 10, 1).await;
+    let cache = work.path().join("cache");
+    let args = proxy.serve_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_with_env("s3://models/prod", &cache, &args, &S3Server::env()).await;
+
+    let (status, _, body) = server.predict("m0", ROW).await;
+    assert_eq!(status, 200, "one cut is retried: {body}");
+    assert!(server.log_text().contains("download broke off; retrying"));
+    assert_eq!(cached_urls(&cache), ["s3://models/prod/m0.tar.gz"]);
+
+    proxy.set_cuts(u32::MAX);
+    let started = std::time::Instant::now();
+    let (status, _, body) = server.predict("m1", ROW).await;
+    let (kind, message) = error_kind_and_message(&body);
+    assert_eq!((status, kind.as_str()), (503, "StoreUnavailable"), "{body}");
+    assert!(message.contains("s3://models/prod/m1.tar.gz"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        cached_urls(&cache),
+        ["s3://models/prod/m0.tar.gz"],
+        "no part is kept"
+    );
+    assert_eq!(
+        package_files(&cache),
+        2,
+        "m0's package and record, no partial download"
+    );
+    assert_eq!(
+        server.predict("m0", ROW).await.0,
+        200,
+        "the loaded model serves on"
+    );
+
+    proxy.set_cuts(0);
+    assert_eq!(
+        server.predict("m1", ROW).await.0,
+        200,
+        "and m1 loads once the store heals"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_for_the_package_cache_is_507_and_costs_the_other_models_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let s3 = store_with_models(&work.path().join("s3"), 2);
+    let cache = work.path().join("cache");
+    let packages = cache.join("packages");
+    std::fs::create_dir_all(&packages).unwrap();
+    // A 150 KiB file system for the packages, in a mount namespace of the
+    // server's own: room for one package of about 90 KiB, not two.
+    let mut wrapper = std::process::Command::new("unshare");
+    wrapper
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=150k tmpfs "$0" && exec "$@""#);
+    wrapper.arg(&packages).arg(env!("CARGO_BIN_EXE_mme"));
+    let args = s3.serve_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server =
+        Server::start_from(wrapper, "s3://models/prod", &cache, &args, &S3Server::env()).await;
+
+    assert_eq!(server.predict("m0", ROW).await.0, 200);
+    let (status, _, body) = server.predict("m1", ROW).await;
+    let (kind, message) = error_kind_and_message(&body);
+    assert_eq!((status, kind.as_str()), (507, "PackageCacheFull"), "{body}");
+    assert!(message.contains("No space left on device"), "{message}");
+    assert!(
+        message.contains("--package-cache-size"),
+        "says what to do: {message}"
+    );
+    assert_eq!(
+        server.predict("m0", ROW).await.0,
+        200,
+        "the loaded model serves on"
+    );
+    assert!(server.stop(), "SIGTERM ends the server with status 0");
+}
+
+/// How many files the package cache holds.
+fn package_files(cache: &Path) -> usize {
+    std::fs::read_dir(cache.join("packages")).map_or(0, |entries| entries.count())
 }

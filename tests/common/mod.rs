@@ -60,10 +60,22 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
+        Server::start_from(mme(), store, cache, extra, env).await
+    }
+
+    /// [`Server::start_with_env`] with `command` in place of plain `mme`:
+    /// a wrapper that sets up the server's world and then runs it.
+    pub async fn start_from<S: AsRef<OsStr> + ?Sized>(
+        mut command: Command,
+        store: &S,
+        cache: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let port = free_port();
         let log = cache.with_extension(format!("{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = mme()
+        let child = command
             .arg("serve")
             .arg("--model-store")
             .arg(store)

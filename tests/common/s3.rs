@@ -115,3 +115,88 @@ impl Drop for S3Server {
         self.stop();
     }
 }
+
+/// A TCP proxy in front of the store that cuts downloads short: the first
+/// `cuts` connections to carry more than `after` bytes back lose the rest,
+/// and are closed. It plays a store that fails in the middle of a download.
+pub struct CuttingProxy {
+    port: u16,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CuttingProxy {
+    /// Starts the proxy on a free loopback port, in front of `upstream`.
+    pub async fn start(upstream: &S3Server, after: usize, cuts: u32) -> CuttingProxy {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream_port = upstream.port;
+        let cuts = std::sync::Arc::new(AtomicU32::new(cuts));
+        let cuts_left = cuts.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let cuts_left = cuts_left.clone();
+                tokio::spawn(async move {
+                    let Ok(server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let upload = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    });
+                    let mut sent = 0usize;
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    while let Ok(read) = server_read.read(&mut buffer).await {
+                        if read == 0 {
+                            break;
+                        }
+                        let cut = sent + read > after
+                            && cuts_left
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok();
+                        if cut {
+                            let _ = client_write
+                                .write_all(&buffer[..after - sent.min(after)])
+                                .await;
+                            break;
+                        }
+                        if client_write.write_all(&buffer[..read]).await.is_err() {
+                            break;
+                        }
+                        sent += read;
+                    }
+                    upload.abort();
+                });
+            }
+        });
+        CuttingProxy { port, cuts, task }
+    }
+
+    /// The endpoint to give `mme serve` instead of the store's.
+    pub fn serve_args(&self) -> Vec<String> {
+        vec![
+            "--s3-endpoint".into(),
+            format!("http://127.0.0.1:{}", self.port),
+            "--s3-path-style".into(),
+        ]
+    }
+
+    /// Cuts the next `cuts` long responses.
+    pub fn set_cuts(&self, cuts: u32) {
+        self.cuts.store(cuts, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

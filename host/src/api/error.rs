@@ -114,7 +114,9 @@ impl From<LoadError> for ApiError {
             LoadError::Store(StoreError::Cache { .. }) => ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "PackageCacheFull",
-                message,
+                format!(
+                    "{message}; free space on the disk of --cache-dir, or lower --package-cache-size"
+                ),
             ),
             LoadError::AlreadyLoaded(_) => {
                 ApiError::new(StatusCode::CONFLICT, "ModelAlreadyLoaded", message)

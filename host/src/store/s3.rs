@@ -172,14 +172,17 @@ impl S3Access {
         let mut attempt = 1;
         loop {
             match self.download_once(object, file, max_bytes).await {
-                Err(StoreError::Unavailable { reason, .. }) if attempt < ATTEMPTS => {
-                    tracing::warn!(%object, attempt, %reason, "download broke off; retrying");
+                Ok(downloaded) => return Ok(downloaded),
+                // The SDK has already retried the request itself.
+                Err(Attempt::Final(error)) => return Err(error),
+                Err(Attempt::BrokeOff(error)) if attempt >= ATTEMPTS => return Err(error),
+                Err(Attempt::BrokeOff(error)) => {
+                    tracing::warn!(%object, attempt, %error, "download broke off; retrying");
                     tokio::time::sleep(Duration::from_millis(200) * attempt).await;
                     attempt += 1;
                     file.set_len(0).map_err(|e| cache_error(&e))?;
                     std::io::Seek::rewind(file).map_err(|e| cache_error(&e))?;
                 }
-                other => return other,
             }
         }
     }
@@ -189,7 +192,7 @@ impl S3Access {
         object: &S3Location,
         file: &mut std::fs::File,
         max_bytes: u64,
-    ) -> Result<Downloaded, StoreError> {
+    ) -> Result<Downloaded, Attempt> {
         let response = self
             .client()
             .await
@@ -199,15 +202,15 @@ impl S3Access {
             .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
-            .map_err(|error| classify(object, error))?;
+            .map_err(|error| Attempt::Final(classify(object, error)))?;
         let expected = response
             .content_length()
             .and_then(|len| u64::try_from(len).ok());
         if let Some(len) = expected.filter(|&len| len > max_bytes) {
-            return Err(StoreError::Corrupt {
+            return Err(Attempt::Final(StoreError::Corrupt {
                 url: object.to_string(),
                 reason: format!("the object is {len} bytes; the limit of a package is {max_bytes}"),
-            });
+            }));
         }
         let etag = response
             .e_tag()
@@ -218,44 +221,58 @@ impl S3Access {
         loop {
             let chunk = tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next())
                 .await
-                .map_err(|_| StoreError::Unavailable {
-                    url: object.to_string(),
-                    reason: format!(
-                        "no data for {BODY_IDLE_TIMEOUT:?} in the middle of the object"
-                    ),
+                .map_err(|_| {
+                    Attempt::BrokeOff(StoreError::Unavailable {
+                        url: object.to_string(),
+                        reason: format!(
+                            "no data for {BODY_IDLE_TIMEOUT:?} in the middle of the object"
+                        ),
+                    })
                 })?;
             let Some(chunk) = chunk else { break };
-            let chunk = chunk.map_err(|error| StoreError::Unavailable {
-                url: object.to_string(),
-                reason: format!("the download broke off: {}", source_chain(&error)),
+            let chunk = chunk.map_err(|error| {
+                Attempt::BrokeOff(StoreError::Unavailable {
+                    url: object.to_string(),
+                    reason: format!("the download broke off: {}", source_chain(&error)),
+                })
             })?;
             size += chunk.len() as u64;
             if size > max_bytes {
-                return Err(StoreError::Corrupt {
+                return Err(Attempt::Final(StoreError::Corrupt {
                     url: object.to_string(),
                     reason: format!("the object is over the limit of a package, {max_bytes} bytes"),
-                });
+                }));
             }
             md5.update(&chunk);
-            file.write_all(&chunk).map_err(|e| cache_error(&e))?;
+            file.write_all(&chunk)
+                .map_err(|e| Attempt::Final(cache_error(&e)))?;
         }
         if let Some(expected) = expected.filter(|&len| len != size) {
-            return Err(StoreError::Unavailable {
+            return Err(Attempt::BrokeOff(StoreError::Unavailable {
                 url: object.to_string(),
                 reason: format!("got {size} of {expected} bytes"),
-            });
+            }));
         }
         if let Some(tag) = etag.as_deref().filter(|tag| is_plain_md5(tag)) {
             let digest: String = md5.finalize().iter().map(|b| format!("{b:02x}")).collect();
             if !digest.eq_ignore_ascii_case(tag) {
-                return Err(StoreError::Corrupt {
+                return Err(Attempt::Final(StoreError::Corrupt {
                     url: object.to_string(),
                     reason: format!("its MD5 is {digest}, but its ETag says {tag}"),
-                });
+                }));
             }
         }
         Ok(Downloaded { size, etag })
     }
+}
+
+/// How one download attempt failed: only a body that broke off is worth
+/// another request; the SDK retries the request itself.
+enum Attempt {
+    /// The request failed after the SDK's retries, or the bytes are wrong.
+    Final(StoreError),
+    /// The response started, then stopped short.
+    BrokeOff(StoreError),
 }
 
 /// A single-part upload's ETag is the MD5 of the bytes; a multipart
