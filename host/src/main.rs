@@ -187,6 +187,37 @@ struct BenchArgs {
 enum BenchMode {
     /// Measure the first request to each of N models that are not loaded yet.
     Cold(BenchTarget),
+    /// Mixed traffic, random loads and unloads and a hostile tenant for a
+    /// long time; fails on any unexpected answer or RSS growth after warm-up.
+    Soak(SoakArgs),
+}
+
+/// `mme bench soak`.
+#[derive(Args)]
+struct SoakArgs {
+    #[command(flatten)]
+    target: BenchTarget,
+    /// The server's process id, whose RSS is sampled.
+    #[arg(long)]
+    pid: u32,
+    /// Hostile models `<hostile-prefix>0` …, running the test guest `faulty`.
+    #[arg(long, default_value_t = 2)]
+    hostile_models: usize,
+    /// The hostile models' name prefix.
+    #[arg(long, default_value = "hostile-")]
+    hostile_prefix: String,
+    /// How long to run, such as 10m.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Concurrent connections of well-behaved traffic.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// How often to sample RSS.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    sample_every: Duration,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 /// Which server and models a load test sends to, and what.
@@ -295,14 +326,53 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .block_on(server::run(config))
 }
 
+fn soak_command(runtime: &tokio::runtime::Runtime, args: SoakArgs) -> anyhow::Result<()> {
+    let config = bench::SoakConfig {
+        url: args.target.url,
+        pid: args.pid,
+        models: args.target.models,
+        prefix: args.target.prefix,
+        hostile_models: args.hostile_models,
+        hostile_prefix: args.hostile_prefix,
+        body: args.target.body,
+        duration: args.duration,
+        connections: args.connections,
+        sample_every: args.sample_every,
+        seed: args.seed,
+    };
+    let report = runtime.block_on(bench::soak(&config))?;
+    println!("{report}");
+    let growth = report.rss_growth(config.duration);
+    match growth {
+        Some(growth) => println!(
+            "RSS growth after warm-up: {:+.2}% (limit {:.0}%)",
+            growth * 100.0,
+            bench::MAX_RSS_GROWTH * 100.0
+        ),
+        None => println!("RSS growth after warm-up: too few samples; run longer"),
+    }
+    anyhow::ensure!(
+        report.passed(config.duration),
+        "the soak failed: {} unexpected answers, RSS growth {}",
+        report.unexpected(),
+        growth.map_or("unknown".into(), |g| format!("{:+.2}%", g * 100.0))
+    );
+    println!("soak passed");
+    Ok(())
+}
+
 fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if let Some(BenchMode::Cold(t)) = args.mode {
-        let report = runtime.block_on(bench::cold(&t.url, &t.prefix, t.models, &t.body))?;
-        println!("{report}");
-        return Ok(());
+    match args.mode {
+        Some(BenchMode::Cold(t)) => {
+            let report = runtime.block_on(bench::cold(&t.url, &t.prefix, t.models, &t.body))?;
+            println!("{report}");
+            return Ok(());
+        }
+        Some(BenchMode::Soak(soak)) => return soak_command(&runtime, soak),
+        None => {}
     }
     let config_for = |pattern: &Pattern, baseline_route| BenchConfig {
         url: args.target.url.clone(),

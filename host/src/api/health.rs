@@ -15,8 +15,7 @@ pub async fn ping() -> Json<Value> {
 
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    // The memory figures are read now, not at the last load or eviction.
-    state.registry.memory();
+    state.registry.publish_memory();
     (
         [(
             header::CONTENT_TYPE,

@@ -9,6 +9,7 @@
 
 mod cold;
 mod pattern;
+mod soak;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +27,7 @@ use tokio::sync::Semaphore;
 
 pub use cold::{ColdReport, cold};
 pub use pattern::Pattern;
+pub use soak::{Actor, MAX_RSS_GROWTH, SoakConfig, SoakReport, soak};
 
 /// Which inference route the requests go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

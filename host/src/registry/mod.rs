@@ -36,6 +36,10 @@ pub type WasmScheduler = Scheduler<WasmBackend>;
 /// How long a package that failed to load answers with that failure
 /// before a request tries it again.
 pub const FAILED_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How many instance sizes, one per component, are kept before those of
+/// components that no loaded model uses are dropped.
+const MAX_INSTANCE_ESTIMATES: usize = 4096;
+
 /// How many failed loads are remembered for `describe`; the oldest go first.
 const MAX_FAILURES_KEPT: usize = 10_000;
 
@@ -636,13 +640,41 @@ impl Registry {
         known.get(hash).copied().unwrap_or(0)
     }
 
+    /// Keeps the measured size of an instance of component `hash`. The
+    /// figures of components that no loaded model uses are dropped once
+    /// there are many, so that a server that has seen many distinct
+    /// components over its life does not keep them all.
+    fn remember_instance_bytes(&self, hash: String, bytes: u64) {
+        let in_use: Option<std::collections::HashSet<String>> = {
+            let known = self
+                .instance_bytes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            (known.len() >= MAX_INSTANCE_ESTIMATES).then(|| {
+                self.list()
+                    .iter()
+                    .map(|m| m.wasm_hash().to_string())
+                    .collect()
+            })
+        };
+        let mut known = self
+            .instance_bytes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(in_use) = in_use {
+            known.retain(|hash, _| in_use.contains(hash));
+        }
+        known.insert(hash, bytes);
+    }
+
     /// The next tick of the models' clock of last use.
     fn next_use(&self) -> u64 {
         self.uses.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Publishes the budget's figures as metrics.
-    fn publish_memory(&self) {
+    /// Publishes the budget's figures as metrics; `/metrics` calls it so
+    /// that they are read at the scrape, not at the last load or eviction.
+    pub fn publish_memory(&self) {
         let used = self.budget.used();
         let m = &self.metrics;
         m.memory_used
@@ -654,12 +686,6 @@ impl Registry {
         m.memory_used
             .get_or_create(&MemoryLabels { kind: "models" })
             .set(clamp_i64(used.models));
-    }
-
-    /// The memory budget and what is in use against it.
-    pub fn memory(&self) -> (u64, MemoryUse) {
-        self.publish_memory();
-        (self.budget.limit(), self.budget.used())
     }
 
     /// Retires, in every model, the workers idle for longer than the
@@ -892,10 +918,7 @@ impl Registry {
         };
         let (backend, mut warm) = self.warm_up(name, backend, label, warm_count).await?;
         let measured = backend.memory().bytes() / warm.len().max(1) as u64;
-        self.instance_bytes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(hash, measured);
+        self.remember_instance_bytes(hash, measured);
         // At least one instance ran `load`; a model that scales to zero keeps none.
         warm.truncate(warm_count);
         drop(reserved);

@@ -115,6 +115,15 @@ impl CompileCache {
         loop {
             let slot = {
                 let mut slots = self.lock_slots();
+                if !slots.contains_key(&hash) {
+                    // Slots of components whose last user is gone are not
+                    // kept: only this lookup would have found them again.
+                    slots.retain(|_, slot| match slot.get() {
+                        Some(Ok(weak)) => weak.strong_count() > 0,
+                        Some(Err(_)) => false,
+                        None => true,
+                    });
+                }
                 slots.entry(hash.clone()).or_default().clone()
             };
             let mut fresh = None;
