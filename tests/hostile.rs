@@ -244,6 +244,16 @@ async fn hostile_packages_and_loads_fail_alone_with_precise_errors() {
         described.contains("\"FAILED\"") && described.contains("model_loading_timeout"),
         "{described}"
     );
+    // A name that is loaded is refused at once, not after a 202.
+    assert_eq!(server.predict("neighbour", ROW).await.0, 200);
+    let url = format!("file://{}", store.join("neighbour.tar.gz").display());
+    let (status, body) = post_json(
+        &server,
+        &format!("/models?url={url}&model_name=neighbour&synchronous=false"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
 
     assert_eq!(server.predict("neighbour", ROW).await.0, 200);
     let host_panics: Vec<&str> = log

@@ -9,11 +9,12 @@
 //!
 //! - [`server`]: wires the layers together for `mme serve`.
 //! - [`api`]: the HTTP routes; no state of their own.
-//! - [`bench`]: the load generator behind `mme bench`.
+//! - [`bench`]: the load generator behind `mme bench`, and its soak.
 //! - [`inspect`]: `mme inspect`, checking a package without serving it.
 //! - [`registry`]: name → loaded model, single-flight loads.
-//! - [`store`]: where packages come from (a local folder).
-//! - [`package`]: the `model.tar.gz` format, safe unpacking, `serving.properties`.
+//! - [`store`]: where packages come from (a local folder or S3), and the package cache.
+//! - [`package`]: a loadable package; its untrusted parts (safe unpacking,
+//!   `serving.properties`) are the crate `mme-package`, which fuzzing builds alone.
 //! - [`wlm`]: per-model queues, batching, worker scaling, and the compute threads that run every model's wasm.
 //! - [`runtime`]: wasmtime: compile once, sandboxed instances, deadlines.
 //! - [`config`], [`metrics`]: shared leaves.

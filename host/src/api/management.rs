@@ -80,15 +80,18 @@ pub async fn register(
     };
     let source = package_source(&url)?;
     if !synchronous {
+        // Reserved here, so that a describe right after the 202 says PENDING.
+        let reservation = state.registry.reserve(&name).map_err(register_error)?;
         let registry = state.registry.clone();
         let task_name = name.clone();
         tokio::spawn(async move {
-            if let Err(error) = registry.load_from(&task_name, source, &overrides).await {
+            let loaded = registry
+                .load_reserved(&task_name, reservation, source, &overrides)
+                .await;
+            if let Err(error) = loaded {
                 tracing::warn!(model = task_name, %error, "registration failed");
                 // Nobody waits for this answer: describe shows it instead.
-                if !matches!(error, LoadError::AlreadyLoaded(_)) {
-                    registry.record_failure(&task_name, error);
-                }
+                registry.record_failure(&task_name, error);
             }
         });
         return Ok((

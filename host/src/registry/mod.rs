@@ -212,6 +212,10 @@ pub enum PredictError {
 
 type Slot = Arc<OnceCell<Arc<LoadedModel>>>;
 
+/// A name taken for a load that has not run yet; see [`Registry::reserve`].
+#[must_use = "a reserved name stays loading until its load runs"]
+pub struct Reservation(Slot);
+
 /// How many times one request may find its model gone and load it again.
 const MAX_RELOADS: usize = 3;
 
@@ -378,16 +382,34 @@ impl Registry {
         source: PackageSource,
         overrides: &Overrides,
     ) -> Result<Arc<LoadedModel>, LoadError> {
+        let reservation = self.reserve(name)?;
+        self.load_reserved(name, reservation, source, overrides)
+            .await
+    }
+
+    /// Takes `name` for a load that [`Registry::load_reserved`] must then
+    /// run: from now on the name is loading (`describe` says `PENDING`),
+    /// even before the load's task first runs. A name that is loaded or
+    /// loading is refused.
+    pub fn reserve(&self, name: &str) -> Result<Reservation, LoadError> {
         crate::store::check_name(name)?;
-        let slot = {
-            let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-            if models.contains_key(name) {
-                return Err(LoadError::AlreadyLoaded(name.to_string()));
-            }
-            let slot = Slot::default();
-            models.insert(name.to_string(), slot.clone());
-            slot
-        };
+        let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        if models.contains_key(name) {
+            return Err(LoadError::AlreadyLoaded(name.to_string()));
+        }
+        let slot = Slot::default();
+        models.insert(name.to_string(), slot.clone());
+        Ok(Reservation(slot))
+    }
+
+    /// Loads model `name`, reserved by [`Registry::reserve`], from `source`.
+    pub async fn load_reserved(
+        &self,
+        name: &str,
+        Reservation(slot): Reservation,
+        source: PackageSource,
+        overrides: &Overrides,
+    ) -> Result<Arc<LoadedModel>, LoadError> {
         let result = slot
             .get_or_try_init(|| self.load(name, source, overrides))
             .await
