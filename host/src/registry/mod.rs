@@ -655,11 +655,7 @@ impl Registry {
     /// The linear memory of one instance of the component `hash`, as its
     /// last load measured it; 0 before any load.
     fn instance_estimate(&self, hash: &str) -> u64 {
-        let known = self
-            .instance_bytes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        known.get(hash).copied().unwrap_or(0)
+        self.lock_instance_bytes().get(hash).copied().unwrap_or(0)
     }
 
     /// Keeps the measured size of an instance of component `hash`. The
@@ -667,26 +663,25 @@ impl Registry {
     /// there are many, so that a server that has seen many distinct
     /// components over its life does not keep them all.
     fn remember_instance_bytes(&self, hash: String, bytes: u64) {
-        let in_use: Option<std::collections::HashSet<String>> = {
-            let known = self
-                .instance_bytes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            (known.len() >= MAX_INSTANCE_ESTIMATES).then(|| {
-                self.list()
-                    .iter()
-                    .map(|m| m.wasm_hash().to_string())
-                    .collect()
-            })
-        };
-        let mut known = self
-            .instance_bytes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let crowded = self.lock_instance_bytes().len() >= MAX_INSTANCE_ESTIMATES;
+        // Read before the figures are locked: one lock at a time.
+        let in_use: Option<std::collections::HashSet<String>> = crowded.then(|| {
+            self.list()
+                .iter()
+                .map(|m| m.wasm_hash().to_string())
+                .collect()
+        });
+        let mut known = self.lock_instance_bytes();
         if let Some(in_use) = in_use {
             known.retain(|hash, _| in_use.contains(hash));
         }
         known.insert(hash, bytes);
+    }
+
+    fn lock_instance_bytes(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.instance_bytes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The next tick of the models' clock of last use.
