@@ -48,7 +48,7 @@ mod oip;
 
 pub use body::{CSV, JSON, Matrix};
 pub use config::Config;
-pub use oip::{OIP_JSON, OUTPUT_NAME};
+pub use oip::{METADATA, OIP_JSON, OUTPUT_NAME};
 
 /// The bindings of the `mme:model` world, generated from `wit/`.
 ///
@@ -91,6 +91,14 @@ pub trait Model: Sized + 'static {
             .into_iter()
             .map(|request| self.predict(request))
             .collect()
+    }
+
+    /// What the model takes and gives, as the Open Inference Protocol's model
+    /// metadata lists it: `{"inputs": [...], "outputs": [...]}`, each entry
+    /// `{"name", "datatype", "shape"}`, and optionally a `"platform"`. The
+    /// host asks for it with a [`METADATA`] request; the default says nothing.
+    fn metadata(&self) -> serde_json::Value {
+        serde_json::json!({ "inputs": [], "outputs": [] })
     }
 }
 
@@ -150,6 +158,20 @@ macro_rules! export_model {
 /// requests as the protocol's responses.
 #[doc(hidden)]
 pub fn __predict<M: Model>(model: &M, batch: Vec<Request>) -> Vec<Result<Response, Error>> {
+    if batch.iter().any(|r| r.content_type == METADATA) {
+        return batch
+            .into_iter()
+            .map(|request| {
+                if request.content_type == METADATA {
+                    Response::json(&model.metadata())
+                } else {
+                    __predict(model, vec![request]).pop().unwrap_or_else(|| {
+                        Err(Error::internal("the model returned no answer"))
+                    })
+                }
+            })
+            .collect();
+    }
     let v2_bodies: Vec<Option<Vec<u8>>> = batch
         .iter()
         .map(|request| request.is_open_inference().then(|| request.body.clone()))

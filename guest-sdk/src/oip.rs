@@ -13,6 +13,10 @@ use crate::{Error, Response};
 /// The content type of a v2 inference request, as the host passes it on.
 pub const OIP_JSON: &str = "application/vnd.oip.v2+json";
 
+/// The content type of the host's request for a model's metadata
+/// ([`Model::metadata`](crate::Model::metadata)); clients cannot send it.
+pub const METADATA: &str = "application/vnd.mme.metadata+json";
+
 /// The name of the tensor that wraps a model's plain JSON answer.
 pub const OUTPUT_NAME: &str = "output-0";
 

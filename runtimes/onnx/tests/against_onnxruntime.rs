@@ -1,0 +1,127 @@
+//! The engine against onnxruntime, model by model: every model that
+//! `tests/onnx/make_models.py` exports with the real converters is run here
+//! on the same rows, and each output must match onnxruntime's (labels
+//! identical, numbers within 1e-4 relative).
+//!
+//! The models are made by `cargo xtask test`, which sets `MME_ONNX_MODELS`.
+
+use std::path::PathBuf;
+
+use mme_guest::{Model, OIP_JSON, Request};
+use mme_onnx::OnnxModel;
+use serde_json::{Value, json};
+
+fn models_dir() -> PathBuf {
+    PathBuf::from(std::env::var("MME_ONNX_MODELS").expect(
+        "MME_ONNX_MODELS names the folder of tests/onnx/make_models.py; run `cargo xtask test`",
+    ))
+}
+
+/// Whether `got` matches `want`: equal labels, numbers within 1e-4 relative.
+fn close(got: &Value, want: &Value) -> bool {
+    match (got, want) {
+        (Value::Number(g), Value::Number(w)) => {
+            let (g, w) = (g.as_f64().unwrap_or(f64::NAN), w.as_f64().unwrap_or(f64::NAN));
+            (g - w).abs() <= 1e-4 * w.abs().max(1.0)
+        }
+        (Value::Array(g), Value::Array(w)) => g.len() == w.len() && g.iter().zip(w).all(|(g, w)| close(g, w)),
+        (Value::Object(g), Value::Object(w)) => {
+            g.len() == w.len() && w.iter().all(|(k, w)| g.get(k).is_some_and(|g| close(g, w)))
+        }
+        _ => got == want,
+    }
+}
+
+fn flatten(value: &Value, out: &mut Vec<Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
+        other => out.push(other.clone()),
+    }
+}
+
+/// What the engine answers on v2 for a ZipMap output: its values, in class order.
+fn zipmap_values(rows: &Value) -> Value {
+    let mut out = Vec::new();
+    for row in rows.as_array().into_iter().flatten() {
+        if let Value::Object(map) = row {
+            out.extend(map.values().cloned());
+        }
+    }
+    Value::Array(out)
+}
+
+#[test]
+fn every_converted_model_matches_onnxruntime() {
+    let dir = models_dir();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir).expect("models folder").filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.path());
+    for entry in entries {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let record: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let model = match OnnxModel::from_bytes(&std::fs::read(path.with_extension("onnx")).unwrap()) {
+            Ok(model) => model,
+            Err(e) => {
+                failures.push(format!("{name}: load: {e:?}"));
+                continue;
+            }
+        };
+        let rows = &record["rows"];
+        let ort = record["ort"].as_object().unwrap();
+
+        // The plain route: one output as nested lists, several as an object by name.
+        let plain = model.predict(Request::json_body(rows.to_string()));
+        match plain {
+            Ok(answer) => {
+                let got: Value = serde_json::from_slice(&answer.body).unwrap();
+                let want = if ort.len() == 1 { ort.values().next().unwrap().clone() } else { Value::Object(ort.clone()) };
+                if !close(&got, &want) {
+                    failures.push(format!("{name}: plain answer {got}\n  onnxruntime {want}"));
+                }
+            }
+            Err(e) => failures.push(format!("{name}: plain: {e:?}")),
+        }
+
+        // v2: every output a tensor; a ZipMap is its FP32 values.
+        let mut shape = Vec::new();
+        let mut at = rows;
+        while let Value::Array(items) = at {
+            shape.push(items.len());
+            at = &items[0];
+        }
+        let mut data = Vec::new();
+        flatten(rows, &mut data);
+        let request = json!({"id": "t", "inputs": [{"name": "ignored", "shape": shape, "datatype": "FP32", "data": data}]});
+        let v2 = model.predict(Request { content_type: OIP_JSON.into(), accept: String::new(), body: request.to_string().into_bytes(), attributes: String::new() });
+        match v2 {
+            Ok(answer) => {
+                let got: Value = serde_json::from_slice(&answer.body).unwrap();
+                for (output, want) in ort {
+                    let tensor = got["outputs"].as_array().unwrap().iter().find(|t| &t["name"] == output);
+                    let Some(tensor) = tensor else {
+                        failures.push(format!("{name}: v2 has no output {output}: {got}"));
+                        continue;
+                    };
+                    let mut want_flat = Vec::new();
+                    if want.as_array().and_then(|a| a.first()).is_some_and(Value::is_object) {
+                        flatten(&zipmap_values(want), &mut want_flat);
+                    } else {
+                        flatten(want, &mut want_flat);
+                    }
+                    if !close(&tensor["data"], &Value::Array(want_flat.clone())) {
+                        failures.push(format!("{name}: v2 output {output} {}\n  onnxruntime {want_flat:?}", tensor["data"]));
+                    }
+                }
+            }
+            Err(e) => failures.push(format!("{name}: v2: {e:?}")),
+        }
+        checked += 1;
+    }
+    assert!(checked >= 40, "only {checked} models in {}", dir.display());
+    assert!(failures.is_empty(), "{} of {checked} models differ:\n{}", failures.len(), failures.join("\n"));
+}

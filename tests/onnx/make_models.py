@@ -1,0 +1,211 @@
+"""Trains and exports the ONNX models that the engine's tests serve.
+
+Every model is made by the real converter a user would run (skl2onnx,
+onnxmltools, onnx.helper), with its defaults. Beside each `NAME.onnx` goes
+`NAME.json`: the rows to send, what the library itself predicts on them
+(`predict`, `predict_proba`) and what onnxruntime answers, output by output.
+
+    python3 tests/onnx/make_models.py OUT_DIR
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+from skl2onnx import to_onnx
+from sklearn.cluster import KMeans
+from sklearn.datasets import load_iris, make_classification, make_regression
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+RNG = np.random.RandomState(0)
+
+
+def to_list(value):
+    """onnxruntime's outputs as JSON: arrays as nested lists, ZipMap as a list of dicts."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "OUS":
+            return [str(v) for v in value.ravel()] if value.ndim else str(value)
+        return value.tolist()
+    if isinstance(value, list):
+        return [{str(k): float(v) for k, v in row.items()} for row in value]
+    return value
+
+
+def save(out, name, onx, rows, native=None, dtype=np.float32):
+    path = out / f"{name}.onnx"
+    path.write_bytes(onx.SerializeToString())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed_name = session.get_inputs()[0].name
+    x = np.asarray(rows, dtype=dtype)
+    results = session.run(None, {feed_name: x})
+    record = {
+        "rows": x.tolist(),
+        "ort": {o.name: to_list(r) for o, r in zip(session.get_outputs(), results)},
+        "native": native or {},
+    }
+    (out / f"{name}.json").write_text(json.dumps(record))
+
+
+def classifier(out, name, model, x, y, rows, **options):
+    model.fit(x, y)
+    native = {
+        "label": [v.item() if hasattr(v, "item") else v for v in model.predict(rows)],
+        "probabilities": model.predict_proba(rows).tolist(),
+    }
+    save(out, name, to_onnx(model, x[:1].astype(np.float32)), rows, native)
+    save(
+        out,
+        name + "_nozipmap",
+        to_onnx(model, x[:1].astype(np.float32), options={"zipmap": False}),
+        rows,
+        native,
+    )
+
+
+def regressor(out, name, model, x, y, rows):
+    model.fit(x, y)
+    native = {"variable": np.asarray(model.predict(rows)).tolist()}
+    save(out, name, to_onnx(model, x[:1].astype(np.float32)), rows, native)
+
+
+def sklearn_models(out):
+    # The SageMaker blog's model: y = 2x + 1.
+    x = np.arange(0, 10, 0.5, dtype=np.float32).reshape(-1, 1)
+    y = 2 * x.ravel() + 1
+    regressor(out, "linear_regression", LinearRegression(), x, y, [[0.5], [1.0]])
+
+    xr, yr = make_regression(n_samples=300, n_features=6, noise=0.3, random_state=0)
+    xr = xr.astype(np.float32)
+    rows_r = xr[:16]
+    _, y2 = make_regression(n_samples=300, n_features=6, n_targets=2, random_state=1)
+    regressor(out, "ridge", Ridge(alpha=0.5), xr, yr, rows_r)
+    regressor(out, "decision_tree_regressor", DecisionTreeRegressor(max_depth=6, random_state=0), xr, yr, rows_r)
+    regressor(out, "random_forest_regressor", RandomForestRegressor(n_estimators=100, max_depth=8, random_state=0), xr, yr, rows_r)
+    regressor(out, "extra_trees_regressor", ExtraTreesRegressor(n_estimators=30, max_depth=8, random_state=0), xr, yr, rows_r)
+    regressor(out, "gradient_boosting_regressor", GradientBoostingRegressor(n_estimators=50, random_state=0), xr, yr, rows_r)
+    regressor(out, "hist_gradient_boosting_regressor", HistGradientBoostingRegressor(max_iter=30, random_state=0), xr, yr, rows_r)
+    regressor(out, "random_forest_multi_target", RandomForestRegressor(n_estimators=20, max_depth=6, random_state=0), xr, y2, rows_r)
+    regressor(out, "decision_tree_multi_target", DecisionTreeRegressor(max_depth=6, random_state=0), xr, y2, rows_r)
+    regressor(out, "mlp_regressor", MLPRegressor(hidden_layer_sizes=(32, 16), max_iter=300, random_state=0), xr, yr, rows_r)
+    regressor(out, "minmax_ridge_pipeline", make_pipeline(MinMaxScaler(), Ridge()), xr, yr, rows_r)
+
+    iris = load_iris()
+    xi, yi = iris.data.astype(np.float32), iris.target
+    rows_i = xi[::10]
+    xb, yb = make_classification(n_samples=400, n_features=8, n_informative=5, random_state=0)
+    xb = xb.astype(np.float32)
+    rows_b = xb[:16]
+    for prefix, xc, yc, rows in [("binary", xb, yb, rows_b), ("multiclass", xi, yi, rows_i)]:
+        classifier(out, f"logistic_{prefix}", LogisticRegression(max_iter=500), xc, yc, rows)
+        classifier(out, f"decision_tree_{prefix}", DecisionTreeClassifier(max_depth=5, random_state=0), xc, yc, rows)
+        classifier(out, f"random_forest_{prefix}", RandomForestClassifier(n_estimators=100, max_depth=8, random_state=0), xc, yc, rows)
+        classifier(out, f"extra_trees_{prefix}", ExtraTreesClassifier(n_estimators=30, max_depth=8, random_state=0), xc, yc, rows)
+        classifier(out, f"gradient_boosting_{prefix}", GradientBoostingClassifier(n_estimators=30, random_state=0), xc, yc, rows)
+        classifier(out, f"hist_gradient_boosting_{prefix}", HistGradientBoostingClassifier(max_iter=20, random_state=0), xc, yc, rows)
+        classifier(out, f"mlp_{prefix}", MLPClassifier(hidden_layer_sizes=(16,), max_iter=500, random_state=0), xc, yc, rows)
+        classifier(out, f"scaled_logistic_{prefix}", make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)), xc, yc, rows)
+    names = np.array(iris.target_names)[yi]
+    classifier(out, "string_labels", RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0), xi, names, rows_i)
+    classifier(out, "string_labels_logistic", LogisticRegression(max_iter=500), xi, names, rows_i)
+
+    kmeans = KMeans(n_clusters=3, n_init=3, random_state=0).fit(xi)
+    native = {"label": kmeans.predict(rows_i).tolist()}
+    save(out, "kmeans", to_onnx(kmeans, xi[:1]), rows_i, native)
+
+
+def boosters(out):
+    import lightgbm
+    import xgboost
+    from onnxmltools import convert_lightgbm, convert_xgboost
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    xb, yb = make_classification(n_samples=400, n_features=8, n_informative=5, random_state=0)
+    xm, ym = make_classification(n_samples=400, n_features=8, n_informative=5, n_classes=3, random_state=0)
+    xr, yr = make_regression(n_samples=300, n_features=8, noise=0.3, random_state=0)
+    xb, xm, xr = (a.astype(np.float32) for a in (xb, xm, xr))
+    types = [("input", FloatTensorType([None, 8]))]
+    for name, model, x, y in [
+        ("xgboost_binary", xgboost.XGBClassifier(n_estimators=100, max_depth=4), xb, yb),
+        ("xgboost_multiclass", xgboost.XGBClassifier(n_estimators=30, max_depth=4), xm, ym),
+        ("lightgbm_binary", lightgbm.LGBMClassifier(n_estimators=50, verbose=-1), xb, yb),
+        ("lightgbm_multiclass", lightgbm.LGBMClassifier(n_estimators=30, verbose=-1), xm, ym),
+    ]:
+        model.fit(x, y)
+        rows = x[:16]
+        native = {"label": model.predict(rows).tolist(), "probabilities": model.predict_proba(rows).tolist()}
+        convert = convert_xgboost if name.startswith("xgboost") else convert_lightgbm
+        save(out, name, convert(model, initial_types=types, target_opset=15), rows, native)
+        if name.startswith("lightgbm"):
+            save(out, name + "_nozipmap", convert(model, initial_types=types, zipmap=False, target_opset=15), rows, native)
+    for name, model in [
+        ("xgboost_regressor", xgboost.XGBRegressor(n_estimators=100, max_depth=4)),
+        ("lightgbm_regressor", lightgbm.LGBMRegressor(n_estimators=50, verbose=-1)),
+    ]:
+        model.fit(xr, yr)
+        rows = xr[:16]
+        native = {"variable": model.predict(rows).tolist()}
+        convert = convert_xgboost if name.startswith("xgboost") else convert_lightgbm
+        save(out, name, convert(model, initial_types=types, target_opset=15), rows, native)
+
+
+def convnet():
+    """A small image classifier as PyTorch's exporter writes one: NCHW input, Conv, Relu, MaxPool, Gemm, Softmax."""
+    w1 = RNG.randn(4, 1, 3, 3).astype(np.float32) * 0.5
+    b1 = RNG.randn(4).astype(np.float32) * 0.1
+    w2 = RNG.randn(3, 4 * 4 * 4).astype(np.float32) * 0.2
+    b2 = RNG.randn(3).astype(np.float32) * 0.1
+    init = [
+        helper.make_tensor(n, TensorProto.FLOAT, a.shape, a.ravel())
+        for n, a in [("conv.weight", w1), ("conv.bias", b1), ("fc.weight", w2), ("fc.bias", b2)]
+    ]
+    init.append(helper.make_tensor("flat_shape", TensorProto.INT64, [2], [0, -1]))
+    nodes = [
+        helper.make_node("Conv", ["input", "conv.weight", "conv.bias"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="/conv/Conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="/relu/Relu"),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="/pool/MaxPool"),
+        helper.make_node("Reshape", ["p", "flat_shape"], ["f"], name="/Reshape"),
+        helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["g"], transB=1, name="/fc/Gemm"),
+        helper.make_node("Softmax", ["g"], ["output"], axis=1, name="/Softmax"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "convnet",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch_size", 1, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch_size", 3])],
+        init,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="pytorch")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def main():
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    sklearn_models(out)
+    boosters(out)
+    images = RNG.rand(4, 1, 8, 8).astype(np.float32)
+    save(out, "convnet", convnet(), images)
+
+
+if __name__ == "__main__":
+    main()
