@@ -165,9 +165,9 @@ pub fn __predict<M: Model>(model: &M, batch: Vec<Request>) -> Vec<Result<Respons
                 if request.content_type == METADATA {
                     Response::json(&model.metadata())
                 } else {
-                    __predict(model, vec![request]).pop().unwrap_or_else(|| {
-                        Err(Error::internal("the model returned no answer"))
-                    })
+                    __predict(model, vec![request])
+                        .pop()
+                        .unwrap_or_else(|| Err(Error::internal("the model returned no answer")))
                 }
             })
             .collect();

@@ -53,6 +53,10 @@ pub struct ServerConfig {
     pub header_read_timeout: std::time::Duration,
     /// How long a request's body may take to arrive (408 after).
     pub body_read_timeout: std::time::Duration,
+    /// The built-in ONNX engine's component; `None` looks beside the binary.
+    pub onnx_engine: Option<PathBuf>,
+    /// Whether to compile the ONNX engine in the background at start.
+    pub onnx_precompile: bool,
 }
 
 /// Default bound on the arrival of a request's head.

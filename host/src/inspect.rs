@@ -3,14 +3,15 @@
 //! a report of what was found, or the step that failed and why.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
 use thiserror::Error;
 
-use crate::package::{Limits, Package, Properties};
+use crate::package::{Limits, ModelCode, Package, Properties};
 use crate::registry::sandbox_for;
-use crate::runtime::{Request, Runtime, RuntimeConfig};
+use crate::runtime::{Instance, METADATA_CONTENT_TYPE, OIP_JSON, Request, Runtime, RuntimeConfig};
 
 /// The step of the check that failed, and why.
 #[derive(Debug, Error)]
@@ -33,38 +34,43 @@ pub struct Report {
     pub files: Vec<String>,
     /// The parsed settings.
     pub properties: Properties,
-    /// Size of `model.wasm`.
-    pub wasm_bytes: usize,
-    /// Hex BLAKE3 hash of `model.wasm`, the key of its compiled form.
+    /// What runs the model.
+    pub code: ModelCode,
+    /// Hex BLAKE3 hash of the component that runs it, the key of its compiled form.
     pub wasm_hash: String,
+    /// What the model says it takes and gives (`inputs`, `outputs`).
+    pub metadata: Value,
     /// Time of each step.
     pub compile: Duration,
     /// Time to instantiate.
     pub instantiate: Duration,
     /// Time of the guest's `load`.
     pub load: Duration,
-    /// The answer to a sample request, when one was given.
-    pub sample: Option<String>,
+    /// The sample request sent, and the model's answer.
+    pub sample: Option<(String, String)>,
 }
 
 /// Checks the package at `source` (archive or folder). With `sample`, also
-/// sends it as a JSON request and reports the answer.
-pub fn inspect(source: &Path, sample: Option<&[u8]>) -> Result<Report, InspectError> {
+/// sends it as a JSON request and reports the answer; an ONNX model without
+/// one gets a request made from its graph's input shapes.
+pub fn inspect(
+    source: &Path,
+    sample: Option<&[u8]>,
+    onnx_engine: Option<PathBuf>,
+) -> Result<Report, InspectError> {
     let scratch = tempfile::tempdir().map_err(|e| failed("setup")(e.to_string()))?;
     let mut package = Package::open(source, scratch.path(), &Limits::default())
         .map_err(|e| failed("unpack")(e.to_string()))?;
     let files = list_files(package.dir());
-    let wasm = package
-        .take_wasm(Limits::default().max_unpacked_bytes)
-        .map_err(|e| failed("read model.wasm")(e.to_string()))?;
     let runtime = Runtime::new(RuntimeConfig {
         max_instances: 4,
+        onnx_engine,
         ..RuntimeConfig::default()
     })
     .map_err(|e| failed("engine")(e.to_string()))?;
     let started = Instant::now();
-    let compiled = runtime
-        .compile(&wasm)
+    let compiled = package
+        .compile(&runtime, Limits::default().max_unpacked_bytes)
         .map_err(|e| failed("compile")(e.to_string()))?;
     let compile = started.elapsed();
     let sandbox = sandbox_for(
@@ -80,39 +86,106 @@ pub fn inspect(source: &Path, sample: Option<&[u8]>) -> Result<Report, InspectEr
     let instantiate = started.elapsed();
     let started = Instant::now();
     instance
-        .load(&package.properties.options)
+        .load(&package.load_options())
         .map_err(|e| failed("load")(e.to_string()))?;
     let load = started.elapsed();
-    let sample = match sample {
+    let metadata = call(&mut instance, METADATA_CONTENT_TYPE, b"")
+        .ok()
+        .and_then(|answer| serde_json::from_str(&answer).ok())
+        .unwrap_or_else(|| json!({}));
+    let request = match sample {
+        Some(body) => Some(("application/json", body.to_vec())),
+        None => sample_for(&metadata),
+    };
+    let sample = match request {
         None => None,
-        Some(body) => {
-            let request = Request {
-                content_type: "application/json".into(),
-                accept: String::new(),
-                body: body.to_vec(),
-                attributes: String::new(),
-            };
-            let mut results = instance
-                .predict(std::slice::from_ref(&request))
-                .map_err(|e| failed("predict")(e.to_string()))?;
-            let answer = match results.pop() {
-                Some(Ok(response)) => String::from_utf8_lossy(&response.body).into_owned(),
-                Some(Err(error)) => return Err(failed("predict")(error.to_string())),
-                None => return Err(failed("predict")("no result".into())),
-            };
-            Some(answer)
+        Some((content_type, body)) => {
+            let answer = call(&mut instance, content_type, &body)?;
+            Some((String::from_utf8_lossy(&body).into_owned(), answer))
         }
     };
     Ok(Report {
         files,
         properties: package.properties.clone(),
-        wasm_bytes: wasm.len(),
+        code: package.code().clone(),
         wasm_hash: compiled.hash.clone(),
+        metadata,
         compile,
         instantiate,
         load,
         sample,
     })
+}
+
+/// Sends one request to the instance and returns the answer's body.
+fn call(instance: &mut Instance, content_type: &str, body: &[u8]) -> Result<String, InspectError> {
+    let request = Request {
+        content_type: content_type.into(),
+        accept: String::new(),
+        body: body.to_vec(),
+        attributes: String::new(),
+    };
+    let mut results = instance
+        .predict(std::slice::from_ref(&request))
+        .map_err(|e| failed("predict")(e.to_string()))?;
+    match results.pop() {
+        Some(Ok(response)) => Ok(String::from_utf8_lossy(&response.body).into_owned()),
+        Some(Err(error)) => Err(failed("predict")(error.to_string())),
+        None => Err(failed("predict")("no result".into())),
+    }
+}
+
+/// A request made from the model's listed inputs: one row of 0.5 (1 for
+/// integers, "a" for strings), as JSON rows for one input or a v2 request
+/// for several. `None` when the model lists no inputs.
+fn sample_for(metadata: &Value) -> Option<(&'static str, Vec<u8>)> {
+    let inputs = metadata.get("inputs")?.as_array()?;
+    let tensors: Vec<Value> = inputs
+        .iter()
+        .map(|input| {
+            let shape: Vec<usize> = input["shape"]
+                .as_array()
+                .map(|dims| dims.iter().map(|d| d.as_u64().map_or(1, |d| d as usize)).collect())
+                .unwrap_or_default();
+            let datatype = input["datatype"].as_str().unwrap_or("FP32");
+            let value = match datatype {
+                "BYTES" => json!("a"),
+                "BOOL" => json!(true),
+                t if t.starts_with("FP") => json!(0.5),
+                _ => json!(1),
+            };
+            let count = shape.iter().product::<usize>();
+            json!({ "name": input["name"], "shape": shape, "datatype": datatype, "data": vec![value; count] })
+        })
+        .collect();
+    match tensors.as_slice() {
+        [] => None,
+        [one] => {
+            let shape: Vec<usize> =
+                serde_json::from_value(one["shape"].clone()).unwrap_or_default();
+            let data = one["data"].as_array().cloned().unwrap_or_default();
+            let body = nest(&shape, &data);
+            Some(("application/json", body.to_string().into_bytes()))
+        }
+        many => Some((OIP_JSON, json!({ "inputs": many }).to_string().into_bytes())),
+    }
+}
+
+/// Flat values as nested lists of `shape`.
+fn nest(shape: &[usize], values: &[Value]) -> Value {
+    match shape {
+        [] => values.first().cloned().unwrap_or(Value::Null),
+        [_] => Value::Array(values.to_vec()),
+        [_, rest @ ..] => {
+            let stride = rest.iter().product::<usize>().max(1);
+            Value::Array(
+                values
+                    .chunks(stride)
+                    .map(|chunk| nest(rest, chunk))
+                    .collect(),
+            )
+        }
+    }
 }
 
 fn list_files(root: &Path) -> Vec<String> {
@@ -142,11 +215,25 @@ impl fmt::Display for Report {
         let p = &self.properties;
         writeln!(f, "package OK")?;
         writeln!(f, "  /model:       {}", self.files.join(", "))?;
-        writeln!(
-            f,
-            "  model.wasm:   {} bytes, blake3 {}",
-            self.wasm_bytes, self.wasm_hash
-        )?;
+        match &self.code {
+            ModelCode::Wasm => writeln!(f, "  model.wasm:   blake3 {}", self.wasm_hash)?,
+            ModelCode::Onnx { file } => writeln!(
+                f,
+                "  engine:       OnnxRuntime (the built-in ONNX engine, blake3 {}) on {file}",
+                self.wasm_hash
+            )?,
+        }
+        for (kind, key) in [("input", "inputs"), ("output", "outputs")] {
+            for port in self.metadata[key].as_array().into_iter().flatten() {
+                writeln!(
+                    f,
+                    "  {kind:<7}       {} {} {}",
+                    port["name"].as_str().unwrap_or("?"),
+                    port["datatype"].as_str().unwrap_or("?"),
+                    port["shape"]
+                )?;
+            }
+        }
         writeln!(f, "  world:        mme:model/model (exports load, predict)")?;
         writeln!(
             f,
@@ -172,8 +259,9 @@ impl fmt::Display for Report {
             "  timings:      compile {:?}, instantiate {:?}, load {:?}",
             self.compile, self.instantiate, self.load
         )?;
-        if let Some(sample) = &self.sample {
-            writeln!(f, "  sample:       {sample}")?;
+        if let Some((request, answer)) = &self.sample {
+            writeln!(f, "  sample:       {request}")?;
+            writeln!(f, "  answer:       {answer}")?;
         }
         Ok(())
     }

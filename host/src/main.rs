@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mme_host::bench::{self, BenchConfig, Pattern};
 use mme_host::config::{self, ServerConfig};
-use mme_host::package::{self, PackageSpec};
+use mme_host::package::{self, ModelFile, PackageSpec};
 use mme_host::runtime::{DEFAULT_MAX_INSTANCE_MEMORY, DEFAULT_MAX_INSTANCES};
 use mme_host::{inspect, server, wlm};
 use tracing_subscriber::EnvFilter;
@@ -98,6 +98,20 @@ struct ServeArgs {
     /// How long a request's body may take to arrive; 408 after.
     #[arg(long, default_value = config::DEFAULT_BODY_READ_TIMEOUT, value_parser = humantime::parse_duration)]
     body_read_timeout: Duration,
+    #[command(flatten)]
+    onnx: OnnxEngineArgs,
+    /// Compile the ONNX engine in the background at start (or read it from the
+    /// cache folder), so that no request waits for it.
+    #[arg(long, env = "MME_ONNX_PRECOMPILE", default_value_t = true, action = clap::ArgAction::Set)]
+    onnx_precompile: bool,
+}
+
+/// Where the built-in ONNX engine is.
+#[derive(Args)]
+struct OnnxEngineArgs {
+    /// The ONNX engine's component [default: mme-onnx.wasm beside the mme binary].
+    #[arg(long, env = "MME_ONNX_ENGINE")]
+    onnx_engine: Option<PathBuf>,
 }
 
 /// A size such as `512MiB`, `2GiB` or a number of bytes; more than 0.
@@ -120,11 +134,15 @@ fn parse_queue_full_status(text: &str) -> Result<u16, String> {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("model").required(true).args(["wasm", "onnx"])))]
 struct PackageArgs {
     /// The model's component, built for wasm32-wasip2.
     #[arg(long)]
-    wasm: PathBuf,
-    /// A file to ship beside model.wasm; repeat for more.
+    wasm: Option<PathBuf>,
+    /// An ONNX model file, run by the built-in ONNX engine (engine=OnnxRuntime).
+    #[arg(long)]
+    onnx: Option<PathBuf>,
+    /// A file to ship beside the model; repeat for more.
     #[arg(long = "artifact")]
     artifacts: Vec<PathBuf>,
     /// A serving.properties entry, `key=value`; repeat for more.
@@ -139,9 +157,12 @@ struct PackageArgs {
 struct InspectArgs {
     /// The package: a .tar.gz file or an unpacked folder.
     package: PathBuf,
-    /// Also send this JSON body to the model and print the answer.
+    /// Also send this JSON body to the model and print the answer (an ONNX
+    /// model gets a sample made from its input shapes when this is absent).
     #[arg(long)]
     body: Option<String>,
+    #[command(flatten)]
+    onnx: OnnxEngineArgs,
 }
 
 #[derive(Args)]
@@ -265,11 +286,20 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
         Command::Package(args) => {
-            let wasm = std::fs::read(&args.wasm)
-                .with_context(|| format!("cannot read {}", args.wasm.display()))?;
+            let (path, is_onnx) = match (&args.wasm, &args.onnx) {
+                (Some(wasm), None) => (wasm, false),
+                (None, Some(onnx)) => (onnx, true),
+                _ => anyhow::bail!("pass one of --wasm and --onnx"),
+            };
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             package::build(
                 &PackageSpec {
-                    wasm: &wasm,
+                    model: if is_onnx {
+                        ModelFile::Onnx(&bytes)
+                    } else {
+                        ModelFile::Wasm(&bytes)
+                    },
                     artifacts: &args.artifacts,
                     properties: &args.properties,
                 },
@@ -279,10 +309,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inspect(args) => {
-            let report = inspect::inspect(&args.package, args.body.as_deref().map(str::as_bytes))
-                .with_context(|| {
-                format!("{} is not a usable package", args.package.display())
-            })?;
+            let report = inspect::inspect(
+                &args.package,
+                args.body.as_deref().map(str::as_bytes),
+                args.onnx.onnx_engine,
+            )
+            .with_context(|| format!("{} is not a usable package", args.package.display()))?;
             print!("{report}");
             Ok(())
         }
@@ -319,6 +351,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         memory_limit: args
             .memory_limit
             .unwrap_or_else(mme_host::registry::default_limit),
+        onnx_engine: args.onnx.onnx_engine,
+        onnx_precompile: args.onnx_precompile,
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

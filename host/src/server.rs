@@ -19,6 +19,24 @@ use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::{ModelStore, PackageCache};
 use crate::wlm::SystemClock;
 
+/// Compiles the ONNX engine (or reads it from the cache folder) on a thread
+/// of its own, so that the first ONNX model does not wait for it. A server
+/// without the engine installed serves on; ONNX models then fail to load
+/// with what to install.
+fn precompile_onnx_engine(runtime: &Arc<Runtime>) {
+    let runtime = runtime.clone();
+    let spawned = std::thread::Builder::new()
+        .name("onnx-precompile".into())
+        .spawn(move || {
+            if let Err(error) = runtime.onnx_engine() {
+                tracing::warn!(%error, "ONNX models cannot be served");
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot precompile the ONNX engine; the first ONNX model will");
+    }
+}
+
 /// How often idle workers are looked for and retired.
 const RETIRE_EVERY: Duration = Duration::from_secs(1);
 
@@ -30,8 +48,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         max_instance_memory_bytes: config.max_instance_memory_bytes,
         max_instances: config.max_instances,
         stats: metrics.compile.clone(),
+        onnx_engine: config.onnx_engine.clone(),
         ..RuntimeConfig::default()
     })?;
+    if config.onnx_precompile {
+        precompile_onnx_engine(&runtime);
+    }
     std::fs::create_dir_all(&config.cache_dir).with_context(|| {
         format!(
             "cannot create the cache folder {}",

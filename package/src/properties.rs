@@ -73,6 +73,16 @@ pub enum PropertiesError {
     },
 }
 
+/// What runs a package's model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The package's own `model.wasm` (`engine=Wasm`).
+    Wasm,
+    /// The built-in ONNX engine runs the package's `.onnx` file
+    /// (`engine=OnnxRuntime`, DJL's value, or `engine=Onnx`).
+    Onnx,
+}
+
 /// The parsed and validated settings of one model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Properties {
@@ -97,6 +107,8 @@ pub struct Properties {
     /// `model_loading_timeout` (or DJL's `option.model_loading_timeout`), in
     /// seconds: the deadline of the model's `load`.
     pub load_timeout: Duration,
+    /// `engine`, when the file names one; otherwise the package's files decide.
+    pub engine: Option<Engine>,
     /// `option.*` entries, prefix removed, in file order; passed to the guest's `load`.
     pub options: Vec<(String, String)>,
     /// Keys this server does not know, kept so that the loader can warn about them.
@@ -116,6 +128,7 @@ impl Default for Properties {
             max_memory_mb: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             load_timeout: DEFAULT_LOAD_TIMEOUT,
+            engine: None,
             options: Vec::new(),
             unknown_keys: Vec::new(),
         }
@@ -202,9 +215,17 @@ impl Properties {
                     Duration::from_secs(number(key, value, 1, MAX_TIMEOUT_MS / 1000)?)
             }
             "engine" => {
-                if !value.eq_ignore_ascii_case("wasm") {
-                    return Err(bad(key, value, "this server runs only engine=Wasm"));
-                }
+                self.engine = Some(match value.to_ascii_lowercase().as_str() {
+                    "wasm" => Engine::Wasm,
+                    "onnxruntime" | "onnx" => Engine::Onnx,
+                    _ => {
+                        return Err(bad(
+                            key,
+                            value,
+                            "this server runs engine=Wasm (a model.wasm) and engine=OnnxRuntime (a .onnx file)",
+                        ));
+                    }
+                })
             }
             _ => match key.strip_prefix("option.") {
                 Some(option) if !option.is_empty() => {
@@ -287,6 +308,7 @@ mod tests {
         assert_eq!(p.load_timeout, Duration::from_secs(30));
         assert_eq!(p.max_memory_mb, Some(64));
         assert_eq!(p.required_memory_mb, Some(12));
+        assert_eq!(p.engine, Some(Engine::Wasm));
         assert_eq!(
             p.options,
             vec![
@@ -295,6 +317,22 @@ mod tests {
             ]
         );
         assert_eq!(p.unknown_keys, vec!["tensor_parallel_degree".to_string()]);
+    }
+
+    #[test]
+    fn the_engine_takes_djl_values() {
+        for (text, engine) in [
+            ("engine=OnnxRuntime", Some(Engine::Onnx)),
+            ("engine=Onnx", Some(Engine::Onnx)),
+            ("engine=wasm", Some(Engine::Wasm)),
+            ("", None),
+        ] {
+            assert_eq!(
+                Properties::parse(text.as_bytes()).unwrap().engine,
+                engine,
+                "{text}"
+            );
+        }
     }
 
     #[test]

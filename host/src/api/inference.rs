@@ -16,7 +16,7 @@ use super::v2::OIP_JSON;
 use super::{ApiError, AppState};
 use crate::metrics::RequestLabels;
 use crate::registry::{LoadedModel, Reload};
-use crate::runtime::Request;
+use crate::runtime::{METADATA_CONTENT_TYPE, Request};
 
 /// The `model` label of requests for models that are not loaded.
 const UNKNOWN_MODEL_LABEL: &str = "_unknown";
@@ -123,6 +123,8 @@ pub(super) enum Protocol {
     /// An Open Inference Protocol (KServe v2) JSON request; the answer names
     /// the model and errors carry the protocol's `error` field.
     OpenInference,
+    /// The server asks the model what it takes and gives (v2 model metadata).
+    Metadata,
 }
 
 /// Whether a route may load a model that is not loaded yet, and from where.
@@ -172,12 +174,14 @@ pub(super) async fn answer(
     match (result, protocol) {
         (Ok(response), _) => response,
         (Err(error), Protocol::Plain) => error.into_response(),
-        (Err(error), Protocol::OpenInference) => error.into_open_inference_response(),
+        (Err(error), Protocol::OpenInference | Protocol::Metadata) => {
+            error.into_open_inference_response()
+        }
     }
 }
 
 /// The model that took the request, if one did, and the answer.
-async fn predict(
+pub(super) async fn predict(
     state: &AppState,
     model: &str,
     headers: &HeaderMap,
@@ -219,7 +223,20 @@ async fn predict(
     let content_type = match protocol {
         Protocol::Plain => header_text(headers, header::CONTENT_TYPE.as_str()),
         Protocol::OpenInference => OIP_JSON.to_string(),
+        Protocol::Metadata => METADATA_CONTENT_TYPE.to_string(),
     };
+    if protocol != Protocol::Metadata && content_type.eq_ignore_ascii_case(METADATA_CONTENT_TYPE) {
+        return (
+            None,
+            Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                format!(
+                    "{METADATA_CONTENT_TYPE} is the server's own; send the model's input as application/json or text/csv"
+                ),
+            )),
+        );
+    }
     let request = Request {
         content_type,
         accept: header_text(headers, header::ACCEPT.as_str()),

@@ -10,12 +10,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::inference::{Loading, Protocol, answer};
+use super::inference::{Loading, Protocol, answer, predict};
 use super::{ApiError, AppState};
 use crate::registry::LoadedModel;
 
-/// The content type under which a v2 request reaches the model (see `wit/model.wit`).
-pub const OIP_JSON: &str = "application/vnd.oip.v2+json";
+pub use crate::runtime::OIP_JSON;
 
 /// The version every model has: models here are not versioned.
 const MODEL_VERSION: &str = "1";
@@ -42,18 +41,41 @@ pub async fn ready() -> Json<Value> {
     Json(json!({ "ready": true }))
 }
 
-/// `GET /v2/models/{name}`: the model's metadata, loading it on demand.
+/// The most a model's metadata may take; real ones are a few hundred bytes.
+const MAX_METADATA_BYTES: usize = 1 << 20;
+
+/// `GET /v2/models/{name}`: the model's metadata, loading it on demand. The
+/// inputs and outputs are the model's own (the ONNX engine lists its
+/// graph's); a model that says nothing lists none.
 pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    describe_loaded(&state, &name, |model| {
-        json!({
-            "name": model.name,
-            "versions": [MODEL_VERSION],
-            "platform": "wasm",
-            "inputs": [],
-            "outputs": [],
-        })
-    })
-    .await
+    let (_, answer) = predict(
+        &state,
+        &name,
+        &HeaderMap::new(),
+        Body::empty(),
+        (Loading::OnDemand, Protocol::Metadata),
+    )
+    .await;
+    let own: Value = match answer {
+        Ok(response) => axum::body::to_bytes(response.into_body(), MAX_METADATA_BYTES)
+            .await
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_else(|| json!({})),
+        Err(error) => return error.into_open_inference_response(),
+    };
+    let listed = |key: &str| match own.get(key) {
+        Some(Value::Array(items)) => Value::Array(items.clone()),
+        _ => json!([]),
+    };
+    Json(json!({
+        "name": name,
+        "versions": [MODEL_VERSION],
+        "platform": own.get("platform").and_then(Value::as_str).unwrap_or("wasm"),
+        "inputs": listed("inputs"),
+        "outputs": listed("outputs"),
+    }))
+    .into_response()
 }
 
 /// `GET /v2/models/{name}/ready`: 200 once the model is loaded (this loads

@@ -8,19 +8,22 @@ pub use mme_package::{archive, properties};
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tempfile::TempDir;
 use thiserror::Error;
 
 pub use archive::{ArchiveError, Limits};
-pub use properties::{Properties, PropertiesError};
+pub use properties::{Engine, Properties, PropertiesError};
 
-use crate::runtime::{WasmKind, wasm_kind};
+use crate::runtime::{Compiled, Runtime, RuntimeError, WasmKind, wasm_kind};
 
 /// The component inside every package.
 pub const WASM_FILE: &str = "model.wasm";
 /// The optional settings file.
 pub const PROPERTIES_FILE: &str = "serving.properties";
+/// The ONNX model file of a package that the built-in engine runs.
+pub const ONNX_FILE: &str = "model.onnx";
 
 /// Why a package cannot be used.
 #[derive(Debug, Error)]
@@ -31,9 +34,14 @@ pub enum PackageError {
     /// `serving.properties` was refused.
     #[error(transparent)]
     Properties(#[from] PropertiesError),
-    /// There is no `model.wasm` at the top of the package.
-    #[error("the package has no {WASM_FILE} at its top level")]
+    /// There is no `model.wasm` at the top of the package (nor an ONNX model).
+    #[error(
+        "the package has no {WASM_FILE} at its top level, and no .onnx model file for the built-in ONNX engine"
+    )]
     MissingWasm,
+    /// The package is for the ONNX engine, but which `.onnx` file is unclear.
+    #[error("{0}")]
+    OnnxFile(String),
     /// `model.wasm` is not a component.
     #[error("{WASM_FILE} is {0}; build the model for wasm32-wasip2 with the mme-guest SDK")]
     NotAComponent(&'static str),
@@ -68,6 +76,20 @@ pub struct Package {
     wasm: Option<Vec<u8>>,
     /// The validated `serving.properties` (defaults when absent).
     pub properties: Properties,
+    /// What runs the model.
+    code: ModelCode,
+}
+
+/// What runs a package's model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelCode {
+    /// Its own `model.wasm`.
+    Wasm,
+    /// The built-in ONNX engine, on this file at the top of the package.
+    Onnx {
+        /// The `.onnx` file's name.
+        file: String,
+    },
 }
 
 impl Package {
@@ -77,9 +99,6 @@ impl Package {
         let metadata = std::fs::metadata(source)
             .map_err(io_error(format!("cannot read {}", source.display())))?;
         let (dir, unpacked, wasm, unpacked_bytes) = if metadata.is_dir() {
-            if !source.join(WASM_FILE).is_file() {
-                return Err(PackageError::MissingWasm);
-            }
             (source.to_path_buf(), None, None, 0)
         } else {
             std::fs::create_dir_all(unpack_root)
@@ -92,11 +111,10 @@ impl Package {
                     unpack_root.display()
                 )))?;
             let unpacked = archive::unpack_keeping(source, temp.path(), limits, Some(WASM_FILE))?;
-            let wasm = unpacked.kept.ok_or(PackageError::MissingWasm)?;
             (
                 temp.path().to_path_buf(),
                 Some(temp),
-                Some(wasm),
+                unpacked.kept,
                 unpacked.written_bytes,
             )
         };
@@ -105,13 +123,21 @@ impl Package {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Properties::default(),
             Err(e) => return Err(io_error(format!("cannot read {PROPERTIES_FILE}"))(e)),
         };
+        let has_wasm = wasm.is_some() || dir.join(WASM_FILE).is_file();
+        let code = model_code(&dir, &properties, has_wasm)?;
         Ok(Package {
             dir,
             unpacked_bytes,
             _unpacked: unpacked,
             wasm,
             properties,
+            code,
         })
+    }
+
+    /// What runs the model: its own `model.wasm` or the ONNX engine.
+    pub fn code(&self) -> &ModelCode {
+        &self.code
     }
 
     /// The folder the guest sees as `/model`.
@@ -149,6 +175,114 @@ impl Package {
     }
 }
 
+/// Decides what runs a package, as DJL Serving does: `engine` when the
+/// properties name one; otherwise `model.wasm`, or else the one `.onnx` file.
+/// `option.model_file` names the ONNX file when there are several.
+fn model_code(
+    dir: &Path,
+    properties: &Properties,
+    has_wasm: bool,
+) -> Result<ModelCode, PackageError> {
+    match (properties.engine, has_wasm) {
+        (Some(Engine::Wasm), false) => return Err(PackageError::MissingWasm),
+        (Some(Engine::Wasm), true) | (None, true) => return Ok(ModelCode::Wasm),
+        (Some(Engine::Onnx), _) | (None, false) => {}
+    }
+    let named = properties
+        .options
+        .iter()
+        .find(|(key, _)| key == "model_file")
+        .map(|(_, value)| value.clone());
+    let file = match named {
+        Some(name) => {
+            let plain = !name.is_empty()
+                && !name.contains('/')
+                && name != ".."
+                && name != "."
+                && dir.join(&name).is_file();
+            if !plain {
+                return Err(PackageError::OnnxFile(format!(
+                    "option.model_file={name:?} is not a file at the top of the package"
+                )));
+            }
+            name
+        }
+        None if dir.join(ONNX_FILE).is_file() => ONNX_FILE.to_string(),
+        None => {
+            let mut found: Vec<String> = std::fs::read_dir(dir)
+                .map_err(io_error(format!("cannot list {}", dir.display())))?
+                .filter_map(Result::ok)
+                .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+                .filter_map(|entry| entry.file_name().into_string().ok())
+                .filter(|name| name.ends_with(".onnx"))
+                .collect();
+            found.sort();
+            match found.len() {
+                0 if properties.engine.is_none() => return Err(PackageError::MissingWasm),
+                0 => {
+                    return Err(PackageError::OnnxFile(format!(
+                        "engine=OnnxRuntime, but the package has no {ONNX_FILE} (or other .onnx file)"
+                    )));
+                }
+                1 => found.remove(0),
+                _ => {
+                    return Err(PackageError::OnnxFile(format!(
+                        "the package has {} .onnx files ({}); name one with option.model_file",
+                        found.len(),
+                        found.join(", ")
+                    )));
+                }
+            }
+        }
+    };
+    Ok(ModelCode::Onnx { file })
+}
+
+/// Why a package's code could not be made ready to run.
+#[derive(Debug, Error)]
+pub enum CodeError {
+    /// The package is at fault: its author must fix it.
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    /// `model.wasm` does not compile or is of another world.
+    #[error(transparent)]
+    Invalid(RuntimeError),
+    /// The server is at fault (a built-in engine is missing).
+    #[error(transparent)]
+    Server(RuntimeError),
+}
+
+impl Package {
+    /// The compiled component that runs this package's model: its own
+    /// `model.wasm` (compiled once per distinct bytes), or the ONNX engine
+    /// that every ONNX model shares.
+    pub fn compile(
+        &mut self,
+        runtime: &Runtime,
+        max_wasm_bytes: u64,
+    ) -> Result<Arc<Compiled>, CodeError> {
+        match &self.code {
+            ModelCode::Wasm => {
+                let wasm = self.take_wasm(max_wasm_bytes)?;
+                runtime.compile(&wasm).map_err(CodeError::Invalid)
+            }
+            ModelCode::Onnx { .. } => runtime.onnx_engine().map_err(CodeError::Server),
+        }
+    }
+
+    /// The settings the guest's `load` gets: the `option.*` entries, and for
+    /// the ONNX engine the model file it found when none was named.
+    pub fn load_options(&self) -> Vec<(String, String)> {
+        let mut options = self.properties.options.clone();
+        if let ModelCode::Onnx { file } = &self.code
+            && !options.iter().any(|(key, _)| key == "model_file")
+        {
+            options.push(("model_file".into(), file.clone()));
+        }
+        options
+    }
+}
+
 fn too_large(size: u64, limit: u64) -> PackageError {
     PackageError::Invalid(format!("{WASM_FILE} is {size} bytes; the limit is {limit}"))
 }
@@ -163,10 +297,19 @@ fn check_component(wasm: &[u8]) -> Result<(), PackageError> {
     }
 }
 
+/// The model file of a package that `mme package` writes.
+#[derive(Debug, Clone, Copy)]
+pub enum ModelFile<'a> {
+    /// A component's bytes, stored as `model.wasm`.
+    Wasm(&'a [u8]),
+    /// An ONNX model's bytes, stored as `model.onnx` for the built-in engine.
+    Onnx(&'a [u8]),
+}
+
 /// What `mme package` puts in an archive.
 pub struct PackageSpec<'a> {
-    /// The component's bytes.
-    pub wasm: &'a [u8],
+    /// The model: a component, or an ONNX file.
+    pub model: ModelFile<'a>,
     /// Files beside `model.wasm`: their paths on disk, stored under their file names.
     pub artifacts: &'a [PathBuf],
     /// `key=value` lines of `serving.properties`.
@@ -176,9 +319,25 @@ pub struct PackageSpec<'a> {
 /// Writes a package to `out`, refusing anything `open` would refuse later:
 /// a core module, bad properties, artifacts that clash with the reserved names.
 pub fn build(spec: &PackageSpec<'_>, out: &Path) -> Result<(), PackageError> {
-    check_component(spec.wasm)?;
-    let properties_text: String = spec
-        .properties
+    let mut properties = spec.properties.to_vec();
+    let (model_name, model_bytes) = match spec.model {
+        ModelFile::Wasm(wasm) => {
+            check_component(wasm)?;
+            (WASM_FILE, wasm)
+        }
+        ModelFile::Onnx(onnx) => {
+            if onnx.is_empty() || wasm_kind(onnx) != WasmKind::NotWasm {
+                return Err(PackageError::Invalid(
+                    "the ONNX file is empty or is WebAssembly; pass a component with --wasm".into(),
+                ));
+            }
+            if !properties.iter().any(|(key, _)| key == "engine") {
+                properties.insert(0, ("engine".into(), "OnnxRuntime".into()));
+            }
+            (ONNX_FILE, onnx)
+        }
+    };
+    let properties_text: String = properties
         .iter()
         .map(|(k, v)| format!("{k}={v}\n"))
         .collect();
@@ -187,8 +346,16 @@ pub fn build(spec: &PackageSpec<'_>, out: &Path) -> Result<(), PackageError> {
         return Err(PackageError::Invalid(format!(
             "unknown property {key:?}; known keys are minWorkers, maxWorkers, batch_size, \
              max_batch_delay, max_idle_time, job_queue_size, required_memory_mb, max_memory_mb, \
-             request_timeout_ms, engine and option.*"
+             request_timeout_ms, model_loading_timeout, engine and option.*"
         )));
+    }
+    let wasm_package = matches!(spec.model, ModelFile::Wasm(_));
+    if parsed.engine == Some(Engine::Onnx) && wasm_package
+        || parsed.engine == Some(Engine::Wasm) && !wasm_package
+    {
+        return Err(PackageError::Invalid(
+            "the engine property does not match the model file (--wasm is engine=Wasm, --onnx engine=OnnxRuntime)".into(),
+        ));
     }
     let mut artifacts = Vec::new();
     for path in spec.artifacts {
@@ -197,7 +364,10 @@ pub fn build(spec: &PackageSpec<'_>, out: &Path) -> Result<(), PackageError> {
             .and_then(|n| n.to_str())
             .ok_or_else(|| PackageError::Invalid(format!("{} has no file name", path.display())))?
             .to_string();
-        if name == WASM_FILE || name == PROPERTIES_FILE || artifacts.iter().any(|(n, _)| n == &name)
+        if name == WASM_FILE
+            || name == PROPERTIES_FILE
+            || name == model_name
+            || artifacts.iter().any(|(n, _)| n == &name)
         {
             return Err(PackageError::Invalid(format!(
                 "artifact name {name:?} is used twice or is reserved"
@@ -208,10 +378,10 @@ pub fn build(spec: &PackageSpec<'_>, out: &Path) -> Result<(), PackageError> {
         artifacts.push((name, bytes));
     }
     let mut files = vec![archive::ArchiveFile {
-        name: WASM_FILE,
-        bytes: spec.wasm,
+        name: model_name,
+        bytes: model_bytes,
     }];
-    if !spec.properties.is_empty() {
+    if !properties.is_empty() {
         files.push(archive::ArchiveFile {
             name: PROPERTIES_FILE,
             bytes: properties_text.as_bytes(),
@@ -244,7 +414,7 @@ mod tests {
         let properties = vec![("batch_size".to_string(), "4".to_string())];
         build(
             &PackageSpec {
-                wasm: EMPTY_COMPONENT,
+                model: ModelFile::Wasm(EMPTY_COMPONENT),
                 artifacts: std::slice::from_ref(&artifact),
                 properties: &properties,
             },
@@ -276,7 +446,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("m.tar.gz");
         let spec = |wasm, artifacts, properties| PackageSpec {
-            wasm,
+            model: ModelFile::Wasm(wasm),
             artifacts,
             properties,
         };
@@ -312,5 +482,111 @@ mod tests {
         assert!(err.to_string().contains("not WebAssembly"), "{err}");
         let err = package.take_wasm(2).unwrap_err();
         assert!(err.to_string().contains("limit"), "{err}");
+    }
+
+    #[test]
+    fn onnx_packages_are_found_as_djl_serving_finds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |files: &[(&str, &[u8])]| {
+            let folder = tempfile::tempdir_in(dir.path()).unwrap();
+            for (name, bytes) in files {
+                std::fs::write(folder.path().join(name), bytes).unwrap();
+            }
+            let result = Package::open(folder.path(), dir.path(), &Limits::default());
+            result.map(|p| (p.code().clone(), p.load_options()))
+        };
+        let onnx = |file: &str| ModelCode::Onnx { file: file.into() };
+        let (code, options) = open(&[
+            ("model.onnx", b"x"),
+            (PROPERTIES_FILE, b"engine=OnnxRuntime"),
+        ])
+        .unwrap();
+        assert_eq!(code, onnx("model.onnx"));
+        assert_eq!(
+            options,
+            vec![("model_file".to_string(), "model.onnx".to_string())]
+        );
+        // No engine key, and the only model file is one .onnx.
+        assert_eq!(
+            open(&[("iris.onnx", b"x"), ("labels.txt", b"a")])
+                .unwrap()
+                .0,
+            onnx("iris.onnx")
+        );
+        // option.model_file picks one of several; without it, several are an error.
+        let named: &[(&str, &[u8])] = &[
+            ("a.onnx", b"x"),
+            ("b.onnx", b"x"),
+            (PROPERTIES_FILE, b"engine=Onnx\noption.model_file=b.onnx"),
+        ];
+        let (code, options) = open(named).unwrap();
+        assert_eq!(code, onnx("b.onnx"));
+        assert_eq!(
+            options,
+            vec![("model_file".to_string(), "b.onnx".to_string())]
+        );
+        let err = open(&[("a.onnx", b"x"), ("b.onnx", b"x")]).unwrap_err();
+        assert!(err.to_string().contains("option.model_file"), "{err}");
+        // A model.wasm wins without an engine key; engine=OnnxRuntime without a file is an error.
+        assert_eq!(
+            open(&[(WASM_FILE, EMPTY_COMPONENT), ("m.onnx", b"x")])
+                .unwrap()
+                .0,
+            ModelCode::Wasm
+        );
+        let err = open(&[(PROPERTIES_FILE, b"engine=OnnxRuntime")]).unwrap_err();
+        assert!(err.to_string().contains("no model.onnx"), "{err}");
+        for hostile in ["../etc/passwd", "/etc/passwd", "..", "missing.onnx"] {
+            let properties = format!("engine=OnnxRuntime\noption.model_file={hostile}");
+            let err = open(&[
+                ("model.onnx", b"x"),
+                (PROPERTIES_FILE, properties.as_bytes()),
+            ])
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("not a file at the top"),
+                "{hostile}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_onnx_package_is_written_with_its_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m.tar.gz");
+        let spec = PackageSpec {
+            model: ModelFile::Onnx(b"\x08\x07onnx bytes"),
+            artifacts: &[],
+            properties: &[("batch_size".to_string(), "8".to_string())],
+        };
+        build(&spec, &out).unwrap();
+        let package =
+            Package::open(&out, &dir.path().join("unpacked"), &Limits::default()).unwrap();
+        assert_eq!(
+            package.code(),
+            &ModelCode::Onnx {
+                file: ONNX_FILE.into()
+            }
+        );
+        assert_eq!(package.properties.engine, Some(Engine::Onnx));
+        assert_eq!(package.properties.batch_size, 8);
+        let wasm_as_onnx = PackageSpec {
+            model: ModelFile::Onnx(EMPTY_COMPONENT),
+            ..spec
+        };
+        assert!(build(&wasm_as_onnx, &out).is_err());
+        let clash = [("engine".to_string(), "Wasm".to_string())];
+        let err = build(
+            &PackageSpec {
+                properties: &clash,
+                ..wasm_as_onnx
+            },
+            &out,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("WebAssembly") || err.to_string().contains("engine"),
+            "{err}"
+        );
     }
 }

@@ -10,10 +10,10 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use super::{LoadError, PredictError, RegistryConfig};
 use crate::metrics::Metrics;
-use crate::package::{Package, PackageError, Properties, PropertiesError};
+use crate::package::{CodeError, Package, Properties, PropertiesError};
 use crate::runtime::{
-    Charge, Compiled, GuestError, Instance, LogBudget, MemoryMeter, Request, Response, Runtime,
-    RuntimeError, Sandbox,
+    CallError, Charge, Compiled, GuestError, Instance, LogBudget, MemoryMeter, Request, Response,
+    Runtime, RuntimeError, Sandbox,
 };
 use crate::store::PackageSource;
 use crate::wlm::{Backend, Bounds, ModelQueue, QueueStats, Settings};
@@ -263,12 +263,17 @@ pub fn open_model(
     let mut step = Instant::now();
     let mut package = Package::open(path, &config.unpack_dir, &config.limits)
         .map_err(|e| invalid(e.to_string()))?;
-    let wasm = package
-        .take_wasm(config.limits.max_unpacked_bytes)
-        .map_err(|e: PackageError| invalid(e.to_string()))?;
     timings.unpack = lap(&mut step);
-    let compiled = runtime.compile(&wasm).map_err(|e| invalid(e.to_string()))?;
-    drop(wasm);
+    let compiled = package
+        .compile(runtime, config.limits.max_unpacked_bytes)
+        .map_err(|error| match error {
+            CodeError::Server(error) => LoadError::Broken {
+                model: name.to_string(),
+                package: label.to_string(),
+                reason: error.to_string(),
+            },
+            other => invalid(other.to_string()),
+        })?;
     timings.compile = lap(&mut step);
     let properties = package.properties.clone();
     for key in &properties.unknown_keys {
@@ -286,7 +291,7 @@ pub fn open_model(
         runtime: runtime.clone(),
         compiled,
         sandbox,
-        options: properties.options.clone(),
+        options: package.load_options(),
         instances: metrics.instances.clone(),
         models_loaded: metrics.models_loaded.clone(),
         package_bytes: package.unpacked_bytes(),
@@ -313,6 +318,15 @@ pub fn warm_up(
                 PredictError::Runtime(RuntimeError::PoolExhausted(reason)) => {
                     LoadError::NoCapacity {
                         model: name.to_string(),
+                        reason,
+                    }
+                }
+                // `load` refused the package's own files (a graph the ONNX
+                // engine cannot read, say): the package's author must fix it.
+                PredictError::Call(CallError::Load(GuestError::InvalidInput(reason))) => {
+                    LoadError::InvalidPackage {
+                        model: name.to_string(),
+                        package: label.to_string(),
                         reason,
                     }
                 }

@@ -10,8 +10,8 @@ mod guest_log;
 mod instance;
 mod meter;
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use thiserror::Error;
 use wasmtime::Engine;
@@ -37,6 +37,13 @@ pub use bindings::mme::model::types::Request;
 /// One inference response, as the guest returns it.
 pub use bindings::mme::model::types::Response;
 
+/// The content type under which a v2 request reaches the model (see `wit/model.wit`).
+pub const OIP_JSON: &str = "application/vnd.oip.v2+json";
+
+/// The content type of the host's own request for a model's metadata
+/// (`mme-guest`'s `Model::metadata`): the inputs and outputs it lists.
+pub const METADATA_CONTENT_TYPE: &str = "application/vnd.mme.metadata+json";
+
 /// Default cap on one instance's linear memory.
 pub const DEFAULT_MAX_INSTANCE_MEMORY: usize = 256 << 20;
 /// Default cap on the wasm stack of one call.
@@ -58,6 +65,17 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// Where compilations and cache hits are counted.
     pub stats: CompileStats,
+    /// The built-in ONNX engine's component; `None` looks beside the binary.
+    pub onnx_engine: Option<PathBuf>,
+}
+
+/// The file name of the built-in ONNX engine, shipped beside `mme`.
+pub const ONNX_ENGINE_FILE: &str = "mme-onnx.wasm";
+
+/// Where the ONNX engine is when nobody says: beside the running binary.
+pub fn default_onnx_engine() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.join(ONNX_ENGINE_FILE))
 }
 
 impl Default for RuntimeConfig {
@@ -68,6 +86,7 @@ impl Default for RuntimeConfig {
             max_stack_bytes: DEFAULT_MAX_STACK,
             max_instances: DEFAULT_MAX_INSTANCES,
             stats: CompileStats::default(),
+            onnx_engine: None,
         }
     }
 }
@@ -90,6 +109,14 @@ pub enum RuntimeError {
     /// Every slot of the instance pool is in use: back-pressure, not a fault.
     #[error("no room for another wasm instance: {0}")]
     PoolExhausted(String),
+    /// A built-in engine is not installed where the server looks for it.
+    #[error("the built-in {engine} engine is not available: {reason}")]
+    EngineMissing {
+        /// Which engine.
+        engine: &'static str,
+        /// Where it was looked for, and what to do.
+        reason: String,
+    },
 }
 
 /// The kinds of bytes a package can hold, told apart by their preamble.
@@ -121,6 +148,9 @@ pub struct Runtime {
     code_memory: MemoryMeter,
     instance_memory: MemoryMeter,
     pooled: bool,
+    /// The ONNX engine, compiled once and kept for the process's life:
+    /// every ONNX model shares it, so it must not be freed with the last one.
+    onnx: OnceLock<Result<Arc<Compiled>, RuntimeError>>,
     _ticker: engine::EpochTicker,
 }
 
@@ -147,8 +177,33 @@ impl Runtime {
             code_memory,
             instance_memory: MemoryMeter::default(),
             pooled,
+            onnx: OnceLock::new(),
             _ticker: ticker,
         }))
+    }
+
+    /// The built-in ONNX engine, compiled (or read from the disk cache) on
+    /// first use; callers that arrive meanwhile wait for that one compile.
+    pub fn onnx_engine(&self) -> Result<Arc<Compiled>, RuntimeError> {
+        self.onnx
+            .get_or_init(|| {
+                let path = self
+                    .config
+                    .onnx_engine
+                    .clone()
+                    .or_else(default_onnx_engine)
+                    .unwrap_or_else(|| PathBuf::from(ONNX_ENGINE_FILE));
+                let wasm = read_engine(&path)?;
+                let started = std::time::Instant::now();
+                let compiled = self.compile(&wasm)?;
+                tracing::info!(
+                    path = %path.display(),
+                    elapsed = ?started.elapsed(),
+                    "the ONNX engine is ready"
+                );
+                Ok(compiled)
+            })
+            .clone()
     }
 
     /// The compiled form of `wasm`, compiled at most once per distinct bytes
@@ -202,6 +257,16 @@ impl Runtime {
     pub fn max_instance_memory_bytes(&self) -> usize {
         self.config.max_instance_memory_bytes
     }
+}
+
+fn read_engine(path: &Path) -> Result<Vec<u8>, RuntimeError> {
+    std::fs::read(path).map_err(|e| RuntimeError::EngineMissing {
+        engine: "ONNX",
+        reason: format!(
+            "cannot read {}: {e}; put {ONNX_ENGINE_FILE} beside mme (the Docker image and the xtask builds do) or pass --onnx-engine PATH",
+            path.display()
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
 use tract_onnx::pb;
+use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::DimLike;
 
@@ -74,12 +74,31 @@ impl Graph {
         let plan = typed
             .into_runnable()
             .map_err(|e| GraphError(format!("cannot plan the graph: {}", chain(&e))))?;
-        Ok(Graph { plan, inputs, outputs })
+        Ok(Graph {
+            plan,
+            inputs,
+            outputs,
+        })
     }
 
-    /// Runs the graph on one tensor per input, in order.
-    pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, String> {
-        self.plan.run(inputs).map_err(|e| chain(&e))
+    /// Runs the graph on one tensor per input, in order. Integers that
+    /// tract keeps as symbolic dimensions come back as `i64`, as ONNX has them.
+    pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<Tensor>, String> {
+        let outputs = self.plan.run(inputs).map_err(|e| chain(&e))?;
+        outputs
+            .into_iter()
+            .map(|value| {
+                let tensor = value.into_tensor();
+                if tensor.datum_type() == TDim::datum_type() {
+                    tensor
+                        .cast_to::<i64>()
+                        .map(|t| t.into_owned())
+                        .map_err(|e| chain(&e))
+                } else {
+                    Ok(tensor)
+                }
+            })
+            .collect()
     }
 }
 
@@ -100,7 +119,9 @@ fn chain(error: &TractError) -> String {
 }
 
 /// Turns every `ZipMap` into an `Identity` and returns its labels by output name.
-fn unzip_maps(graph: &mut pb::GraphProto) -> Result<HashMap<String, Vec<serde_json::Value>>, GraphError> {
+fn unzip_maps(
+    graph: &mut pb::GraphProto,
+) -> Result<HashMap<String, Vec<serde_json::Value>>, GraphError> {
     let mut labels = HashMap::new();
     for node in &mut graph.node {
         if node.op_type != "ZipMap" {
@@ -110,14 +131,22 @@ fn unzip_maps(graph: &mut pb::GraphProto) -> Result<HashMap<String, Vec<serde_js
         for attribute in &node.attribute {
             match attribute.name.as_str() {
                 "classlabels_int64s" => {
-                    found = Some(attribute.ints.iter().map(|&i| serde_json::Value::from(i)).collect())
+                    found = Some(
+                        attribute
+                            .ints
+                            .iter()
+                            .map(|&i| serde_json::Value::from(i))
+                            .collect(),
+                    )
                 }
                 "classlabels_strings" => {
                     found = Some(
                         attribute
                             .strings
                             .iter()
-                            .map(|s| serde_json::Value::from(String::from_utf8_lossy(s).into_owned()))
+                            .map(|s| {
+                                serde_json::Value::from(String::from_utf8_lossy(s).into_owned())
+                            })
                             .collect(),
                     )
                 }
@@ -142,7 +171,11 @@ fn unzip_maps(graph: &mut pb::GraphProto) -> Result<HashMap<String, Vec<serde_js
 /// Gives a name to every input dimension that has neither a size nor a name.
 fn name_free_dimensions(graph: &mut pb::GraphProto) {
     let initialized: Vec<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
-    for input in graph.input.iter_mut().filter(|i| !initialized.contains(&i.name)) {
+    for input in graph
+        .input
+        .iter_mut()
+        .filter(|i| !initialized.contains(&i.name))
+    {
         let Some(pb::type_proto::Value::TensorType(tensor)) =
             input.r#type.as_mut().and_then(|t| t.value.as_mut())
         else {
@@ -158,7 +191,11 @@ fn name_free_dimensions(graph: &mut pb::GraphProto) {
                 Some(Dim::DimParam(p)) => p.is_empty() || p == "?" || p.starts_with("unk__"),
             };
             if free {
-                let name = if axis == 0 { "N".to_string() } else { format!("D{axis}") };
+                let name = if axis == 0 {
+                    "N".to_string()
+                } else {
+                    format!("D{axis}")
+                };
                 dim.value = Some(Dim::DimParam(name));
             }
         }
@@ -183,7 +220,11 @@ fn ports(
             Ok(Port {
                 zipmap: zipmaps.get(&name).cloned(),
                 name,
-                datum: fact.datum_type,
+                datum: if fact.datum_type == TDim::datum_type() {
+                    i64::datum_type()
+                } else {
+                    fact.datum_type
+                },
                 shape: fact.shape.iter().map(|d| d.to_usize().ok()).collect(),
             })
         })

@@ -86,7 +86,7 @@ impl OnnxModel {
         })
     }
 
-    fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, Error> {
+    fn run(&self, inputs: TVec<TValue>) -> Result<TVec<Tensor>, Error> {
         self.graph
             .run(inputs)
             .map_err(|e| Error::invalid_input(format!("the graph cannot run on this input: {e}")))
@@ -146,7 +146,10 @@ impl OnnxModel {
                 .iter()
                 .find(|t| single || t.name == port.name)
                 .ok_or_else(|| {
-                    Error::invalid_input(format!("the request has no tensor for input {:?}", port.name))
+                    Error::invalid_input(format!(
+                        "the request has no tensor for input {:?}",
+                        port.name
+                    ))
                 })?;
             let sent = tensor.sent().map_err(Error::invalid_input)?;
             feeds.push(sent.into_tensor(port).map_err(Error::invalid_input)?);
@@ -159,7 +162,12 @@ impl OnnxModel {
             return Err(Error::invalid_input(format!(
                 "the model has no input {:?}; its inputs are {}",
                 extra.name,
-                self.graph.inputs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                self.graph
+                    .inputs
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         let wanted: Option<Vec<&str>> = infer
@@ -167,14 +175,21 @@ impl OnnxModel {
             .as_ref()
             .map(|outputs| outputs.iter().map(|o| o.name.as_str()).collect());
         if let Some(wanted) = &wanted
-            && let Some(unknown) = wanted.iter().find(|w| !self.graph.outputs.iter().any(|p| p.name == **w))
+            && let Some(unknown) = wanted
+                .iter()
+                .find(|w| !self.graph.outputs.iter().any(|p| p.name == **w))
         {
-            return Err(Error::invalid_input(format!("the model has no output {unknown:?}")));
+            return Err(Error::invalid_input(format!(
+                "the model has no output {unknown:?}"
+            )));
         }
         let outputs = self.run(feeds)?;
         let mut tensors_out = Vec::new();
         for (port, tensor) in self.graph.outputs.iter().zip(&outputs) {
-            if wanted.as_ref().is_some_and(|w| !w.contains(&port.name.as_str())) {
+            if wanted
+                .as_ref()
+                .is_some_and(|w| !w.contains(&port.name.as_str()))
+            {
                 continue;
             }
             let values = tensors::values(tensor).map_err(Error::internal)?;
@@ -210,11 +225,10 @@ impl Model for OnnxModel {
         let bytes = std::fs::read(&path).map_err(|e| {
             Error::invalid_input(format!("cannot read {file} from the package: {e}"))
         })?;
-        OnnxModel::from_bytes(&bytes)
-            .map_err(|e| match e {
-                Error::InvalidInput(m) => Error::invalid_input(format!("{file}: {m}")),
-                other => other,
-            })
+        OnnxModel::from_bytes(&bytes).map_err(|e| match e {
+            Error::InvalidInput(m) => Error::invalid_input(format!("{file}: {m}")),
+            other => other,
+        })
     }
 
     fn predict(&self, request: Request) -> Result<Response, Error> {

@@ -33,11 +33,16 @@ impl Sent {
 
     /// CSV rows (no header), one example per line.
     pub fn from_csv(body: &[u8]) -> Result<Sent, String> {
-        let text = std::str::from_utf8(body).map_err(|_| "the CSV body is not UTF-8".to_string())?;
+        let text =
+            std::str::from_utf8(body).map_err(|_| "the CSV body is not UTF-8".to_string())?;
         let mut values = Vec::new();
         let mut rows = 0;
         let mut columns = None;
-        for (line_number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for (line_number, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
             let mut count = 0;
             for field in line.split(',') {
                 let field = field.trim();
@@ -59,7 +64,10 @@ impl Sent {
             }
             rows += 1;
         }
-        Ok(Sent { shape: vec![rows, columns.unwrap_or(0)], values })
+        Ok(Sent {
+            shape: vec![rows, columns.unwrap_or(0)],
+            values,
+        })
     }
 
     /// The tensor for `port`: same rank (one row may leave out the batch
@@ -100,7 +108,12 @@ fn describe_shape(shape: &[Option<usize>]) -> String {
     format!("[{}]", dims.join(", "))
 }
 
-fn nest(value: &Value, depth: usize, shape: &mut Vec<usize>, values: &mut Vec<Value>) -> Result<(), String> {
+fn nest(
+    value: &Value,
+    depth: usize,
+    shape: &mut Vec<usize>,
+    values: &mut Vec<Value>,
+) -> Result<(), String> {
     match value {
         Value::Array(items) => {
             match shape.get(depth) {
@@ -108,7 +121,9 @@ fn nest(value: &Value, depth: usize, shape: &mut Vec<usize>, values: &mut Vec<Va
                 Some(&len) if len == items.len() => {}
                 _ => return Err("the array is ragged: every row needs the same length".into()),
             }
-            items.iter().try_for_each(|item| nest(item, depth + 1, shape, values))
+            items
+                .iter()
+                .try_for_each(|item| nest(item, depth + 1, shape, values))
         }
         scalar => {
             if depth != shape.len() {
@@ -124,7 +139,12 @@ fn nest(value: &Value, depth: usize, shape: &mut Vec<usize>, values: &mut Vec<Va
 }
 
 /// `values` as a tensor of `datum` with `shape`.
-fn typed(name: &str, datum: DatumType, shape: &[usize], values: &[Value]) -> Result<Tensor, String> {
+fn typed(
+    name: &str,
+    datum: DatumType,
+    shape: &[usize],
+    values: &[Value],
+) -> Result<Tensor, String> {
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if count != Some(values.len()) {
         return Err(format!(
@@ -134,7 +154,9 @@ fn typed(name: &str, datum: DatumType, shape: &[usize], values: &[Value]) -> Res
     }
     let number = |v: &Value| -> Result<f64, String> {
         match v {
-            Value::Number(n) => n.as_f64().ok_or_else(|| format!("input {name:?}: {n} is out of range")),
+            Value::Number(n) => n
+                .as_f64()
+                .ok_or_else(|| format!("input {name:?}: {n} is out of range")),
             Value::Bool(b) => Ok(f64::from(u8::from(*b))),
             other => Err(format!("input {name:?} takes numbers, not {other}")),
         }
@@ -147,13 +169,23 @@ fn typed(name: &str, datum: DatumType, shape: &[usize], values: &[Value]) -> Res
         Ok(x as i64)
     };
     let tensor = if datum == f32::datum_type() {
-        tensor1(&values.iter().map(|v| number(v).map(|x| x as f32)).collect::<Result<Vec<_>, _>>()?)
+        tensor1(
+            &values
+                .iter()
+                .map(|v| number(v).map(|x| x as f32))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
     } else if datum == f64::datum_type() {
         tensor1(&values.iter().map(number).collect::<Result<Vec<_>, _>>()?)
     } else if datum == i64::datum_type() {
         tensor1(&values.iter().map(integer).collect::<Result<Vec<_>, _>>()?)
     } else if datum == bool::datum_type() {
-        tensor1(&values.iter().map(|v| number(v).map(|x| x != 0.0)).collect::<Result<Vec<_>, _>>()?)
+        tensor1(
+            &values
+                .iter()
+                .map(|v| number(v).map(|x| x != 0.0))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
     } else if datum == String::datum_type() {
         let strings = values
             .iter()
@@ -170,9 +202,13 @@ fn typed(name: &str, datum: DatumType, shape: &[usize], values: &[Value]) -> Res
             .map_err(|e| format!("input {name:?}: {e}"))?
             .into_owned()
     } else {
-        return Err(format!("input {name:?} has element type {datum:?}, which requests cannot fill yet"));
+        return Err(format!(
+            "input {name:?} has element type {datum:?}, which requests cannot fill yet"
+        ));
     };
-    tensor.into_shape(shape).map_err(|e| format!("input {name:?}: {e}"))
+    tensor
+        .into_shape(shape)
+        .map_err(|e| format!("input {name:?}: {e}"))
 }
 
 /// An Open Inference Protocol request, as far as the engine reads it.
@@ -206,21 +242,37 @@ impl InferTensor {
         let shape = self
             .shape
             .iter()
-            .map(|&d| usize::try_from(d).map_err(|_| format!("input {:?} has a negative dimension {d}", self.name)))
+            .map(|&d| {
+                usize::try_from(d)
+                    .map_err(|_| format!("input {:?} has a negative dimension {d}", self.name))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut values = Vec::new();
         flatten(&self.data, &mut values)?;
         let strings = values.iter().all(Value::is_string);
         match self.datatype.as_str() {
-            "BYTES" if !strings => return Err(format!("input {:?} is BYTES but holds non-strings", self.name)),
+            "BYTES" if !strings => {
+                return Err(format!(
+                    "input {:?} is BYTES but holds non-strings",
+                    self.name
+                ));
+            }
             "BYTES" => {}
             "BOOL" | "FP16" | "FP32" | "FP64" | "INT8" | "INT16" | "INT32" | "INT64" | "UINT8"
             | "UINT16" | "UINT32" | "UINT64" => {
                 if values.iter().any(|v| !v.is_number() && !v.is_boolean()) {
-                    return Err(format!("input {:?} is {} but holds non-numbers", self.name, self.datatype));
+                    return Err(format!(
+                        "input {:?} is {} but holds non-numbers",
+                        self.name, self.datatype
+                    ));
                 }
             }
-            other => return Err(format!("input {:?} has unknown datatype {other}", self.name)),
+            other => {
+                return Err(format!(
+                    "input {:?} has unknown datatype {other}",
+                    self.name
+                ));
+            }
         }
         Ok(Sent { shape, values })
     }
@@ -229,7 +281,9 @@ impl InferTensor {
 fn flatten(value: &Value, out: &mut Vec<Value>) -> Result<(), String> {
     match value {
         Value::Array(items) => items.iter().try_for_each(|item| flatten(item, out)),
-        Value::Object(_) | Value::Null => Err(format!("tensor data must be numbers or strings, not {value}")),
+        Value::Object(_) | Value::Null => Err(format!(
+            "tensor data must be numbers or strings, not {value}"
+        )),
         scalar => {
             if out.len() >= MAX_VALUES {
                 return Err(format!("more than {MAX_VALUES} values in one request"));
@@ -271,22 +325,46 @@ pub fn values(tensor: &Tensor) -> Result<Vec<Value>, String> {
             .as_slice::<f32>()
             .map_err(plain)?
             .iter()
-            .map(|v| v.to_string().parse::<f64>().map_or(Value::Null, |x| json!(x)))
+            .map(|v| {
+                v.to_string()
+                    .parse::<f64>()
+                    .map_or(Value::Null, |x| json!(x))
+            })
             .collect()
     } else if datum == String::datum_type() {
         let slice = tensor.try_as_plain_ram().map_err(plain)?;
-        slice.as_slice::<String>().map_err(plain)?.iter().map(|s| json!(s)).collect()
+        slice
+            .as_slice::<String>()
+            .map_err(plain)?
+            .iter()
+            .map(|s| json!(s))
+            .collect()
     } else if datum == bool::datum_type() {
         let slice = tensor.try_as_plain_ram().map_err(plain)?;
-        slice.as_slice::<bool>().map_err(plain)?.iter().map(|b| json!(b)).collect()
+        slice
+            .as_slice::<bool>()
+            .map_err(plain)?
+            .iter()
+            .map(|b| json!(b))
+            .collect()
     } else if datum.is_integer() {
         let ints = tensor.cast_to::<i64>().map_err(plain)?;
         let slice = ints.try_as_plain_ram().map_err(plain)?;
-        slice.as_slice::<i64>().map_err(plain)?.iter().map(|i| json!(i)).collect()
+        slice
+            .as_slice::<i64>()
+            .map_err(plain)?
+            .iter()
+            .map(|i| json!(i))
+            .collect()
     } else {
         let floats = tensor.cast_to::<f64>().map_err(plain)?;
         let slice = floats.try_as_plain_ram().map_err(plain)?;
-        slice.as_slice::<f64>().map_err(plain)?.iter().map(|x| json!(x)).collect()
+        slice
+            .as_slice::<f64>()
+            .map_err(plain)?
+            .iter()
+            .map(|x| json!(x))
+            .collect()
     })
 }
 
@@ -297,7 +375,12 @@ pub fn nested(shape: &[usize], values: &[Value]) -> Value {
         [_] => Value::Array(values.to_vec()),
         [_, rest @ ..] => {
             let stride = rest.iter().product::<usize>().max(1);
-            Value::Array(values.chunks(stride).map(|chunk| nested(rest, chunk)).collect())
+            Value::Array(
+                values
+                    .chunks(stride)
+                    .map(|chunk| nested(rest, chunk))
+                    .collect(),
+            )
         }
     }
 }
@@ -328,18 +411,30 @@ mod tests {
     use super::*;
 
     fn port(datum: DatumType, shape: &[Option<usize>]) -> Port {
-        Port { name: "x".into(), datum, shape: shape.to_vec(), zipmap: None }
+        Port {
+            name: "x".into(),
+            datum,
+            shape: shape.to_vec(),
+            zipmap: None,
+        }
     }
 
     #[test]
     fn json_arrays_take_their_shape_from_their_nesting() {
         let sent = Sent::from_json(&json!([[1, 2], [3, 4], [5, 6]])).unwrap();
         assert_eq!(sent.shape, vec![3, 2]);
-        let tensor = sent.into_tensor(&port(f32::datum_type(), &[None, Some(2)])).unwrap();
+        let tensor = sent
+            .into_tensor(&port(f32::datum_type(), &[None, Some(2)]))
+            .unwrap();
         assert_eq!(tensor.shape(), &[3, 2]);
-        assert_eq!(tensor.as_slice::<f32>().unwrap(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(
+            tensor.as_slice::<f32>().unwrap(),
+            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+        );
         let one_row = Sent::from_json(&json!([1, 2])).unwrap();
-        let tensor = one_row.into_tensor(&port(f64::datum_type(), &[None, Some(2)])).unwrap();
+        let tensor = one_row
+            .into_tensor(&port(f64::datum_type(), &[None, Some(2)]))
+            .unwrap();
         assert_eq!(tensor.shape(), &[1, 2]);
     }
 
@@ -369,7 +464,11 @@ mod tests {
         let sent = Sent::from_csv(b"1,2\n3,4\n\n").unwrap();
         assert_eq!(sent.shape, vec![2, 2]);
         assert!(Sent::from_csv(b"1,2\n3\n").unwrap_err().contains("line 2"));
-        assert!(Sent::from_csv(b"1,x\n").unwrap_err().contains("not a number"));
+        assert!(
+            Sent::from_csv(b"1,x\n")
+                .unwrap_err()
+                .contains("not a number")
+        );
     }
 
     #[test]
@@ -390,8 +489,10 @@ mod tests {
             .into_tensor(&port(f32::datum_type(), &[None, None, None]))
             .unwrap_err();
         assert!(err.contains("1 values"), "{err}");
-        let negative: InferTensor =
-            serde_json::from_value(json!({"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]})).unwrap();
+        let negative: InferTensor = serde_json::from_value(
+            json!({"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}),
+        )
+        .unwrap();
         assert!(negative.sent().unwrap_err().contains("negative"));
     }
 

@@ -20,16 +20,28 @@ fn models_dir() -> PathBuf {
 /// Whether `got` matches `want`: equal labels, numbers within 1e-4 relative.
 fn close(got: &Value, want: &Value) -> bool {
     match (got, want) {
+        (Value::Number(_), Value::Number(_)) if is_label(want) => is_label(got) && got == want,
         (Value::Number(g), Value::Number(w)) => {
-            let (g, w) = (g.as_f64().unwrap_or(f64::NAN), w.as_f64().unwrap_or(f64::NAN));
+            let (g, w) = (
+                g.as_f64().unwrap_or(f64::NAN),
+                w.as_f64().unwrap_or(f64::NAN),
+            );
             (g - w).abs() <= 1e-4 * w.abs().max(1.0)
         }
-        (Value::Array(g), Value::Array(w)) => g.len() == w.len() && g.iter().zip(w).all(|(g, w)| close(g, w)),
+        (Value::Array(g), Value::Array(w)) => {
+            g.len() == w.len() && g.iter().zip(w).all(|(g, w)| close(g, w))
+        }
         (Value::Object(g), Value::Object(w)) => {
             g.len() == w.len() && w.iter().all(|(k, w)| g.get(k).is_some_and(|g| close(g, w)))
         }
+        // Labels: the same type and value (1 is not 1.0, "1" is not 1).
         _ => got == want,
     }
+}
+
+/// Whether `value` is a label: an integer or a string, not a float.
+fn is_label(value: &Value) -> bool {
+    value.is_string() || value.is_i64() || value.is_u64()
 }
 
 fn flatten(value: &Value, out: &mut Vec<Value>) {
@@ -55,22 +67,30 @@ fn every_converted_model_matches_onnxruntime() {
     let dir = models_dir();
     let mut checked = 0;
     let mut failures = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).expect("models folder").filter_map(Result::ok).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .expect("models folder")
+        .filter_map(Result::ok)
+        .collect();
     entries.sort_by_key(|e| e.path());
     for entry in entries {
         let path = entry.path();
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
         let record: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        let model = match OnnxModel::from_bytes(&std::fs::read(path.with_extension("onnx")).unwrap()) {
-            Ok(model) => model,
-            Err(e) => {
-                failures.push(format!("{name}: load: {e:?}"));
-                continue;
-            }
-        };
+        let model =
+            match OnnxModel::from_bytes(&std::fs::read(path.with_extension("onnx")).unwrap()) {
+                Ok(model) => model,
+                Err(e) => {
+                    failures.push(format!("{name}: load: {e:?}"));
+                    continue;
+                }
+            };
         let rows = &record["rows"];
         let ort = record["ort"].as_object().unwrap();
 
@@ -79,7 +99,11 @@ fn every_converted_model_matches_onnxruntime() {
         match plain {
             Ok(answer) => {
                 let got: Value = serde_json::from_slice(&answer.body).unwrap();
-                let want = if ort.len() == 1 { ort.values().next().unwrap().clone() } else { Value::Object(ort.clone()) };
+                let want = if ort.len() == 1 {
+                    ort.values().next().unwrap().clone()
+                } else {
+                    Value::Object(ort.clone())
+                };
                 if !close(&got, &want) {
                     failures.push(format!("{name}: plain answer {got}\n  onnxruntime {want}"));
                 }
@@ -97,24 +121,40 @@ fn every_converted_model_matches_onnxruntime() {
         let mut data = Vec::new();
         flatten(rows, &mut data);
         let request = json!({"id": "t", "inputs": [{"name": "ignored", "shape": shape, "datatype": "FP32", "data": data}]});
-        let v2 = model.predict(Request { content_type: OIP_JSON.into(), accept: String::new(), body: request.to_string().into_bytes(), attributes: String::new() });
+        let v2 = model.predict(Request {
+            content_type: OIP_JSON.into(),
+            accept: String::new(),
+            body: request.to_string().into_bytes(),
+            attributes: String::new(),
+        });
         match v2 {
             Ok(answer) => {
                 let got: Value = serde_json::from_slice(&answer.body).unwrap();
                 for (output, want) in ort {
-                    let tensor = got["outputs"].as_array().unwrap().iter().find(|t| &t["name"] == output);
+                    let tensor = got["outputs"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|t| &t["name"] == output);
                     let Some(tensor) = tensor else {
                         failures.push(format!("{name}: v2 has no output {output}: {got}"));
                         continue;
                     };
                     let mut want_flat = Vec::new();
-                    if want.as_array().and_then(|a| a.first()).is_some_and(Value::is_object) {
+                    if want
+                        .as_array()
+                        .and_then(|a| a.first())
+                        .is_some_and(Value::is_object)
+                    {
                         flatten(&zipmap_values(want), &mut want_flat);
                     } else {
                         flatten(want, &mut want_flat);
                     }
                     if !close(&tensor["data"], &Value::Array(want_flat.clone())) {
-                        failures.push(format!("{name}: v2 output {output} {}\n  onnxruntime {want_flat:?}", tensor["data"]));
+                        failures.push(format!(
+                            "{name}: v2 output {output} {}\n  onnxruntime {want_flat:?}",
+                            tensor["data"]
+                        ));
                     }
                 }
             }
@@ -123,5 +163,10 @@ fn every_converted_model_matches_onnxruntime() {
         checked += 1;
     }
     assert!(checked >= 40, "only {checked} models in {}", dir.display());
-    assert!(failures.is_empty(), "{} of {checked} models differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} models differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

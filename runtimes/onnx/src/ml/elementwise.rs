@@ -21,10 +21,19 @@ struct Scaler {
     scale: Floats,
 }
 
-fn scaler(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+fn scaler(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let offset = node.get_attr_opt_vec::<f32>("offset")?.unwrap_or_default();
     let scale = node.get_attr_opt_vec::<f32>("scale")?.unwrap_or_default();
-    Ok((expand(MlNode(Scaler { offset: Floats(offset), scale: Floats(scale) })), vec![]))
+    Ok((
+        expand(MlNode(Scaler {
+            offset: Floats(offset),
+            scale: Floats(scale),
+        })),
+        vec![],
+    ))
 }
 
 /// The value of a per-column attribute at `column`: one value serves every
@@ -33,10 +42,12 @@ fn per_column(values: &[f32], column: usize, default: f32, name: &str) -> TractR
     match values {
         [] => Ok(default),
         [one] => Ok(*one),
-        many => many
-            .get(column)
-            .copied()
-            .ok_or_else(|| format_err!("{name} has {} values but the input has more columns", many.len())),
+        many => many.get(column).copied().ok_or_else(|| {
+            format_err!(
+                "{name} has {} values but the input has more columns",
+                many.len()
+            )
+        }),
     }
 }
 
@@ -51,14 +62,22 @@ impl Kernel for Scaler {
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![OutputSpec { datum: Some(f32::datum_type()), shape: OutputShape::LikeInput }]
+        vec![OutputSpec {
+            datum: Some(f32::datum_type()),
+            shape: OutputShape::LikeInput,
+        }]
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
         let width = columns(input.shape());
         let values = input.cast_to::<f32>()?;
         let mut out = values.into_owned();
-        for (i, v) in out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?.iter_mut().enumerate() {
+        for (i, v) in out
+            .try_as_plain_ram_mut()?
+            .as_slice_mut::<f32>()?
+            .iter_mut()
+            .enumerate()
+        {
             let column = i % width;
             *v = (*v - per_column(&self.offset.0, column, 0.0, "offset")?)
                 * per_column(&self.scale.0, column, 1.0, "scale")?;
@@ -74,7 +93,10 @@ struct Imputer {
     replaced: Floats,
 }
 
-fn imputer(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+fn imputer(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let imputed = match node.get_attr_opt_vec::<f32>("imputed_value_floats")? {
         Some(floats) if !floats.is_empty() => floats,
         _ => node
@@ -82,12 +104,24 @@ fn imputer(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infe
             .map(|ints| ints.iter().map(|&i| i as f32).collect())
             .unwrap_or_default(),
     };
-    node.expect_attr("imputed_value_floats", !imputed.is_empty(), "imputed values (floats or int64s)")?;
+    node.expect_attr(
+        "imputed_value_floats",
+        !imputed.is_empty(),
+        "imputed values (floats or int64s)",
+    )?;
     let replaced = match node.get_attr_opt::<f32>("replaced_value_float")? {
         Some(value) => value,
-        None => node.get_attr_opt::<i64>("replaced_value_int64")?.map_or(f32::NAN, |i| i as f32),
+        None => node
+            .get_attr_opt::<i64>("replaced_value_int64")?
+            .map_or(f32::NAN, |i| i as f32),
     };
-    Ok((expand(MlNode(Imputer { imputed: Floats(imputed), replaced: Floats(vec![replaced]) })), vec![]))
+    Ok((
+        expand(MlNode(Imputer {
+            imputed: Floats(imputed),
+            replaced: Floats(vec![replaced]),
+        })),
+        vec![],
+    ))
 }
 
 impl Kernel for Imputer {
@@ -96,17 +130,34 @@ impl Kernel for Imputer {
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![OutputSpec { datum: None, shape: OutputShape::LikeInput }]
+        vec![OutputSpec {
+            datum: None,
+            shape: OutputShape::LikeInput,
+        }]
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
         let width = columns(input.shape());
         let replaced = self.replaced.0[0];
         let mut values = input.cast_to::<f64>()?.into_owned();
-        for (i, v) in values.try_as_plain_ram_mut()?.as_slice_mut::<f64>()?.iter_mut().enumerate() {
-            let missing = if replaced.is_nan() { v.is_nan() } else { *v == f64::from(replaced) };
+        for (i, v) in values
+            .try_as_plain_ram_mut()?
+            .as_slice_mut::<f64>()?
+            .iter_mut()
+            .enumerate()
+        {
+            let missing = if replaced.is_nan() {
+                v.is_nan()
+            } else {
+                *v == f64::from(replaced)
+            };
             if missing {
-                *v = f64::from(per_column(&self.imputed.0, i % width, 0.0, "imputed_value_floats")?);
+                *v = f64::from(per_column(
+                    &self.imputed.0,
+                    i % width,
+                    0.0,
+                    "imputed_value_floats",
+                )?);
             }
         }
         Ok(tvec!(values.cast_to_dt(input.datum_type())?.into_owned()))
@@ -119,9 +170,17 @@ struct Binarizer {
     threshold: Floats,
 }
 
-fn binarizer(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+fn binarizer(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let threshold = node.get_attr_opt::<f32>("threshold")?.unwrap_or(0.0);
-    Ok((expand(MlNode(Binarizer { threshold: Floats(vec![threshold]) })), vec![]))
+    Ok((
+        expand(MlNode(Binarizer {
+            threshold: Floats(vec![threshold]),
+        })),
+        vec![],
+    ))
 }
 
 impl Kernel for Binarizer {
@@ -130,7 +189,10 @@ impl Kernel for Binarizer {
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![OutputSpec { datum: None, shape: OutputShape::LikeInput }]
+        vec![OutputSpec {
+            datum: None,
+            shape: OutputShape::LikeInput,
+        }]
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {

@@ -6,7 +6,10 @@ use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
-use super::{Floats, Kernel, Labels, MlNode, OutputShape, OutputSpec, PostTransform, features, post_transform, sigmoid, transform_row};
+use super::{
+    Floats, Kernel, Labels, MlNode, OutputShape, OutputSpec, PostTransform, features,
+    post_transform, sigmoid, transform_row,
+};
 
 pub(super) fn register(register: &mut OnnxOpRegister) {
     register.insert("LinearClassifier", linear_classifier);
@@ -23,14 +26,27 @@ struct LinearClassifier {
     binary: bool,
 }
 
-fn linear_classifier(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+fn linear_classifier(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let labels = Labels::parse(node, "classlabels_ints")?;
     let coefficients: Vec<f32> = node.get_attr_vec("coefficients")?;
-    node.expect_attr("coefficients", !coefficients.is_empty(), "at least one coefficient")?;
-    let intercepts = node.get_attr_opt_vec::<f32>("intercepts")?.unwrap_or_default();
+    node.expect_attr(
+        "coefficients",
+        !coefficients.is_empty(),
+        "at least one coefficient",
+    )?;
+    let intercepts = node
+        .get_attr_opt_vec::<f32>("intercepts")?
+        .unwrap_or_default();
     let multi_class = node.get_attr_opt::<i64>("multi_class")?.unwrap_or(0);
     let models = if intercepts.is_empty() {
-        if labels.len() == 2 && multi_class == 0 { 1 } else { labels.len() }
+        if labels.len() == 2 && multi_class == 0 {
+            1
+        } else {
+            labels.len()
+        }
     } else {
         intercepts.len()
     };
@@ -40,7 +56,11 @@ fn linear_classifier(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Bo
         || format!("a multiple of {models} values (one row per class)"),
     )?;
     let binary = labels.len() == 2 && models == 1 && multi_class == 0;
-    node.expect_attr("intercepts", binary || models == labels.len(), "one intercept per class")?;
+    node.expect_attr(
+        "intercepts",
+        binary || models == labels.len(),
+        "one intercept per class",
+    )?;
     let kernel = LinearClassifier {
         labels,
         coefficients: Floats(coefficients),
@@ -59,15 +79,24 @@ impl Kernel for LinearClassifier {
 
     fn outputs(&self) -> Vec<OutputSpec> {
         vec![
-            OutputSpec { datum: Some(self.labels.datum_type()), shape: OutputShape::Rows },
-            OutputSpec { datum: Some(f32::datum_type()), shape: OutputShape::RowsBy(self.labels.len()) },
+            OutputSpec {
+                datum: Some(self.labels.datum_type()),
+                shape: OutputShape::Rows,
+            },
+            OutputSpec {
+                datum: Some(f32::datum_type()),
+                shape: OutputShape::RowsBy(self.labels.len()),
+            },
         ]
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
         let (rows, columns, x) = features(input)?;
         let width = self.coefficients.0.len() / self.models;
-        ensure!(columns == width, "LinearClassifier: the input has {columns} features, the model {width}");
+        ensure!(
+            columns == width,
+            "LinearClassifier: the input has {columns} features, the model {width}"
+        );
         let classes = self.labels.len();
         let mut scores = Vec::with_capacity(rows * classes);
         let mut winners = Vec::with_capacity(rows);
@@ -95,7 +124,10 @@ impl Kernel for LinearClassifier {
                     }
                 };
             } else {
-                let best = raw.iter().enumerate().fold(0, |best, (i, v)| if *v > raw[best] { i } else { best });
+                let best = raw
+                    .iter()
+                    .enumerate()
+                    .fold(0, |best, (i, v)| if *v > raw[best] { i } else { best });
                 winners.push(best);
                 transform_row(&mut raw, self.post);
             }

@@ -154,12 +154,9 @@ impl<K: Kernel> TypedOp for MlOp<K> {
             .map(|spec| {
                 let datum = spec.datum.unwrap_or(input.datum_type);
                 let rows = || {
-                    input
-                        .shape
-                        .iter()
-                        .next()
-                        .cloned()
-                        .ok_or_else(|| format_err!("{} needs a [rows, features] input", self.0.name()))
+                    input.shape.iter().next().cloned().ok_or_else(|| {
+                        format_err!("{} needs a [rows, features] input", self.0.name())
+                    })
                 };
                 Ok(match spec.shape {
                     OutputShape::LikeInput => TypedFact::dt_shape(datum, input.shape.clone()),
@@ -200,7 +197,11 @@ pub(crate) struct Floats(pub Vec<f32>);
 impl PartialEq for Floats {
     fn eq(&self, other: &Self) -> bool {
         self.0.len() == other.0.len()
-            && self.0.iter().zip(&other.0).all(|(a, b)| a.to_bits() == b.to_bits())
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
     }
 }
 
@@ -216,13 +217,20 @@ pub(crate) enum PostTransform {
 }
 
 pub(crate) fn post_transform(node: &NodeProto) -> TractResult<PostTransform> {
-    Ok(match node.get_attr_opt::<&str>("post_transform")?.unwrap_or("NONE") {
-        "NONE" => PostTransform::None,
-        "SOFTMAX" => PostTransform::Softmax,
-        "LOGISTIC" => PostTransform::Logistic,
-        "SOFTMAX_ZERO" => PostTransform::SoftmaxZero,
-        other => bail!("post_transform {other} is not supported (NONE, SOFTMAX, LOGISTIC, SOFTMAX_ZERO are)"),
-    })
+    Ok(
+        match node
+            .get_attr_opt::<&str>("post_transform")?
+            .unwrap_or("NONE")
+        {
+            "NONE" => PostTransform::None,
+            "SOFTMAX" => PostTransform::Softmax,
+            "LOGISTIC" => PostTransform::Logistic,
+            "SOFTMAX_ZERO" => PostTransform::SoftmaxZero,
+            other => bail!(
+                "post_transform {other} is not supported (NONE, SOFTMAX, LOGISTIC, SOFTMAX_ZERO are)"
+            ),
+        },
+    )
 }
 
 /// Class labels, as the classifier answers them.
@@ -242,7 +250,9 @@ impl Labels {
             (None, Some(strings)) if !strings.is_empty() => Ok(Labels::Strings(
                 strings.iter().map(|s| s.to_string()).collect(),
             )),
-            _ => bail!("needs exactly one of classlabels_int64s and classlabels_strings, not empty"),
+            _ => {
+                bail!("needs exactly one of classlabels_int64s and classlabels_strings, not empty")
+            }
         }
     }
 
@@ -301,4 +311,3 @@ pub(crate) fn transform_row(row: &mut [f32], post: PostTransform) {
         }
     }
 }
-

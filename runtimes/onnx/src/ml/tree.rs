@@ -15,7 +15,10 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx_opl::ml::tree::{Aggregate, Cmp, TreeEnsemble, TreeEnsembleData};
 
-use super::{Floats, Kernel, Labels, MlNode, OutputShape, OutputSpec, PostTransform, features, post_transform, sigmoid, transform_row};
+use super::{
+    Floats, Kernel, Labels, MlNode, OutputShape, OutputSpec, PostTransform, features,
+    post_transform, sigmoid, transform_row,
+};
 
 pub(super) fn register(register: &mut OnnxOpRegister) {
     register.insert("TreeEnsembleClassifier", classifier);
@@ -53,12 +56,18 @@ fn ints(node: &NodeProto, name: &str, len: Option<usize>) -> TractResult<Vec<i64
 }
 
 fn index(node: &NodeProto, name: &str, value: i64) -> TractResult<usize> {
-    usize::try_from(value).map_err(|_| format_err!("{}: {name} holds {value}, which is negative", node.name))
+    usize::try_from(value)
+        .map_err(|_| format_err!("{}: {name} holds {value}, which is negative", node.name))
 }
 
 /// Reads the `nodes_*` and `{leaf}_*` attributes into tract's tables,
 /// refusing anything its evaluation could not survive.
-fn parse_forest(node: &NodeProto, leaf: &str, columns: usize, aggregate: Aggregate) -> TractResult<Forest> {
+fn parse_forest(
+    node: &NodeProto,
+    leaf: &str,
+    columns: usize,
+    aggregate: Aggregate,
+) -> TractResult<Forest> {
     let tree_ids = ints(node, "nodes_treeids", None)?;
     let count = tree_ids.len();
     node.expect_attr("nodes_treeids", count > 0, "at least one node")?;
@@ -74,7 +83,11 @@ fn parse_forest(node: &NodeProto, leaf: &str, columns: usize, aggregate: Aggrega
         .get_attr_opt_slice::<i64>("nodes_missing_value_tracks_true")?
         .map(<[i64]>::to_vec)
         .unwrap_or_else(|| vec![0; count]);
-    node.expect_attr("nodes_missing_value_tracks_true", missing_true.len() == count, "one entry per node")?;
+    node.expect_attr(
+        "nodes_missing_value_tracks_true",
+        missing_true.len() == count,
+        "one entry per node",
+    )?;
 
     let name = |suffix: &str| format!("{leaf}_{suffix}");
     let leaf_trees = ints(node, &name("treeids"), None)?;
@@ -82,7 +95,11 @@ fn parse_forest(node: &NodeProto, leaf: &str, columns: usize, aggregate: Aggrega
     let leaf_nodes = ints(node, &name("nodeids"), Some(leaf_count))?;
     let leaf_columns = ints(node, &name("ids"), Some(leaf_count))?;
     let leaf_weights: Vec<f32> = node.get_attr_vec(&name("weights"))?;
-    node.expect_attr(&name("weights"), leaf_weights.len() == leaf_count, "one weight per leaf entry")?;
+    node.expect_attr(
+        &name("weights"),
+        leaf_weights.len() == leaf_count,
+        "one weight per leaf entry",
+    )?;
 
     // Rows: tree after tree, each tree's nodes in the order of their ids.
     let mut by_tree: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
@@ -105,15 +122,22 @@ fn parse_forest(node: &NodeProto, leaf: &str, columns: usize, aggregate: Aggrega
     let mut votes: HashMap<usize, Vec<(u32, f32)>> = HashMap::new();
     let mut columns_used = HashSet::new();
     for j in 0..leaf_count {
-        let row = *row_of
-            .get(&(leaf_trees[j], leaf_nodes[j]))
-            .ok_or_else(|| format_err!("a leaf weight names node {} of tree {}, which does not exist", leaf_nodes[j], leaf_trees[j]))?;
+        let row = *row_of.get(&(leaf_trees[j], leaf_nodes[j])).ok_or_else(|| {
+            format_err!(
+                "a leaf weight names node {} of tree {}, which does not exist",
+                leaf_nodes[j],
+                leaf_trees[j]
+            )
+        })?;
         let column = index(node, &name("ids"), leaf_columns[j])?;
         if column >= columns {
             bail!("a leaf adds to column {column}, but there are only {columns}");
         }
         columns_used.insert(column);
-        votes.entry(row).or_default().push((column as u32, leaf_weights[j]));
+        votes
+            .entry(row)
+            .or_default()
+            .push((column as u32, leaf_weights[j]));
     }
 
     let mut nodes: Vec<u32> = Vec::with_capacity(count * 5);
@@ -131,16 +155,24 @@ fn parse_forest(node: &NodeProto, leaf: &str, columns: usize, aggregate: Aggrega
             "BRANCH_GT" => Some((Cmp::Greater, false)),
             "BRANCH_EQ" => Some((Cmp::Equal, false)),
             "BRANCH_NEQ" => Some((Cmp::NotEqual, false)),
-            other => bail!("node mode {other} is not one of LEAF, BRANCH_LEQ, BRANCH_LT, BRANCH_GTE, BRANCH_GT, BRANCH_EQ, BRANCH_NEQ"),
+            other => bail!(
+                "node mode {other} is not one of LEAF, BRANCH_LEQ, BRANCH_LT, BRANCH_GTE, BRANCH_GT, BRANCH_EQ, BRANCH_NEQ"
+            ),
         };
         match cmp {
             Some((cmp, swapped)) => {
                 if votes.contains_key(&row) {
-                    bail!("node {} of tree {tree} is a branch but has leaf weights", node_ids[i]);
+                    bail!(
+                        "node {} of tree {tree} is a branch but has leaf weights",
+                        node_ids[i]
+                    );
                 }
                 let child = |id: i64| {
                     row_of.get(&(tree, id)).copied().ok_or_else(|| {
-                        format_err!("node {} of tree {tree} points to node {id}, which is not in that tree", node_ids[i])
+                        format_err!(
+                            "node {} of tree {tree} points to node {id}, which is not in that tree",
+                            node_ids[i]
+                        )
                     })
                 };
                 let (mut yes, mut no) = (child(true_ids[i])?, child(false_ids[i])?);
@@ -151,7 +183,8 @@ fn parse_forest(node: &NodeProto, leaf: &str, columns: usize, aggregate: Aggrega
                 }
                 let feature = index(node, "nodes_featureids", feature_ids[i])?;
                 max_feature = max_feature.max(feature);
-                let feature = u32::try_from(feature).map_err(|_| format_err!("feature index {feature} is too large"))?;
+                let feature = u32::try_from(feature)
+                    .map_err(|_| format_err!("feature index {feature} is too large"))?;
                 nodes.extend([
                     feature,
                     yes as u32,
@@ -176,7 +209,9 @@ fn parse_forest(node: &NodeProto, leaf: &str, columns: usize, aggregate: Aggrega
     let data = TreeEnsembleData {
         trees: rctensor1(&trees),
         nodes: tensor1(&nodes).into_shape(&[count, 5])?.into_arc_tensor(),
-        leaves: tensor1(&leaves).into_shape(&[leaves.len() / 2, 2])?.into_arc_tensor(),
+        leaves: tensor1(&leaves)
+            .into_shape(&[leaves.len() / 2, 2])?
+            .into_arc_tensor(),
     };
     let mut columns_used: Vec<usize> = columns_used.into_iter().collect();
     columns_used.sort_unstable();
@@ -217,7 +252,10 @@ struct TreeClassifier {
     post: PostTransform,
 }
 
-fn classifier(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+fn classifier(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let labels = Labels::parse(node, "classlabels_int64s")?;
     let forest = parse_forest(node, "class", labels.len(), Aggregate::Sum)?;
     let base = floats(node, "base_values")?;
@@ -227,7 +265,12 @@ fn classifier(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn I
         base.is_empty() || base.len() == labels.len() || (binary && base.len() == 1),
         "one value per class (or one for a binary classifier)",
     )?;
-    let kernel = TreeClassifier { forest, labels, base: Floats(base), post: post_transform(node)? };
+    let kernel = TreeClassifier {
+        forest,
+        labels,
+        base: Floats(base),
+        post: post_transform(node)?,
+    };
     Ok((expand(MlNode(kernel)), vec![]))
 }
 
@@ -236,7 +279,8 @@ impl TreeClassifier {
     /// onnxruntime reads it (a probability when no weight is negative, a
     /// margin otherwise).
     fn binary_column(&self) -> Option<usize> {
-        (self.labels.len() == 2 && self.forest.columns_used.len() == 1).then(|| self.forest.columns_used[0])
+        (self.labels.len() == 2 && self.forest.columns_used.len() == 1)
+            .then(|| self.forest.columns_used[0])
     }
 }
 
@@ -247,8 +291,14 @@ impl Kernel for TreeClassifier {
 
     fn outputs(&self) -> Vec<OutputSpec> {
         vec![
-            OutputSpec { datum: Some(self.labels.datum_type()), shape: OutputShape::Rows },
-            OutputSpec { datum: Some(f32::datum_type()), shape: OutputShape::RowsBy(self.labels.len()) },
+            OutputSpec {
+                datum: Some(self.labels.datum_type()),
+                shape: OutputShape::Rows,
+            },
+            OutputSpec {
+                datum: Some(f32::datum_type()),
+                shape: OutputShape::RowsBy(self.labels.len()),
+            },
         ]
     }
 
@@ -296,13 +346,19 @@ struct TreeRegressor {
     post: PostTransform,
 }
 
-fn regressor(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+fn regressor(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let targets = node.get_attr_opt::<i64>("n_targets")?.unwrap_or(1);
     let targets = usize::try_from(targets)
         .ok()
         .filter(|t| (1..=1 << 16).contains(t))
         .ok_or_else(|| format_err!("n_targets is {targets}; it must be between 1 and 65536"))?;
-    let aggregate = match node.get_attr_opt::<&str>("aggregate_function")?.unwrap_or("SUM") {
+    let aggregate = match node
+        .get_attr_opt::<&str>("aggregate_function")?
+        .unwrap_or("SUM")
+    {
         "SUM" => Aggregate::Sum,
         "AVERAGE" => Aggregate::Avg,
         "MIN" => Aggregate::Min,
@@ -311,8 +367,17 @@ fn regressor(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn In
     };
     let forest = parse_forest(node, "target", targets, aggregate)?;
     let base = floats(node, "base_values")?;
-    node.expect_attr("base_values", base.is_empty() || base.len() == targets, "one value per target")?;
-    let kernel = TreeRegressor { forest, targets, base: Floats(base), post: post_transform(node)? };
+    node.expect_attr(
+        "base_values",
+        base.is_empty() || base.len() == targets,
+        "one value per target",
+    )?;
+    let kernel = TreeRegressor {
+        forest,
+        targets,
+        base: Floats(base),
+        post: post_transform(node)?,
+    };
     Ok((expand(MlNode(kernel)), vec![]))
 }
 
@@ -322,7 +387,10 @@ impl Kernel for TreeRegressor {
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![OutputSpec { datum: Some(f32::datum_type()), shape: OutputShape::RowsBy(self.targets) }]
+        vec![OutputSpec {
+            datum: Some(f32::datum_type()),
+            shape: OutputShape::RowsBy(self.targets),
+        }]
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
