@@ -68,6 +68,20 @@ fn the_image_is_what_sagemaker_asks_for() {
         args[0].ends_with("/mme"),
         "exec form, the mme binary: {args:?}"
     );
+    // The ONNX engine ships beside the binary, where the server looks, and
+    // is compiled into the image's cache folder as the server's user.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("COPY ") && l.ends_with("/usr/local/bin/mme-onnx.wasm")),
+        "the ONNX engine beside mme"
+    );
+    let precompile = lines
+        .iter()
+        .position(|l| l.contains("\"precompile\""))
+        .unwrap();
+    let last_user = lines.iter().rposition(|l| l.starts_with("USER ")).unwrap();
+    assert!(last_user < precompile, "precompiled as the server's user");
     let user = lines.iter().rev().find(|l| l.starts_with("USER ")).unwrap();
     let user = user.trim_start_matches("USER ").trim();
     assert!(

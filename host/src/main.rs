@@ -34,6 +34,18 @@ enum Command {
     Inspect(InspectArgs),
     /// Load-test a running server with one of the traffic patterns.
     Bench(BenchArgs),
+    /// Compile the built-in engines into the cache folder, so that a server
+    /// started on it finds them compiled (the Docker image does this).
+    Precompile(PrecompileArgs),
+}
+
+#[derive(Args)]
+struct PrecompileArgs {
+    /// The cache folder that `mme serve --cache-dir` will use [default: $XDG_CACHE_HOME/mme or ~/.cache/mme].
+    #[arg(long, env = "MME_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    onnx: OnnxEngineArgs,
 }
 
 #[derive(Args)]
@@ -319,6 +331,24 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench_command(args),
+        Command::Precompile(args) => {
+            let cache_dir = args.cache_dir.unwrap_or_else(config::default_cache_dir);
+            let runtime = mme_host::runtime::Runtime::new(mme_host::runtime::RuntimeConfig {
+                cache_dir: Some(cache_dir.clone()),
+                max_instances: 1,
+                onnx_engine: args.onnx.onnx_engine,
+                ..Default::default()
+            })?;
+            let started = std::time::Instant::now();
+            let engine = runtime.onnx_engine()?;
+            println!(
+                "ONNX engine {} ready in {} after {:.1?}",
+                engine.hash,
+                cache_dir.display(),
+                started.elapsed()
+            );
+            Ok(())
+        }
     }
 }
 

@@ -29,6 +29,20 @@ pub fn guest(name: &str) -> PathBuf {
     guests_dir().join(format!("{name}.tar.gz"))
 }
 
+/// The folder of ONNX models that `tests/onnx/make_models.py` writes
+/// (`cargo xtask test` makes it and sets `MME_ONNX_MODELS`).
+pub fn onnx_models_dir() -> PathBuf {
+    let dir = std::env::var_os("MME_ONNX_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/onnx-models"));
+    assert!(
+        dir.join("linear_regression.onnx").is_file(),
+        "no ONNX models in {}: run the tests with `cargo xtask test`",
+        dir.display()
+    );
+    dir
+}
+
 /// The `mme` binary under test.
 pub fn mme() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mme"))
@@ -83,6 +97,9 @@ impl Server {
             .arg(cache)
             .arg("--bind")
             .arg(format!("127.0.0.1:{port}"))
+            // Only the ONNX tests need the ONNX engine; they ask for its
+            // precompilation themselves (an argument wins over this).
+            .env("MME_ONNX_PRECOMPILE", "false")
             .args(extra)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")

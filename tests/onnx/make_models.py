@@ -198,6 +198,57 @@ def convnet():
     return model
 
 
+def hostile(out):
+    """Graphs an attacker would upload, in OUT/hostile: each must fail to load
+    with a clear error and cost the server nothing else."""
+    out.mkdir(exist_ok=True)
+    good = (out.parent / "linear_regression.onnx").read_bytes()
+    (out / "truncated.onnx").write_bytes(good[: len(good) // 2])
+    (out / "garbage.onnx").write_bytes(b"\xff" * 4096)
+
+    def graph(name, nodes, inputs, outputs, initializers=(), opset=17):
+        model = helper.make_model(
+            helper.make_graph(nodes, name, inputs, outputs, list(initializers)),
+            opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("ai.onnx.ml", 1)],
+        )
+        model.ir_version = 8
+        (out / f"{name}.onnx").write_bytes(model.SerializeToString())
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])
+    graph("unknown_operator", [helper.make_node("Frobnicate", ["x"], ["y"], name="frob")], [x], [y])
+    graph(
+        "cycle",
+        [helper.make_node("Add", ["x", "b"], ["a"], name="add"), helper.make_node("Relu", ["a"], ["b"], name="relu")],
+        [x],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, [None, 2])],
+    )
+    # An initializer that claims 10^10 floats but carries four.
+    lying = helper.make_tensor("w", TensorProto.FLOAT, [100000, 100000], [1.0, 2.0, 3.0, 4.0])
+    graph("huge_initializer", [helper.make_node("Add", ["x", "w"], ["y"], name="add")], [x], [y], [lying])
+    # A constant that asks for 4 TB when the graph is optimised.
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1000000, 1000000])
+    graph(
+        "huge_shape",
+        [helper.make_node("ConstantOfShape", ["shape"], ["big"], name="big"), helper.make_node("Add", ["x", "big"], ["y"], name="add")],
+        [x],
+        [y],
+        [shape],
+    )
+    # A tree whose branch points back at its root: evaluating it would never end.
+    def tree(name, true_ids, class_ids):
+        node = helper.make_node(
+            "TreeEnsembleRegressor", ["x"], ["y"], domain="ai.onnx.ml", name="trees", n_targets=1,
+            nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[0, 0, 0],
+            nodes_values=[0.5, 0.0, 0.0], nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"],
+            nodes_truenodeids=true_ids, nodes_falsenodeids=[2, 0, 0],
+            target_treeids=[0, 0], target_nodeids=[1, 2], target_ids=class_ids, target_weights=[1.0, 2.0],
+        )
+        graph(name, [node], [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])])
+    tree("tree_cycle", [0, 0, 0], [0, 0])
+    tree("tree_bad_target", [1, 0, 0], [0, 7])
+
+
 def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
@@ -205,6 +256,7 @@ def main():
     boosters(out)
     images = RNG.rand(4, 1, 8, 8).astype(np.float32)
     save(out, "convnet", convnet(), images)
+    hostile(out / "hostile")
 
 
 if __name__ == "__main__":

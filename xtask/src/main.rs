@@ -4,9 +4,10 @@
 //!   `wasm32-wasip2`, run its trainer, and write `DIR/<example>.tar.gz`.
 //! - `demo`: package the example, copy it into many models, serve them,
 //!   load-test the three traffic patterns and print the table.
-//! - `test`: package the examples, install the S3-compatible server the
-//!   tests run against (`s3s-fs`, once, under `target/tools`), then run
-//!   every test of the workspace.
+//! - `test`: package the examples, export the ONNX test models with the
+//!   real converters (Python), install the S3-compatible server the tests
+//!   run against (`s3s-fs`, once, under `target/tools`), then run every test
+//!   of the workspace.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -138,7 +139,8 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the `mme` binary (release) and returns its path.
+/// Builds the `mme` binary (release) and the built-in ONNX engine, which
+/// goes beside it as `mme-onnx.wasm`, where the server looks for it.
 fn build_host(root: &Path) -> anyhow::Result<PathBuf> {
     run(cargo(root).args([
         "build",
@@ -148,7 +150,40 @@ fn build_host(root: &Path) -> anyhow::Result<PathBuf> {
         "--bin",
         "mme",
     ]))?;
+    run(cargo(root).args([
+        "build",
+        "--profile",
+        "guest",
+        "--target",
+        "wasm32-wasip2",
+        "--package",
+        "mme-onnx",
+        "--lib",
+    ]))?;
+    let engine = root.join("target/wasm32-wasip2/guest/mme_onnx.wasm");
+    let beside = root.join("target/release/mme-onnx.wasm");
+    std::fs::copy(&engine, &beside)
+        .with_context(|| format!("cannot copy {} to {}", engine.display(), beside.display()))?;
     Ok(root.join("target/release/mme"))
+}
+
+/// Trains and exports the ONNX models of the tests with the real converters
+/// (`tests/onnx/make_models.py`), unless the folder holds the models of this
+/// very script already.
+fn make_onnx_models(root: &Path) -> anyhow::Result<PathBuf> {
+    let script = root.join("tests/onnx/make_models.py");
+    let out = root.join("target/onnx-models");
+    let made_by = out.join("made_by.py");
+    let source =
+        std::fs::read(&script).with_context(|| format!("cannot read {}", script.display()))?;
+    if std::fs::read(&made_by).ok().as_ref() != Some(&source) {
+        let _ = std::fs::remove_dir_all(&out);
+        run(Command::new("python3").arg(&script).arg(&out)).context(
+            "cannot make the ONNX test models: pip install the converters that .ci/run pins",
+        )?;
+        std::fs::write(&made_by, &source)?;
+    }
+    Ok(out)
 }
 
 fn package_guests(root: &Path, guests: &[Example], out: &Path) -> anyhow::Result<()> {
@@ -231,11 +266,13 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .map(Example::clone)
         .collect();
     package_guests(root, &guests, &examples)?;
+    let onnx_models = make_onnx_models(root)?;
     let s3_server = install_s3_server(root)?;
     run(cargo(root)
         .args(["test", "--release", "--workspace", "--no-fail-fast"])
         .args(args)
         .env("MME_EXAMPLES_DIR", &examples)
+        .env("MME_ONNX_MODELS", &onnx_models)
         .env("MME_S3S_FS", &s3_server))
 }
 

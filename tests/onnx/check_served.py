@@ -1,0 +1,130 @@
+"""Checks every model that make_models.py wrote against a running Wasm MME
+server, as a user of the model would: through `/predictions` (JSON rows),
+and through the Open Inference Protocol with Triton's client, reading each
+model's inputs from `GET /v2/models/{name}`.
+
+Each answer is compared with the library's own predictions (`predict`,
+`predict_proba`) and with onnxruntime on the same rows: labels identical,
+numbers within 1e-4 relative. Prints one line per mismatch and exits 1 if
+there was any.
+
+    python3 tests/onnx/check_served.py HOST:PORT MODELS_DIR [PREFIX]
+"""
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import tritonclient.http as http
+
+TOLERANCE = 1e-4
+
+
+def close(got, want):
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    return got.shape == want.shape and bool(np.all(np.abs(got - want) <= TOLERANCE * np.maximum(1.0, np.abs(want))))
+
+
+def same_labels(got, want):
+    return [str(g) for g in np.ravel(got)] == [str(w) for w in np.ravel(want)]
+
+
+def rows_of(zipmap):
+    """A ZipMap answer (a list of {label: probability}) as rows of values in class order."""
+    return [list(row.values()) for row in zipmap]
+
+
+def post_json(url, body):
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def check_native(name, native, outputs, problems):
+    """`outputs`: output name -> values (ZipMaps already as rows)."""
+    labels = [v for k, v in outputs.items() if "label" in k]
+    if "label" in native and not (labels and same_labels(labels[0], native["label"])):
+        problems.append(f"{name}: labels {labels[:1]} differ from the library's {native['label']}")
+    if "probabilities" in native:
+        probabilities = [v for k, v in outputs.items() if "prob" in k]
+        if not (probabilities and close(probabilities[0], native["probabilities"])):
+            problems.append(f"{name}: probabilities {probabilities[:1]} differ from predict_proba {native['probabilities']}")
+    if "variable" in native:
+        (only,) = outputs.values()
+        if not close(np.ravel(only), np.ravel(native["variable"])):
+            problems.append(f"{name}: {only} differs from predict {native['variable']}")
+
+
+def check_model(host, name, record, problems):
+    ort = record["ort"]
+    native = record["native"]
+    rows = record["rows"]
+
+    # /predictions: one output as nested lists, several as an object by name.
+    answer = post_json(f"http://{host}/predictions/{name}", rows)
+    plain = answer if isinstance(answer, dict) and len(ort) > 1 else {next(iter(ort)): answer}
+    for output, want in ort.items():
+        got = plain.get(output)
+        if want and isinstance(want[0], dict):
+            ok = got is not None and [list(r.keys()) for r in got] == [list(r.keys()) for r in want] and close(rows_of(got), rows_of(want))
+        elif want and isinstance(np.ravel(want)[0], (str, np.str_)) or "label" in output:
+            ok = got is not None and same_labels(got, want) and np.shape(got) == np.shape(want)
+        else:
+            ok = got is not None and close(got, want)
+        if not ok:
+            problems.append(f"{name}: /predictions {output} = {got}, onnxruntime {want}")
+    check_native(name, native, {k: rows_of(v) if v and isinstance(v[0], dict) else v for k, v in plain.items()}, problems)
+
+    # Open Inference Protocol, with Triton's client and the model's own metadata.
+    client = http.InferenceServerClient(url=host)
+    metadata = client.get_model_metadata(name)
+    (port,) = metadata["inputs"]
+    if [o["name"] for o in metadata["outputs"]] != list(ort):
+        problems.append(f"{name}: metadata outputs {metadata['outputs']} are not onnxruntime's {list(ort)}")
+    x = np.asarray(rows, dtype=np.float32)
+    tensor = http.InferInput(port["name"], list(x.shape), port["datatype"])
+    tensor.set_data_from_numpy(x.astype(np.float64 if port["datatype"] == "FP64" else np.float32), binary_data=False)
+    wanted = [http.InferRequestedOutput(output, binary_data=False) for output in ort]
+    result = client.infer(name, [tensor], outputs=wanted, request_id=name)
+    seen = {}
+    for output, want in ort.items():
+        got = result.as_numpy(output)
+        if got is None:
+            problems.append(f"{name}: v2 has no output {output}")
+            continue
+        if got.dtype == np.object_:
+            got = np.array([g.decode() if isinstance(g, bytes) else g for g in got.ravel()]).reshape(got.shape)
+        seen[output] = got
+        if want and isinstance(want[0], dict):
+            ok = close(got, rows_of(want))
+        elif got.dtype.kind in "iuU" or "label" in output:
+            ok = same_labels(got, want) and got.shape == np.shape(want)
+        else:
+            ok = close(got, want)
+        if not ok:
+            problems.append(f"{name}: v2 {output} = {got.tolist()}, onnxruntime {want}")
+    check_native(name, native, seen, problems)
+
+
+def main():
+    host, directory = sys.argv[1], Path(sys.argv[2])
+    prefix = sys.argv[3] if len(sys.argv) > 3 else ""
+    problems = []
+    checked = 0
+    for path in sorted(directory.glob("*.json")):
+        name = path.stem
+        try:
+            check_model(host, prefix + name, json.loads(path.read_text()), problems)
+        except Exception as error:  # noqa: BLE001 - every failure is a finding, reported by model
+            problems.append(f"{name}: {type(error).__name__}: {error}")
+        checked += 1
+    for problem in problems:
+        print(problem)
+    print(f"{checked} models checked, {len(problems)} problems", file=sys.stderr)
+    sys.exit(1 if problems or checked == 0 else 0)
+
+
+if __name__ == "__main__":
+    main()
