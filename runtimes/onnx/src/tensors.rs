@@ -428,7 +428,11 @@ mod tests {
             .unwrap();
         assert_eq!(tensor.shape(), &[3, 2]);
         assert_eq!(
-            tensor.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(),
+            tensor
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap(),
             &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
         );
         let one_row = Sent::from_json(&json!([1, 2])).unwrap();

@@ -7,8 +7,8 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
 use super::{
-    Floats, Kernel, Labels, MlNode, OutputShape, OutputSpec, PostTransform, features,
-    post_transform, sigmoid, transform_row,
+    Floats, Kernel, Labels, MlNode, OutputSpec, PostTransform, argmax, features, post_transform,
+    sigmoid, transform_row,
 };
 
 pub(super) fn register(register: &mut OnnxOpRegister) {
@@ -78,16 +78,7 @@ impl Kernel for LinearClassifier {
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![
-            OutputSpec {
-                datum: Some(self.labels.datum_type()),
-                shape: OutputShape::Rows,
-            },
-            OutputSpec {
-                datum: Some(f32::datum_type()),
-                shape: OutputShape::RowsBy(self.labels.len()),
-            },
-        ]
+        self.labels.classifier_outputs()
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
@@ -124,10 +115,7 @@ impl Kernel for LinearClassifier {
                     }
                 };
             } else {
-                let best = raw
-                    .iter()
-                    .enumerate()
-                    .fold(0, |best, (i, v)| if *v > raw[best] { i } else { best });
+                let best = argmax(&raw);
                 winners.push(best);
                 transform_row(&mut raw, self.post);
             }

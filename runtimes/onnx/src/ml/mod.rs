@@ -270,6 +270,21 @@ impl Labels {
         }
     }
 
+    /// A classifier's two outputs: the label of each row, `[N]`, and the
+    /// score of each class, `[N, classes]`.
+    pub(crate) fn classifier_outputs(&self) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec {
+                datum: Some(self.datum_type()),
+                shape: OutputShape::Rows,
+            },
+            OutputSpec {
+                datum: Some(f32::datum_type()),
+                shape: OutputShape::RowsBy(self.len()),
+            },
+        ]
+    }
+
     /// The labels of the classes at `indices`, as a `[N]` tensor.
     pub(crate) fn pick(&self, indices: &[usize]) -> Tensor {
         match self {
@@ -282,6 +297,13 @@ impl Labels {
             ),
         }
     }
+}
+
+/// The index of the first largest value (0 for an empty row).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
 }
 
 pub(crate) fn sigmoid(x: f32) -> f32 {

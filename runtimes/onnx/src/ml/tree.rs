@@ -16,7 +16,7 @@ use tract_onnx::tract_hir::internal::*;
 use tract_onnx_opl::ml::tree::{Aggregate, Cmp, TreeEnsemble, TreeEnsembleData};
 
 use super::{
-    Floats, Kernel, Labels, MlNode, OutputShape, OutputSpec, PostTransform, features,
+    Floats, Kernel, Labels, MlNode, OutputShape, OutputSpec, PostTransform, argmax, features,
     post_transform, sigmoid, transform_row,
 };
 
@@ -290,16 +290,7 @@ impl Kernel for TreeClassifier {
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![
-            OutputSpec {
-                datum: Some(self.labels.datum_type()),
-                shape: OutputShape::Rows,
-            },
-            OutputSpec {
-                datum: Some(f32::datum_type()),
-                shape: OutputShape::RowsBy(self.labels.len()),
-            },
-        ]
+        self.labels.classifier_outputs()
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
@@ -325,10 +316,7 @@ impl Kernel for TreeClassifier {
                 for (v, b) in row.iter_mut().zip(&self.base.0) {
                     *v += b;
                 }
-                let best = row
-                    .iter()
-                    .enumerate()
-                    .fold(0, |best, (i, v)| if *v > row[best] { i } else { best });
+                let best = argmax(row);
                 winners.push(best);
                 transform_row(row, self.post);
             }
