@@ -12,7 +12,12 @@ use anyhow::{Context, bail};
 use crate::{install_tool, run};
 
 /// The targets, each with its corpus in `fuzz/corpus/<target>`.
-const TARGETS: &[&str] = &["unpack_archive", "parse_properties", "decode_request"];
+const TARGETS: &[&str] = &[
+    "unpack_archive",
+    "parse_properties",
+    "decode_request",
+    "decode_tensors",
+];
 
 const CARGO_FUZZ: &str = "cargo-fuzz@0.13.2";
 

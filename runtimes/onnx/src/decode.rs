@@ -1,4 +1,5 @@
-//! Request bodies to input tensors, and output tensors to answers.
+//! Request bodies to typed values: no tract here, so that the fuzz target
+//! builds only this.
 //!
 //! The plain routes take one JSON array (any depth: a matrix for a table,
 //! deeper for images) or CSV rows, for a graph with one input. The Open
@@ -6,15 +7,82 @@
 //! to the input's element type; an integer input refuses fractions.
 
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
-use tract_onnx::prelude::*;
+use serde_json::{Value, json};
 
-use crate::graph::Port;
+/// The kinds of element a request can fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Element {
+    /// 32-bit floats.
+    F32,
+    /// 64-bit floats.
+    F64,
+    /// Integers of any width (checked to be whole; narrowed by the engine).
+    Int,
+    /// Booleans (numbers: 0 is false).
+    Bool,
+    /// Strings (`BYTES` on v2).
+    String,
+}
+
+/// What an input takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted<'a> {
+    /// Its name, for messages.
+    pub name: &'a str,
+    /// Its element type.
+    pub element: Element,
+    /// Its dimensions; `None` where any size goes.
+    pub shape: &'a [Option<usize>],
+}
+
+/// Values of one type, flat.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    /// For [`Element::F32`].
+    F32(Vec<f32>),
+    /// For [`Element::F64`].
+    F64(Vec<f64>),
+    /// For [`Element::Int`].
+    Int(Vec<i64>),
+    /// For [`Element::Bool`].
+    Bool(Vec<bool>),
+    /// For [`Element::String`].
+    String(Vec<String>),
+}
+
+impl Data {
+    /// How many values.
+    pub fn len(&self) -> usize {
+        match self {
+            Data::F32(v) => v.len(),
+            Data::F64(v) => v.len(),
+            Data::Int(v) => v.len(),
+            Data::Bool(v) => v.len(),
+            Data::String(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An input's values, checked: `shape` holds `data.len()` values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Typed {
+    /// The dimensions.
+    pub shape: Vec<usize>,
+    /// The values, row-major.
+    pub data: Data,
+}
 
 /// A tensor as it arrived: its shape and its values, flat.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sent {
+    /// Its dimensions.
     pub shape: Vec<usize>,
+    /// Its values, row-major.
     pub values: Vec<Value>,
 }
 
@@ -70,9 +138,10 @@ impl Sent {
         })
     }
 
-    /// The tensor for `port`: same rank (one row may leave out the batch
-    /// axis), every fixed dimension matching, values of the port's type.
-    pub fn into_tensor(mut self, port: &Port) -> Result<TValue, String> {
+    /// The values for an input named `name` of `element`s with `shape`
+    /// (`None` where any size goes): same rank (one row may leave out the
+    /// batch axis), every fixed dimension matching, values of that type.
+    pub fn fit(mut self, port: &Wanted<'_>) -> Result<Typed, String> {
         if self.shape.len() + 1 == port.shape.len() {
             self.shape.insert(0, 1);
         }
@@ -81,22 +150,26 @@ impl Sent {
                 "input {:?} takes {} dimensions ({}), but {} were sent",
                 port.name,
                 port.shape.len(),
-                describe_shape(&port.shape),
+                describe_shape(port.shape),
                 self.shape.len()
             ));
         }
-        for (axis, (sent, wanted)) in self.shape.iter().zip(&port.shape).enumerate() {
+        for (axis, (sent, wanted)) in self.shape.iter().zip(port.shape).enumerate() {
             if let Some(wanted) = wanted
                 && wanted != sent
             {
                 return Err(format!(
                     "input {:?} has shape {}; axis {axis} was sent with {sent} values instead of {wanted}",
                     port.name,
-                    describe_shape(&port.shape)
+                    describe_shape(port.shape)
                 ));
             }
         }
-        typed(&port.name, port.datum, &self.shape, &self.values).map(IntoTValue::into_tvalue)
+        let data = typed(port.name, port.element, &self.shape, &self.values)?;
+        Ok(Typed {
+            shape: self.shape,
+            data,
+        })
     }
 }
 
@@ -138,13 +211,8 @@ fn nest(
     }
 }
 
-/// `values` as a tensor of `datum` with `shape`.
-fn typed(
-    name: &str,
-    datum: DatumType,
-    shape: &[usize],
-    values: &[Value],
-) -> Result<Tensor, String> {
+/// `values` as `element`s, checked against `shape`.
+fn typed(name: &str, element: Element, shape: &[usize], values: &[Value]) -> Result<Data, String> {
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if count != Some(values.len()) {
         return Err(format!(
@@ -168,55 +236,42 @@ fn typed(
         }
         Ok(x as i64)
     };
-    let tensor = if datum == f32::datum_type() {
-        tensor1(
-            &values
+    Ok(match element {
+        Element::F32 => Data::F32(
+            values
                 .iter()
                 .map(|v| number(v).map(|x| x as f32))
-                .collect::<Result<Vec<_>, _>>()?,
-        )
-    } else if datum == f64::datum_type() {
-        tensor1(&values.iter().map(number).collect::<Result<Vec<_>, _>>()?)
-    } else if datum == i64::datum_type() {
-        tensor1(&values.iter().map(integer).collect::<Result<Vec<_>, _>>()?)
-    } else if datum == bool::datum_type() {
-        tensor1(
-            &values
+                .collect::<Result<_, _>>()?,
+        ),
+        Element::F64 => Data::F64(values.iter().map(number).collect::<Result<_, _>>()?),
+        Element::Int => Data::Int(values.iter().map(integer).collect::<Result<_, _>>()?),
+        Element::Bool => Data::Bool(
+            values
                 .iter()
                 .map(|v| number(v).map(|x| x != 0.0))
-                .collect::<Result<Vec<_>, _>>()?,
-        )
-    } else if datum == String::datum_type() {
-        let strings = values
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s.clone()),
-                other => Err(format!("input {name:?} takes strings, not {other}")),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        tensor1(&strings)
-    } else if datum.is_integer() {
-        let ints = values.iter().map(integer).collect::<Result<Vec<_>, _>>()?;
-        tensor1(&ints)
-            .cast_to_dt(datum)
-            .map_err(|e| format!("input {name:?}: {e}"))?
-            .into_owned()
-    } else {
-        return Err(format!(
-            "input {name:?} has element type {datum:?}, which requests cannot fill yet"
-        ));
-    };
-    tensor
-        .into_shape(shape)
-        .map_err(|e| format!("input {name:?}: {e}"))
+                .collect::<Result<_, _>>()?,
+        ),
+        Element::String => Data::String(
+            values
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(format!("input {name:?} takes strings, not {other}")),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    })
 }
 
 /// An Open Inference Protocol request, as far as the engine reads it.
 #[derive(Deserialize)]
 pub struct InferRequest {
+    /// The caller's request id, answered back.
     #[serde(default)]
     pub id: Option<String>,
+    /// One tensor per graph input.
     pub inputs: Vec<InferTensor>,
+    /// The outputs wanted; all of them when absent.
     #[serde(default)]
     pub outputs: Option<Vec<RequestedOutput>>,
 }
@@ -224,15 +279,20 @@ pub struct InferRequest {
 /// One input tensor of a v2 request.
 #[derive(Deserialize)]
 pub struct InferTensor {
+    /// The graph input it feeds.
     pub name: String,
+    /// Its dimensions, as sent (checked to be non-negative).
     pub shape: Vec<i64>,
+    /// Its v2 datatype (`FP32`, `INT64`, `BYTES`, …).
     pub datatype: String,
+    /// Its values, flat or nested.
     pub data: Value,
 }
 
 /// An output that a v2 request asks for by name.
 #[derive(Deserialize)]
 pub struct RequestedOutput {
+    /// The output's graph name.
     pub name: String,
 }
 
@@ -294,128 +354,15 @@ fn flatten(value: &Value, out: &mut Vec<Value>) -> Result<(), String> {
     }
 }
 
-/// The Open Inference Protocol name of an element type.
-pub fn datatype(datum: DatumType) -> &'static str {
-    match datum {
-        DatumType::Bool => "BOOL",
-        DatumType::U8 => "UINT8",
-        DatumType::U16 => "UINT16",
-        DatumType::U32 => "UINT32",
-        DatumType::U64 => "UINT64",
-        DatumType::I8 => "INT8",
-        DatumType::I16 => "INT16",
-        DatumType::I32 => "INT32",
-        DatumType::I64 => "INT64",
-        DatumType::F16 => "FP16",
-        DatumType::F32 => "FP32",
-        DatumType::F64 => "FP64",
-        DatumType::String => "BYTES",
-        _ => "BYTES",
-    }
-}
-
-/// An output tensor's values, flat, as JSON. `f32` values print as their
-/// shortest decimal (0.1, not 0.10000000149011612).
-pub fn values(tensor: &Tensor) -> Result<Vec<Value>, String> {
-    let plain = |e: TractError| format!("cannot read an output: {e}");
-    let datum = tensor.datum_type();
-    Ok(if datum == f32::datum_type() {
-        let slice = tensor.try_as_plain_ram().map_err(plain)?;
-        slice
-            .as_slice::<f32>()
-            .map_err(plain)?
-            .iter()
-            .map(|v| {
-                v.to_string()
-                    .parse::<f64>()
-                    .map_or(Value::Null, |x| json!(x))
-            })
-            .collect()
-    } else if datum == String::datum_type() {
-        let slice = tensor.try_as_plain_ram().map_err(plain)?;
-        slice
-            .as_slice::<String>()
-            .map_err(plain)?
-            .iter()
-            .map(|s| json!(s))
-            .collect()
-    } else if datum == bool::datum_type() {
-        let slice = tensor.try_as_plain_ram().map_err(plain)?;
-        slice
-            .as_slice::<bool>()
-            .map_err(plain)?
-            .iter()
-            .map(|b| json!(b))
-            .collect()
-    } else if datum.is_integer() {
-        let ints = tensor.cast_to::<i64>().map_err(plain)?;
-        let slice = ints.try_as_plain_ram().map_err(plain)?;
-        slice
-            .as_slice::<i64>()
-            .map_err(plain)?
-            .iter()
-            .map(|i| json!(i))
-            .collect()
-    } else {
-        let floats = tensor.cast_to::<f64>().map_err(plain)?;
-        let slice = floats.try_as_plain_ram().map_err(plain)?;
-        slice
-            .as_slice::<f64>()
-            .map_err(plain)?
-            .iter()
-            .map(|x| json!(x))
-            .collect()
-    })
-}
-
-/// Flat values as nested JSON lists of `shape`.
-pub fn nested(shape: &[usize], values: &[Value]) -> Value {
-    match shape {
-        [] => values.first().cloned().unwrap_or(Value::Null),
-        [_] => Value::Array(values.to_vec()),
-        [_, rest @ ..] => {
-            let stride = rest.iter().product::<usize>().max(1);
-            Value::Array(
-                values
-                    .chunks(stride)
-                    .map(|chunk| nested(rest, chunk))
-                    .collect(),
-            )
-        }
-    }
-}
-
-/// A ZipMap output on the plain routes: one `{label: probability}` object per row.
-pub fn zipped(labels: &[Value], values: &[Value]) -> Value {
-    let width = labels.len().max(1);
-    Value::Array(
-        values
-            .chunks(width)
-            .map(|row| {
-                let mut object = Map::new();
-                for (label, value) in labels.iter().zip(row) {
-                    let key = match label {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    object.insert(key, value.clone());
-                }
-                Value::Object(object)
-            })
-            .collect(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn port(datum: DatumType, shape: &[Option<usize>]) -> Port {
-        Port {
-            name: "x".into(),
-            datum,
-            shape: shape.to_vec(),
-            zipmap: None,
+    fn wanted<'a>(element: Element, shape: &'a [Option<usize>]) -> Wanted<'a> {
+        Wanted {
+            name: "x",
+            element,
+            shape,
         }
     }
 
@@ -423,23 +370,14 @@ mod tests {
     fn json_arrays_take_their_shape_from_their_nesting() {
         let sent = Sent::from_json(&json!([[1, 2], [3, 4], [5, 6]])).unwrap();
         assert_eq!(sent.shape, vec![3, 2]);
-        let tensor = sent
-            .into_tensor(&port(f32::datum_type(), &[None, Some(2)]))
-            .unwrap();
-        assert_eq!(tensor.shape(), &[3, 2]);
-        assert_eq!(
-            tensor
-                .try_as_plain_ram()
-                .unwrap()
-                .as_slice::<f32>()
-                .unwrap(),
-            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-        );
+        let tensor = sent.fit(&wanted(Element::F32, &[None, Some(2)])).unwrap();
+        assert_eq!(tensor.shape, vec![3, 2]);
+        assert_eq!(tensor.data, Data::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
         let one_row = Sent::from_json(&json!([1, 2])).unwrap();
         let tensor = one_row
-            .into_tensor(&port(f64::datum_type(), &[None, Some(2)]))
+            .fit(&wanted(Element::F64, &[None, Some(2)]))
             .unwrap();
-        assert_eq!(tensor.shape(), &[1, 2]);
+        assert_eq!(tensor.shape, vec![1, 2]);
     }
 
     #[test]
@@ -452,13 +390,13 @@ mod tests {
             (json!([["a", "b"]]), "numbers"),
         ] {
             let err = Sent::from_json(&body)
-                .and_then(|s| s.into_tensor(&port(f32::datum_type(), &[None, Some(2)])))
+                .and_then(|s| s.fit(&wanted(Element::F32, &[None, Some(2)])))
                 .unwrap_err();
             assert!(err.contains(words), "{body}: {err}");
         }
         let err = Sent::from_json(&json!([[1.5]]))
             .unwrap()
-            .into_tensor(&port(i64::datum_type(), &[None, Some(1)]))
+            .fit(&wanted(Element::Int, &[None, Some(1)]))
             .unwrap_err();
         assert!(err.contains("integers"), "{err}");
     }
@@ -490,7 +428,7 @@ mod tests {
         let err = lying
             .sent()
             .unwrap()
-            .into_tensor(&port(f32::datum_type(), &[None, None, None]))
+            .fit(&wanted(Element::F32, &[None, None, None]))
             .unwrap_err();
         assert!(err.contains("1 values"), "{err}");
         let negative: InferTensor = serde_json::from_value(
@@ -498,22 +436,5 @@ mod tests {
         )
         .unwrap();
         assert!(negative.sent().unwrap_err().contains("negative"));
-    }
-
-    #[test]
-    fn outputs_nest_by_shape_and_zip_by_label() {
-        let values = vec![json!(1), json!(2), json!(3), json!(4)];
-        assert_eq!(nested(&[2, 2], &values), json!([[1, 2], [3, 4]]));
-        assert_eq!(nested(&[4], &values), json!([1, 2, 3, 4]));
-        assert_eq!(
-            zipped(&[json!(0), json!("b")], &values),
-            json!([{"0": 1, "b": 2}, {"0": 3, "b": 4}])
-        );
-        let tensor = tensor1(&[0.1f32, 2.0]);
-        assert_eq!(values_of(&tensor), vec![json!(0.1), json!(2.0)]);
-    }
-
-    fn values_of(tensor: &Tensor) -> Vec<Value> {
-        values(tensor).unwrap()
     }
 }

@@ -15,7 +15,7 @@ use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::DimLike;
 
-use crate::ml;
+use super::ml;
 
 /// Why a graph cannot be served.
 #[derive(Debug)]

@@ -1,0 +1,64 @@
+//! Any body, decoded the way the ONNX engine decodes requests (a JSON
+//! array, CSV rows, or an Open Inference Protocol tensor) and fitted to an
+//! input: an error, or values that fill exactly the input's shape. The
+//! first byte picks the input's element type and shape.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mme_onnx::decode::{Data, Element, InferRequest, Sent, Wanted};
+
+const ELEMENTS: [Element; 5] = [
+    Element::F32,
+    Element::F64,
+    Element::Int,
+    Element::Bool,
+    Element::String,
+];
+
+const SHAPES: [&[Option<usize>]; 4] = [
+    &[None, Some(4)],
+    &[None, None],
+    &[None, Some(1), Some(2), Some(2)],
+    &[Some(3)],
+];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
+    let pick = usize::from(pick);
+    let wanted = Wanted {
+        name: "x",
+        element: ELEMENTS[pick % ELEMENTS.len()],
+        shape: SHAPES[(pick / ELEMENTS.len()) % SHAPES.len()],
+    };
+    let mut decoded = vec![Sent::from_csv(body)];
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        decoded.push(Sent::from_json(&value));
+    }
+    if let Ok(request) = serde_json::from_slice::<InferRequest>(body) {
+        decoded.extend(request.inputs.iter().map(|tensor| tensor.sent()));
+    }
+    for sent in decoded.into_iter().flatten() {
+        let Ok(typed) = sent.fit(&wanted) else {
+            continue;
+        };
+        assert_eq!(typed.shape.len(), wanted.shape.len(), "{typed:?}");
+        for (got, want) in typed.shape.iter().zip(wanted.shape) {
+            if let Some(want) = want {
+                assert_eq!(got, want, "{typed:?}");
+            }
+        }
+        assert_eq!(typed.data.len(), typed.shape.iter().product::<usize>());
+        let kind_matches = matches!(
+            (&typed.data, wanted.element),
+            (Data::F32(_), Element::F32)
+                | (Data::F64(_), Element::F64)
+                | (Data::Int(_), Element::Int)
+                | (Data::Bool(_), Element::Bool)
+                | (Data::String(_), Element::String)
+        );
+        assert!(kind_matches, "{typed:?} for {:?}", wanted.element);
+    }
+});

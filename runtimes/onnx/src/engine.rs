@@ -1,0 +1,240 @@
+//! The engine itself: the model that `export_model!` exports.
+
+mod graph;
+mod ml;
+mod tensors;
+
+use mme_guest::{Config, Error, Model, Request, Response, export_model};
+use serde_json::{Map, Value, json};
+use tract_onnx::prelude::*;
+
+use crate::decode::{InferRequest, Sent};
+pub use graph::{Graph, Port};
+
+/// Where the package's files are.
+const MODEL_DIR: &str = "/model";
+
+/// An ONNX model, ready to answer.
+pub struct OnnxModel {
+    graph: Graph,
+}
+
+/// The `.onnx` file to load: `option.model_file`, else `model.onnx`, else
+/// the only `.onnx` file of the package.
+fn model_file(config: &Config) -> Result<String, Error> {
+    if let Some(name) = config.get("model_file") {
+        if name.is_empty() || name.contains('/') || name == ".." {
+            return Err(Error::invalid_input(format!(
+                "option.model_file={name:?} must name a file at the top of the package"
+            )));
+        }
+        return Ok(name.to_string());
+    }
+    if std::path::Path::new(MODEL_DIR).join("model.onnx").is_file() {
+        return Ok("model.onnx".into());
+    }
+    let entries = std::fs::read_dir(MODEL_DIR)
+        .map_err(|e| Error::internal(format!("cannot list {MODEL_DIR}: {e}")))?;
+    let mut found: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".onnx"))
+        .collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Error::invalid_input(
+            "the package has no .onnx file; add model.onnx or set option.model_file",
+        )),
+        _ => Err(Error::invalid_input(format!(
+            "the package has {} .onnx files ({}); name one with option.model_file",
+            found.len(),
+            found.join(", ")
+        ))),
+    }
+}
+
+impl OnnxModel {
+    /// Loads a graph from bytes (what `load` does with the package's file).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let graph = Graph::load(bytes).map_err(|e| Error::invalid_input(e.0))?;
+        Ok(OnnxModel { graph })
+    }
+
+    /// The graph's inputs and outputs, as the Open Inference Protocol's
+    /// model metadata lists them.
+    pub fn describe(&self) -> Value {
+        let port = |p: &Port| {
+            let shape: Vec<i64> = p.shape.iter().map(|d| d.map_or(-1, |d| d as i64)).collect();
+            let (datatype, shape) = match &p.zipmap {
+                // A ZipMap answers on v2 as its FP32 [N, classes] tensor.
+                Some(labels) => ("FP32", vec![-1, labels.len() as i64]),
+                None => (tensors::datatype(p.datum), shape),
+            };
+            json!({ "name": p.name, "datatype": datatype, "shape": shape })
+        };
+        json!({
+            "platform": "onnx",
+            "inputs": self.graph.inputs.iter().map(port).collect::<Vec<_>>(),
+            "outputs": self.graph.outputs.iter().map(port).collect::<Vec<_>>(),
+        })
+    }
+
+    fn run(&self, inputs: TVec<TValue>) -> Result<TVec<Tensor>, Error> {
+        self.graph
+            .run(inputs)
+            .map_err(|e| Error::invalid_input(format!("the graph cannot run on this input: {e}")))
+    }
+
+    /// A JSON array or CSV rows, for a graph with one input.
+    fn predict_plain(&self, request: &Request) -> Result<Response, Error> {
+        let [input] = self.graph.inputs.as_slice() else {
+            let names: Vec<&str> = self.graph.inputs.iter().map(|p| p.name.as_str()).collect();
+            return Err(Error::invalid_input(format!(
+                "this model has {} inputs ({}); send an Open Inference Protocol request to /v2/models/{{model}}/infer with a tensor for each",
+                names.len(),
+                names.join(", ")
+            )));
+        };
+        let sent = if media_type(&request.content_type) == mme_guest::CSV {
+            Sent::from_csv(&request.body)
+        } else {
+            let value: Value = serde_json::from_slice(&request.body).map_err(|e| {
+                Error::invalid_input(format!(
+                    "the body is not JSON ({e}); send an array of rows such as [[0.5, 1.0]], or text/csv"
+                ))
+            })?;
+            Sent::from_json(&value)
+        }
+        .map_err(Error::invalid_input)?;
+        let tensor = tensors::tensor_for(sent, input).map_err(Error::invalid_input)?;
+        let outputs = self.run(tvec!(tensor))?;
+        let mut answers = Map::new();
+        for (port, tensor) in self.graph.outputs.iter().zip(&outputs) {
+            let values = tensors::values(tensor).map_err(Error::internal)?;
+            let value = match &port.zipmap {
+                Some(labels) => tensors::zipped(labels, &values),
+                None => tensors::nested(tensor.shape(), &values),
+            };
+            answers.insert(port.name.clone(), value);
+        }
+        if answers.len() == 1 {
+            let (_, only) = answers.into_iter().next().unwrap_or_default();
+            return Response::json(&only);
+        }
+        Response::json(&answers)
+    }
+
+    /// An Open Inference Protocol request: a tensor per input, by name.
+    fn predict_v2(&self, request: &Request) -> Result<Response, Error> {
+        let infer: InferRequest = serde_json::from_slice(&request.body).map_err(|e| {
+            Error::invalid_input(format!(
+                "not an Open Inference Protocol request ({{\"inputs\": [{{\"name\", \"shape\", \"datatype\", \"data\"}}]}}): {e}"
+            ))
+        })?;
+        let single = self.graph.inputs.len() == 1 && infer.inputs.len() == 1;
+        let mut feeds = TVec::new();
+        for port in &self.graph.inputs {
+            let tensor = infer
+                .inputs
+                .iter()
+                .find(|t| single || t.name == port.name)
+                .ok_or_else(|| {
+                    Error::invalid_input(format!(
+                        "the request has no tensor for input {:?}",
+                        port.name
+                    ))
+                })?;
+            let sent = tensor.sent().map_err(Error::invalid_input)?;
+            feeds.push(tensors::tensor_for(sent, port).map_err(Error::invalid_input)?);
+        }
+        if let Some(extra) = infer
+            .inputs
+            .iter()
+            .find(|t| !single && !self.graph.inputs.iter().any(|p| p.name == t.name))
+        {
+            return Err(Error::invalid_input(format!(
+                "the model has no input {:?}; its inputs are {}",
+                extra.name,
+                self.graph
+                    .inputs
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let wanted: Option<Vec<&str>> = infer
+            .outputs
+            .as_ref()
+            .map(|outputs| outputs.iter().map(|o| o.name.as_str()).collect());
+        if let Some(wanted) = &wanted
+            && let Some(unknown) = wanted
+                .iter()
+                .find(|w| !self.graph.outputs.iter().any(|p| p.name == **w))
+        {
+            return Err(Error::invalid_input(format!(
+                "the model has no output {unknown:?}"
+            )));
+        }
+        let outputs = self.run(feeds)?;
+        let mut tensors_out = Vec::new();
+        for (port, tensor) in self.graph.outputs.iter().zip(&outputs) {
+            if wanted
+                .as_ref()
+                .is_some_and(|w| !w.contains(&port.name.as_str()))
+            {
+                continue;
+            }
+            let values = tensors::values(tensor).map_err(Error::internal)?;
+            tensors_out.push(json!({
+                "name": port.name,
+                "datatype": tensors::datatype(tensor.datum_type()),
+                "shape": tensor.shape(),
+                "data": values,
+            }));
+        }
+        let mut body = Map::new();
+        if let Some(id) = infer.id {
+            body.insert("id".into(), Value::String(id));
+        }
+        body.insert("outputs".into(), Value::Array(tensors_out));
+        Response::json(&body)
+    }
+}
+
+fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+impl Model for OnnxModel {
+    fn load(config: &Config) -> Result<Self, Error> {
+        let file = model_file(config)?;
+        let path = std::path::Path::new(MODEL_DIR).join(&file);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            Error::invalid_input(format!("cannot read {file} from the package: {e}"))
+        })?;
+        OnnxModel::from_bytes(&bytes).map_err(|e| match e {
+            Error::InvalidInput(m) => Error::invalid_input(format!("{file}: {m}")),
+            other => other,
+        })
+    }
+
+    fn predict(&self, request: Request) -> Result<Response, Error> {
+        if request.is_open_inference() {
+            self.predict_v2(&request)
+        } else {
+            self.predict_plain(&request)
+        }
+    }
+
+    fn metadata(&self) -> Value {
+        self.describe()
+    }
+}
+
+export_model!(OnnxModel);
