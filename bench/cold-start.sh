@@ -4,6 +4,9 @@
 # then to a tmpfs; plus the median load split from the server's log.
 # Usage: bench/cold-start.sh [N]   (default 1000)
 set -euo pipefail
+# These models are wasm components: the ONNX engine's background compile
+# would only take CPU (and RSS) from what is measured.
+export MME_ONNX_PRECOMPILE=false
 cd "$(dirname "$0")/.."
 models=${1:-1000}
 work=target/bench-cold

@@ -5,6 +5,9 @@
 # copy of the example, so they share one compiled component.
 # Usage: bench/many-models.sh [N]   (default 10000)
 set -euo pipefail
+# These models are wasm components: the ONNX engine's background compile
+# would only take CPU (and RSS) from what is measured.
+export MME_ONNX_PRECOMPILE=false
 cd "$(dirname "$0")/.."
 models=${1:-10000}
 work=target/bench-many

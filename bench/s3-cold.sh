@@ -5,6 +5,9 @@
 # back from disk), and with the packages already in the local package cache.
 # Usage: bench/s3-cold.sh [N]   (default 200)
 set -euo pipefail
+# These models are wasm components: the ONNX engine's background compile
+# would only take CPU (and RSS) from what is measured.
+export MME_ONNX_PRECOMPILE=false
 cd "$(dirname "$0")/.."
 models=${1:-200}
 work=target/bench-s3

@@ -6,6 +6,9 @@
 # get, on RSS growth of 5% or more after warm-up, or on a host panic.
 # Usage: bench/soak.sh [DURATION] [MODELS]   (default 10m, 200)
 set -euo pipefail
+# These models are wasm components: the ONNX engine's background compile
+# would only take CPU (and RSS) from what is measured.
+export MME_ONNX_PRECOMPILE=false
 cd "$(dirname "$0")/.."
 duration=${1:-10m}
 models=${2:-200}

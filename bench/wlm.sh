@@ -6,6 +6,9 @@
 # `work:2:x`), so that the flood saturates the cores, not just HTTP.
 # Usage: bench/wlm.sh [SECONDS]   (default 10)
 set -euo pipefail
+# These models are wasm components: the ONNX engine's background compile
+# would only take CPU (and RSS) from what is measured.
+export MME_ONNX_PRECOMPILE=false
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 work=target/bench-wlm

@@ -350,6 +350,9 @@ fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyho
             .arg(address.to_string())
             .arg("--cache-dir")
             .arg(&cache)
+            // The demo's models are wasm components: the ONNX engine's
+            // background compile would only take CPU from the measurement.
+            .arg("--onnx-precompile=false")
             .env("RUST_LOG", "warn")
             .spawn()
             .context("cannot start mme serve")?,
