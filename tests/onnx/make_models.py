@@ -32,7 +32,8 @@ from sklearn.ensemble import (
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from sklearn.impute import SimpleImputer
+from sklearn.preprocessing import Binarizer, LabelEncoder, MinMaxScaler, OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 RNG = np.random.RandomState(0)
@@ -56,8 +57,11 @@ def save(out, name, onx, rows, native=None, dtype=np.float32):
     feed_name = session.get_inputs()[0].name
     x = np.asarray(rows, dtype=dtype)
     results = session.run(None, {feed_name: x})
+    if dtype is object:
+        x = x.astype(str)
     record = {
-        "rows": x.tolist(),
+        # JSON has no NaN: a missing value is sent as null.
+        "rows": [[None if v != v else v for v in row] if isinstance(row, list) else row for row in x.tolist()],
         "ort": {o.name: to_list(r) for o, r in zip(session.get_outputs(), results)},
         "native": native or {},
     }
@@ -126,9 +130,38 @@ def sklearn_models(out):
     classifier(out, "string_labels", RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0), xi, names, rows_i)
     classifier(out, "string_labels_logistic", LogisticRegression(max_iter=500), xi, names, rows_i)
 
+    preprocessing(out, xr, yr, xb, yb)
+
     kmeans = KMeans(n_clusters=3, n_init=3, random_state=0).fit(xi)
     native = {"label": kmeans.predict(rows_i).tolist()}
     save(out, "kmeans", to_onnx(kmeans, xi[:1]), rows_i, native)
+
+
+def preprocessing(out, xr, yr, xb, yb):
+    """Pipelines whose first step exports as Imputer, Binarizer or
+    OneHotEncoder, and a LabelEncoder on strings."""
+    holes = xr.copy()
+    holes[::7, 2] = np.nan
+    rows = holes[:16]
+    regressor(out, "imputer_ridge_pipeline", make_pipeline(SimpleImputer(), Ridge()), holes, yr, rows)
+    binarized = make_pipeline(Binarizer(threshold=0.1), LogisticRegression(max_iter=500)).fit(xb, yb)
+    native = {"label": binarized.predict(xb[:16]).tolist(), "probabilities": binarized.predict_proba(xb[:16]).tolist()}
+    save(out, "binarizer_logistic_pipeline", to_onnx(binarized, xb[:1]), xb[:16], native)
+
+    categories = RNG.randint(0, 4, size=(200, 3)).astype(np.int64)
+    target = ((categories[:, 0] == 1) | (categories[:, 2] == 3)).astype(np.int64)
+    encoded = make_pipeline(OneHotEncoder(), LogisticRegression(max_iter=500)).fit(categories, target)
+    native = {"label": encoded.predict(categories[:16]).tolist(), "probabilities": encoded.predict_proba(categories[:16]).tolist()}
+    save(out, "onehot_logistic_pipeline", to_onnx(encoded, categories[:1]), categories[:16], native, dtype=np.int64)
+
+    words = np.array(["cat", "dog", "bird", "fish"])
+    labels = LabelEncoder().fit(words)
+    sample = np.array(["dog", "bird", "cat", "fish", "dog"])
+    native = {"variable": labels.transform(sample).tolist()}
+    from skl2onnx.common.data_types import StringTensorType
+
+    onx = to_onnx(labels, initial_types=[("input", StringTensorType([None]))])
+    save(out, "label_encoder", onx, sample, native, dtype=object)
 
 
 def boosters(out):

@@ -229,6 +229,13 @@ fn typed(name: &str, element: Element, shape: &[usize], values: &[Value]) -> Res
             other => Err(format!("input {name:?} takes numbers, not {other}")),
         }
     };
+    // JSON has no NaN: a missing value (what an Imputer fills in) is null.
+    let float = |v: &Value| -> Result<f64, String> {
+        match v {
+            Value::Null => Ok(f64::NAN),
+            other => number(other),
+        }
+    };
     let integer = |v: &Value| -> Result<i64, String> {
         let x = number(v)?;
         if x.fract() != 0.0 || x.abs() > 9.0e15 {
@@ -240,10 +247,10 @@ fn typed(name: &str, element: Element, shape: &[usize], values: &[Value]) -> Res
         Element::F32 => Data::F32(
             values
                 .iter()
-                .map(|v| number(v).map(|x| x as f32))
+                .map(|v| float(v).map(|x| x as f32))
                 .collect::<Result<_, _>>()?,
         ),
-        Element::F64 => Data::F64(values.iter().map(number).collect::<Result<_, _>>()?),
+        Element::F64 => Data::F64(values.iter().map(float).collect::<Result<_, _>>()?),
         Element::Int => Data::Int(values.iter().map(integer).collect::<Result<_, _>>()?),
         Element::Bool => Data::Bool(
             values
@@ -320,7 +327,10 @@ impl InferTensor {
             "BYTES" => {}
             "BOOL" | "FP16" | "FP32" | "FP64" | "INT8" | "INT16" | "INT32" | "INT64" | "UINT8"
             | "UINT16" | "UINT32" | "UINT64" => {
-                if values.iter().any(|v| !v.is_number() && !v.is_boolean()) {
+                if values
+                    .iter()
+                    .any(|v| !v.is_number() && !v.is_boolean() && !v.is_null())
+                {
                     return Err(format!(
                         "input {:?} is {} but holds non-numbers",
                         self.name, self.datatype
@@ -341,7 +351,7 @@ impl InferTensor {
 fn flatten(value: &Value, out: &mut Vec<Value>) -> Result<(), String> {
     match value {
         Value::Array(items) => items.iter().try_for_each(|item| flatten(item, out)),
-        Value::Object(_) | Value::Null => Err(format!(
+        Value::Object(_) => Err(format!(
             "tensor data must be numbers or strings, not {value}"
         )),
         scalar => {

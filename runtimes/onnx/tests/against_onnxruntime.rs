@@ -120,7 +120,14 @@ fn every_converted_model_matches_onnxruntime() {
         }
         let mut data = Vec::new();
         flatten(rows, &mut data);
-        let request = json!({"id": "t", "inputs": [{"name": "ignored", "shape": shape, "datatype": "FP32", "data": data}]});
+        let datatype = if data.iter().all(Value::is_string) {
+            "BYTES"
+        } else if data.iter().all(Value::is_i64) {
+            "INT64"
+        } else {
+            "FP32"
+        };
+        let request = json!({"id": "t", "inputs": [{"name": "ignored", "shape": shape, "datatype": datatype, "data": data}]});
         let v2 = model.predict(Request {
             content_type: OIP_JSON.into(),
             accept: String::new(),
