@@ -62,6 +62,9 @@ pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<Stri
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_else(|| json!({})),
+        // A model built with an SDK that predates metadata takes the request
+        // for an input and refuses it: it lists nothing.
+        Err(error) if matches!(error.kind, "InvalidInput" | "ModelError") => json!({}),
         Err(error) => return error.into_open_inference_response(),
     };
     let listed = |key: &str| match own.get(key) {
