@@ -62,7 +62,8 @@ fn package_then_inspect_reports_the_model_and_a_sample_answer() {
         "/model:       model.bin, serving.properties\n",
         "batch_size 4",
         "option.model_file = model.bin",
-        "sample:       [2.0",
+        "sample:       [[0.5]]",
+        "answer:       [2.0",
     ] {
         assert!(
             report.contains(expected),
