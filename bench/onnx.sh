@@ -11,5 +11,5 @@ python3 -c 'import pathlib,subprocess,sys; out=pathlib.Path("target/onnx-models"
 echo "== onnxruntime, native, one thread"
 python3 bench/onnx_vs_ort.py target/onnx-models
 echo "== the ONNX engine in wasm"
-MME_ONNX_MODELS=target/onnx-models cargo bench -p mme-host --bench onnx -- --warm-up-time 1 --measurement-time 3 2>&1 \
+MME_ONNX_MODELS="$PWD/target/onnx-models" cargo bench -p mme-host --bench onnx -- --warm-up-time 1 --measurement-time 3 2>&1 \
     | grep -E '^onnx_engine|time:'

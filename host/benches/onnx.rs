@@ -4,7 +4,7 @@
 //! with onnxruntime (a linear model, a 100-tree random forest, a 100-tree
 //! XGBoost model and an MLP).
 //!
-//! `MME_ONNX_MODELS=target/onnx-models cargo bench -p mme-host --bench onnx`
+//! `MME_ONNX_MODELS=$PWD/target/onnx-models cargo bench -p mme-host --bench onnx`
 //! (after `cargo xtask test` or `bench/onnx.sh`, which make the models and
 //! put the engine beside `target/release/mme`).
 

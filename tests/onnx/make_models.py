@@ -199,6 +199,38 @@ def boosters(out):
         save(out, name, convert(model, initial_types=types, target_opset=15), rows, native)
 
 
+def aggregates(out):
+    """Hand-made tree ensembles for what the converters above never write:
+    AVERAGE, MIN and MAX aggregation, every branch mode, and missing values
+    that follow the true branch."""
+    modes = ["BRANCH_GTE", "LEAF", "BRANCH_LT", "LEAF", "LEAF", "BRANCH_EQ", "LEAF", "BRANCH_NEQ", "LEAF", "LEAF"]
+    for aggregate in ["SUM", "AVERAGE", "MIN", "MAX"]:
+        node = helper.make_node(
+            "TreeEnsembleRegressor", ["X"], ["variable"], domain="ai.onnx.ml", n_targets=2,
+            aggregate_function=aggregate, base_values=[0.5, -0.5],
+            nodes_treeids=[0] * 5 + [1] * 5, nodes_nodeids=[0, 1, 2, 3, 4] * 2,
+            nodes_featureids=[0, 0, 1, 0, 0, 2, 0, 0, 0, 0],
+            nodes_values=[0.3, 0, -0.2, 0, 0, 1.0, 0, 2.0, 0, 0],
+            nodes_modes=modes,
+            nodes_truenodeids=[1, 0, 3, 0, 0, 1, 0, 3, 0, 0],
+            nodes_falsenodeids=[2, 0, 4, 0, 0, 2, 0, 4, 0, 0],
+            nodes_missing_value_tracks_true=[1, 0, 0, 0, 0, 0, 0, 1, 0, 0],
+            target_treeids=[0, 0, 0, 0, 1, 1, 1, 1], target_nodeids=[1, 3, 4, 4, 1, 3, 4, 4],
+            target_ids=[0, 1, 0, 1, 0, 1, 1, 0], target_weights=[1.0, 2.0, -3.0, 4.0, 5.0, -6.0, 7.0, 8.0],
+        )
+        graph = helper.make_graph(
+            [node], f"trees_{aggregate.lower()}",
+            [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 3])],
+            [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 2])],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
+        model.ir_version = 8
+        rows = RNG.randn(32, 3).astype(np.float32)
+        rows[::5, 2] = 1.0
+        rows[::7, 0] = np.nan
+        save(out, f"trees_{aggregate.lower()}", model, rows)
+
+
 def convnet():
     """A small image classifier as PyTorch's exporter writes one: NCHW input, Conv, Relu, MaxPool, Gemm, Softmax."""
     w1 = RNG.randn(4, 1, 3, 3).astype(np.float32) * 0.5
@@ -289,6 +321,7 @@ def main():
     boosters(out)
     images = RNG.rand(4, 1, 8, 8).astype(np.float32)
     save(out, "convnet", convnet(), images)
+    aggregates(out)
     hostile(out / "hostile")
 
 

@@ -8,6 +8,7 @@
 
 mod elementwise;
 mod encoders;
+mod forest;
 mod linear;
 mod tree;
 

@@ -1,10 +1,12 @@
 //! `TreeEnsembleClassifier` and `TreeEnsembleRegressor`: every tree model of
 //! scikit-learn, XGBoost and LightGBM, as their converters write it.
 //!
-//! The trees are evaluated by tract's own ensemble code, which trusts its
-//! tables; this parser is what makes them safe to trust: every child is a
-//! node of the same tree, no node is reached twice (so no cycle), and every
-//! leaf adds to a column that exists. Binary classifiers follow
+//! tract's own ensemble code trusts its tables and walks its leaf table
+//! from the start for every vote (milliseconds a row for a 100-tree forest),
+//! so the trees are evaluated by [`Forest`]. This parser makes its tables
+//! safe to trust: every child is a node of the same tree, no node is
+//! reached twice (so no cycle), and every leaf adds to a column that
+//! exists. Binary classifiers follow
 //! onnxruntime: converters write one score column for the positive class,
 //! with one `base_values` entry.
 
@@ -13,36 +15,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
-use tract_onnx_opl::ml::tree::{Aggregate, Cmp, TreeEnsemble, TreeEnsembleData};
 
+use super::forest::{Aggregate, Forest, Node, Test};
 use super::{
-    Floats, Kernel, Labels, MlNode, OutputShape, OutputSpec, PostTransform, argmax, features,
-    post_transform, sigmoid, transform_row,
+    Floats, Kernel, Labels, MlNode, OutputShape, OutputSpec, PostTransform, argmax, post_transform,
+    sigmoid, transform_row,
 };
 
 pub(super) fn register(register: &mut OnnxOpRegister) {
     register.insert("TreeEnsembleClassifier", classifier);
     register.insert("TreeEnsembleRegressor", regressor);
-}
-
-/// The trees, checked, and what their leaves say about the layout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Forest {
-    ensemble: TreeEnsemble,
-    /// The score columns that some leaf adds to.
-    columns_used: Vec<usize>,
-    /// No leaf weight is negative.
-    weights_all_positive: bool,
-}
-
-impl Forest {
-    /// The summed scores, `[rows, columns]`.
-    fn scores(&self, input: &Tensor) -> TractResult<(usize, Vec<f32>)> {
-        let (rows, columns, values) = features(input)?;
-        let view = tract_ndarray::ArrayViewD::from_shape(vec![rows, columns], &values)?;
-        let scores = self.ensemble.eval(view)?;
-        Ok((rows, scores.iter().copied().collect()))
-    }
 }
 
 fn ints(node: &NodeProto, name: &str, len: Option<usize>) -> TractResult<Vec<i64>> {
@@ -60,7 +42,7 @@ fn index(node: &NodeProto, name: &str, value: i64) -> TractResult<usize> {
         .map_err(|_| format_err!("{}: {name} holds {value}, which is negative", node.name))
 }
 
-/// Reads the `nodes_*` and `{leaf}_*` attributes into tract's tables,
+/// Reads the `nodes_*` and `{leaf}_*` attributes into a [`Forest`],
 /// refusing anything its evaluation could not survive.
 fn parse_forest(
     node: &NodeProto,
@@ -70,7 +52,11 @@ fn parse_forest(
 ) -> TractResult<Forest> {
     let tree_ids = ints(node, "nodes_treeids", None)?;
     let count = tree_ids.len();
-    node.expect_attr("nodes_treeids", count > 0, "at least one node")?;
+    node.expect_attr(
+        "nodes_treeids",
+        count > 0 && count < u32::MAX as usize,
+        "at least one node, and fewer than 2^32",
+    )?;
     let node_ids = ints(node, "nodes_nodeids", Some(count))?;
     let feature_ids = ints(node, "nodes_featureids", Some(count))?;
     let true_ids = ints(node, "nodes_truenodeids", Some(count))?;
@@ -140,27 +126,26 @@ fn parse_forest(
             .push((column as u32, leaf_weights[j]));
     }
 
-    let mut nodes: Vec<u32> = Vec::with_capacity(count * 5);
-    let mut leaves: Vec<u32> = Vec::with_capacity(leaf_count * 2);
+    let mut nodes: Vec<Node> = Vec::with_capacity(count);
+    let mut leaves: Vec<(u32, u32)> = Vec::with_capacity(leaf_count);
     let mut children: Vec<Option<(usize, usize)>> = Vec::with_capacity(count);
     let mut max_feature = 0;
     for (row, &i) in order.iter().enumerate() {
         let tree = tree_ids[i];
-        let cmp = match modes[i] {
+        let test = match modes[i] {
             "LEAF" => None,
-            "BRANCH_LEQ" => Some((Cmp::LessEqual, false)),
-            "BRANCH_LT" => Some((Cmp::Less, false)),
-            // tract's tables cannot hold `>=`; `x >= v` is `x < v` with the children swapped.
-            "BRANCH_GTE" => Some((Cmp::Less, true)),
-            "BRANCH_GT" => Some((Cmp::Greater, false)),
-            "BRANCH_EQ" => Some((Cmp::Equal, false)),
-            "BRANCH_NEQ" => Some((Cmp::NotEqual, false)),
+            "BRANCH_LEQ" => Some(Test::Leq),
+            "BRANCH_LT" => Some(Test::Lt),
+            "BRANCH_GTE" => Some(Test::Gte),
+            "BRANCH_GT" => Some(Test::Gt),
+            "BRANCH_EQ" => Some(Test::Eq),
+            "BRANCH_NEQ" => Some(Test::Neq),
             other => bail!(
                 "node mode {other} is not one of LEAF, BRANCH_LEQ, BRANCH_LT, BRANCH_GTE, BRANCH_GT, BRANCH_EQ, BRANCH_NEQ"
             ),
         };
-        match cmp {
-            Some((cmp, swapped)) => {
+        match test {
+            Some(test) => {
                 if votes.contains_key(&row) {
                     bail!(
                         "node {} of tree {tree} is a branch but has leaf weights",
@@ -175,48 +160,44 @@ fn parse_forest(
                         )
                     })
                 };
-                let (mut yes, mut no) = (child(true_ids[i])?, child(false_ids[i])?);
-                let mut nan_is_true = missing_true[i] != 0;
-                if swapped {
-                    std::mem::swap(&mut yes, &mut no);
-                    nan_is_true = !nan_is_true;
-                }
+                let (yes, no) = (child(true_ids[i])?, child(false_ids[i])?);
                 let feature = index(node, "nodes_featureids", feature_ids[i])?;
                 max_feature = max_feature.max(feature);
                 let feature = u32::try_from(feature)
                     .map_err(|_| format_err!("feature index {feature} is too large"))?;
-                nodes.extend([
+                nodes.push(Node::Branch {
                     feature,
-                    yes as u32,
-                    no as u32,
-                    values[i].to_bits(),
-                    u32::from(cmp.to_u8()) | if nan_is_true { 0x100 } else { 0 },
-                ]);
+                    threshold: values[i].to_bits(),
+                    test,
+                    nan_yes: missing_true[i] != 0,
+                    yes: yes as u32,
+                    no: no as u32,
+                });
                 children.push(Some((yes, no)));
             }
             None => {
-                let start = leaves.len() / 2;
+                let start = leaves.len() as u32;
                 for (column, weight) in votes.remove(&row).unwrap_or_default() {
-                    leaves.extend([column, weight.to_bits()]);
+                    leaves.push((column, weight.to_bits()));
                 }
-                nodes.extend([start as u32, (leaves.len() / 2) as u32, 0, 0, 0]);
+                nodes.push(Node::Leaf {
+                    start,
+                    end: leaves.len() as u32,
+                });
                 children.push(None);
             }
         }
     }
     check_acyclic(&roots, &children)?;
-    let trees: Vec<u32> = roots.iter().map(|&r| r as u32).collect();
-    let data = TreeEnsembleData {
-        trees: rctensor1(&trees),
-        nodes: tensor1(&nodes).into_shape(&[count, 5])?.into_arc_tensor(),
-        leaves: tensor1(&leaves)
-            .into_shape(&[leaves.len() / 2, 2])?
-            .into_arc_tensor(),
-    };
     let mut columns_used: Vec<usize> = columns_used.into_iter().collect();
     columns_used.sort_unstable();
     Ok(Forest {
-        ensemble: TreeEnsemble::build(data, max_feature, columns, aggregate)?,
+        nodes,
+        roots: roots.iter().map(|&r| r as u32).collect(),
+        votes: leaves,
+        columns,
+        aggregate,
+        max_feature,
         columns_used,
         weights_all_positive: leaf_weights.iter().all(|w| *w >= 0.0),
     })
@@ -295,7 +276,7 @@ impl Kernel for TreeClassifier {
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
         let classes = self.labels.len();
-        let (rows, mut scores) = self.forest.scores(input)?;
+        let (rows, mut scores, _) = self.forest.scores(input)?;
         let mut winners = Vec::with_capacity(rows);
         if let Some(column) = self.binary_column() {
             let base = self.base.0.first().copied().unwrap_or(0.0);
@@ -348,7 +329,7 @@ fn regressor(
         .unwrap_or("SUM")
     {
         "SUM" => Aggregate::Sum,
-        "AVERAGE" => Aggregate::Avg,
+        "AVERAGE" => Aggregate::Average,
         "MIN" => Aggregate::Min,
         "MAX" => Aggregate::Max,
         other => bail!("aggregate_function {other} is not one of SUM, AVERAGE, MIN, MAX"),
@@ -382,10 +363,16 @@ impl Kernel for TreeRegressor {
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
-        let (rows, mut scores) = self.forest.scores(input)?;
-        for row in scores.chunks_exact_mut(self.targets) {
-            for (v, b) in row.iter_mut().zip(&self.base.0) {
-                *v += b;
+        let (rows, mut scores, voted) = self.forest.scores(input)?;
+        for (row, voted) in scores
+            .chunks_exact_mut(self.targets)
+            .zip(voted.chunks_exact(self.targets))
+        {
+            // As onnxruntime: a target no tree voted for is 0, without its base.
+            for ((v, b), voted) in row.iter_mut().zip(&self.base.0).zip(voted) {
+                if *voted {
+                    *v += b;
+                }
             }
             transform_row(row, self.post);
         }

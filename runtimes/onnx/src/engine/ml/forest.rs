@@ -1,0 +1,151 @@
+//! A tree ensemble's tables and their evaluation, as onnxruntime evaluates
+//! them. The tables are checked when they are built (see `tree.rs`): every
+//! child is in range and no tree has a cycle, so a walk from a root always
+//! ends at a leaf.
+
+use tract_onnx::tract_hir::internal::*;
+
+use super::features;
+
+/// How the trees' votes for one column combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Aggregate {
+    /// Added up (gradient boosting; random forests pre-divide their weights).
+    Sum,
+    /// Added up, then divided by the number of trees.
+    Average,
+    /// The smallest vote.
+    Min,
+    /// The largest vote.
+    Max,
+}
+
+/// A branch's test of a feature against its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Test {
+    /// `x <= t`
+    Leq,
+    /// `x < t`
+    Lt,
+    /// `x >= t`
+    Gte,
+    /// `x > t`
+    Gt,
+    /// `x == t`
+    Eq,
+    /// `x != t`
+    Neq,
+}
+
+impl Test {
+    fn holds(self, x: f32, threshold: f32) -> bool {
+        match self {
+            Test::Leq => x <= threshold,
+            Test::Lt => x < threshold,
+            Test::Gte => x >= threshold,
+            Test::Gt => x > threshold,
+            Test::Eq => x == threshold,
+            Test::Neq => x != threshold,
+        }
+    }
+}
+
+/// One node of a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Node {
+    /// Goes to `yes` when the test holds (or the feature is NaN and
+    /// `nan_yes`), to `no` otherwise.
+    Branch {
+        feature: u32,
+        /// The threshold's bits, so that the table can be `Eq`.
+        threshold: u32,
+        test: Test,
+        nan_yes: bool,
+        yes: u32,
+        no: u32,
+    },
+    /// Votes `votes[start..end]`.
+    Leaf { start: u32, end: u32 },
+}
+
+/// The trees of an ensemble, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Forest {
+    pub nodes: Vec<Node>,
+    pub roots: Vec<u32>,
+    /// `(column, weight bits)` of every leaf, leaf after leaf.
+    pub votes: Vec<(u32, u32)>,
+    pub columns: usize,
+    pub aggregate: Aggregate,
+    /// The largest feature index a branch reads.
+    pub max_feature: usize,
+    /// The score columns that some leaf adds to.
+    pub columns_used: Vec<usize>,
+    /// No leaf weight is negative.
+    pub weights_all_positive: bool,
+}
+
+impl Forest {
+    /// The combined votes, `[rows, columns]` row-major, and whether any
+    /// tree voted for each of them (onnxruntime answers 0 where none did).
+    pub fn scores(&self, input: &Tensor) -> TractResult<(usize, Vec<f32>, Vec<bool>)> {
+        let (rows, width, x) = features(input)?;
+        ensure!(
+            width > self.max_feature,
+            "the input has {width} features, but the trees read feature {}",
+            self.max_feature
+        );
+        let mut out = vec![0f32; rows * self.columns];
+        let mut all_voted = vec![false; rows * self.columns];
+        let rows_out = out
+            .chunks_exact_mut(self.columns)
+            .zip(all_voted.chunks_exact_mut(self.columns));
+        for (row, (scores, voted)) in x.chunks_exact(width).zip(rows_out) {
+            for &root in &self.roots {
+                let (start, end) = self.leaf_of(root, row);
+                for &(column, weight) in &self.votes[start..end] {
+                    let (column, weight) = (column as usize, f32::from_bits(weight));
+                    let score = &mut scores[column];
+                    *score = match self.aggregate {
+                        Aggregate::Sum | Aggregate::Average => *score + weight,
+                        Aggregate::Min if voted[column] => score.min(weight),
+                        Aggregate::Max if voted[column] => score.max(weight),
+                        Aggregate::Min | Aggregate::Max => weight,
+                    };
+                    voted[column] = true;
+                }
+            }
+            if self.aggregate == Aggregate::Average && !self.roots.is_empty() {
+                let trees = self.roots.len() as f32;
+                scores.iter_mut().for_each(|s| *s /= trees);
+            }
+        }
+        Ok((rows, out, all_voted))
+    }
+
+    /// The leaf that `row` reaches from `root`: its range of votes.
+    fn leaf_of(&self, root: u32, row: &[f32]) -> (usize, usize) {
+        let mut at = root as usize;
+        loop {
+            match self.nodes[at] {
+                Node::Branch {
+                    feature,
+                    threshold,
+                    test,
+                    nan_yes,
+                    yes,
+                    no,
+                } => {
+                    let x = row[feature as usize];
+                    let go = if x.is_nan() {
+                        nan_yes
+                    } else {
+                        test.holds(x, f32::from_bits(threshold))
+                    };
+                    at = if go { yes } else { no } as usize;
+                }
+                Node::Leaf { start, end } => return (start as usize, end as usize),
+            }
+        }
+    }
+}
