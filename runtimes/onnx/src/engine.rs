@@ -5,11 +5,15 @@ mod ml;
 mod tensors;
 
 use mme_guest::{Config, Error, Model, Request, Response, export_model};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tract_onnx::prelude::*;
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 
 use crate::decode::{InferRequest, Sent};
 pub use graph::{Graph, Port};
+use tensors::{Cells, Flat, Nested, Zipped};
 
 /// Where the package's files are.
 const MODEL_DIR: &str = "/model";
@@ -108,20 +112,33 @@ impl OnnxModel {
         .map_err(Error::invalid_input)?;
         let tensor = tensors::tensor_for(sent, input).map_err(Error::invalid_input)?;
         let outputs = self.run(tvec!(tensor))?;
-        let mut answers = Map::new();
-        for (port, tensor) in self.graph.outputs.iter().zip(&outputs) {
-            let values = tensors::values(tensor).map_err(Error::internal)?;
-            let value = match &port.zipmap {
-                Some(labels) => tensors::zipped(labels, &values),
-                None => tensors::nested(tensor.shape(), &values),
-            };
-            answers.insert(port.name.clone(), value);
+        let cells = outputs
+            .iter()
+            .map(Cells::of)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::internal)?;
+        let answers: Vec<(&str, Answer<'_>)> = self
+            .graph
+            .outputs
+            .iter()
+            .zip(&outputs)
+            .zip(&cells)
+            .map(|((port, tensor), cells)| {
+                let answer = match &port.zipmap {
+                    Some(labels) => Answer::Zipped(Zipped { labels, cells }),
+                    None => Answer::Nested(Nested {
+                        shape: tensor.shape(),
+                        cells,
+                        start: 0,
+                    }),
+                };
+                (port.name.as_str(), answer)
+            })
+            .collect();
+        match answers.as_slice() {
+            [(_, only)] => Response::json(only),
+            many => Response::json(&ByName(many)),
         }
-        if answers.len() == 1 {
-            let (_, only) = answers.into_iter().next().unwrap_or_default();
-            return Response::json(&only);
-        }
-        Response::json(&answers)
     }
 
     /// An Open Inference Protocol request: a tensor per input, by name.
@@ -177,7 +194,7 @@ impl OnnxModel {
             )));
         }
         let outputs = self.run(feeds)?;
-        let mut tensors_out = Vec::new();
+        let mut cells = Vec::new();
         for (port, tensor) in self.graph.outputs.iter().zip(&outputs) {
             if wanted
                 .as_ref()
@@ -185,21 +202,67 @@ impl OnnxModel {
             {
                 continue;
             }
-            let values = tensors::values(tensor).map_err(Error::internal)?;
-            tensors_out.push(json!({
-                "name": port.name,
-                "datatype": tensors::datatype(tensor.datum_type()),
-                "shape": tensor.shape(),
-                "data": values,
-            }));
+            cells.push((port, tensor, Cells::of(tensor).map_err(Error::internal)?));
         }
-        let mut body = Map::new();
-        if let Some(id) = infer.id {
-            body.insert("id".into(), Value::String(id));
-        }
-        body.insert("outputs".into(), Value::Array(tensors_out));
-        Response::json(&body)
+        let outputs = cells
+            .iter()
+            .map(|(port, tensor, cells)| OutputTensor {
+                name: &port.name,
+                datatype: tensors::datatype(tensor.datum_type()),
+                shape: tensor.shape(),
+                data: Flat(cells),
+            })
+            .collect();
+        Response::json(&InferAnswer {
+            id: infer.id,
+            outputs,
+        })
     }
+}
+
+/// One output's answer on the plain routes.
+enum Answer<'a> {
+    Nested(Nested<'a>),
+    Zipped(Zipped<'a>),
+}
+
+impl Serialize for Answer<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Answer::Nested(nested) => nested.serialize(serializer),
+            Answer::Zipped(zipped) => zipped.serialize(serializer),
+        }
+    }
+}
+
+/// Several outputs: one JSON object keyed by output name, in graph order.
+struct ByName<'a>(&'a [(&'a str, Answer<'a>)]);
+
+impl Serialize for ByName<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, answer) in self.0 {
+            map.serialize_entry(name, answer)?;
+        }
+        map.end()
+    }
+}
+
+/// A v2 answer.
+#[derive(Serialize)]
+struct InferAnswer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    outputs: Vec<OutputTensor<'a>>,
+}
+
+/// One v2 output tensor.
+#[derive(Serialize)]
+struct OutputTensor<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [usize],
+    data: Flat<'a>,
 }
 
 fn media_type(content_type: &str) -> String {

@@ -1,6 +1,8 @@
 //! Decoded requests to input tensors, and output tensors to answers.
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde_json::Value;
 use tract_onnx::prelude::*;
 
 use super::graph::Port;
@@ -26,96 +28,161 @@ pub fn datatype(datum: DatumType) -> &'static str {
     }
 }
 
-/// An output tensor's values, flat, as JSON. `f32` values print as their
-/// shortest decimal (0.1, not 0.10000000149011612).
-pub fn values(tensor: &Tensor) -> Result<Vec<Value>, String> {
-    let plain = |e: TractError| format!("cannot read an output: {e}");
-    let datum = tensor.datum_type();
-    Ok(if datum == f32::datum_type() {
-        let slice = tensor.try_as_plain_ram().map_err(plain)?;
-        slice
-            .as_slice::<f32>()
-            .map_err(plain)?
-            .iter()
-            .map(|v| {
-                v.to_string()
-                    .parse::<f64>()
-                    .map_or(Value::Null, |x| json!(x))
-            })
-            .collect()
-    } else if datum == String::datum_type() {
-        let slice = tensor.try_as_plain_ram().map_err(plain)?;
-        slice
-            .as_slice::<String>()
-            .map_err(plain)?
-            .iter()
-            .map(|s| json!(s))
-            .collect()
-    } else if datum == bool::datum_type() {
-        let slice = tensor.try_as_plain_ram().map_err(plain)?;
-        slice
-            .as_slice::<bool>()
-            .map_err(plain)?
-            .iter()
-            .map(|b| json!(b))
-            .collect()
-    } else if datum.is_integer() {
-        let ints = tensor.cast_to::<i64>().map_err(plain)?;
-        let slice = ints.try_as_plain_ram().map_err(plain)?;
-        slice
-            .as_slice::<i64>()
-            .map_err(plain)?
-            .iter()
-            .map(|i| json!(i))
-            .collect()
-    } else {
-        let floats = tensor.cast_to::<f64>().map_err(plain)?;
-        let slice = floats.try_as_plain_ram().map_err(plain)?;
-        slice
-            .as_slice::<f64>()
-            .map_err(plain)?
-            .iter()
-            .map(|x| json!(x))
-            .collect()
-    })
+/// An output tensor's values, flat, in their own type, so that they are
+/// written straight to JSON: an `f32` prints as its shortest decimal (0.1,
+/// not 0.10000000149011612), and no value becomes a `serde_json::Value`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cells {
+    /// 32-bit floats.
+    F32(Vec<f32>),
+    /// Other floats, widened.
+    F64(Vec<f64>),
+    /// Integers of any width, widened.
+    Int(Vec<i64>),
+    /// Booleans.
+    Bool(Vec<bool>),
+    /// Strings.
+    Text(Vec<String>),
 }
 
-/// Flat values as nested JSON lists of `shape`.
-pub fn nested(shape: &[usize], values: &[Value]) -> Value {
-    match shape {
-        [] => values.first().cloned().unwrap_or(Value::Null),
-        [_] => Value::Array(values.to_vec()),
-        [_, rest @ ..] => {
-            let stride = rest.iter().product::<usize>().max(1);
-            Value::Array(
-                values
-                    .chunks(stride)
-                    .map(|chunk| nested(rest, chunk))
-                    .collect(),
-            )
+impl Cells {
+    /// The values of `tensor`.
+    pub fn of(tensor: &Tensor) -> Result<Cells, String> {
+        let plain = |e: TractError| format!("cannot read an output: {e}");
+        let datum = tensor.datum_type();
+        Ok(if datum == f32::datum_type() {
+            Cells::F32(plain_slice::<f32>(tensor).map_err(plain)?)
+        } else if datum == String::datum_type() {
+            Cells::Text(plain_slice::<String>(tensor).map_err(plain)?)
+        } else if datum == bool::datum_type() {
+            Cells::Bool(plain_slice::<bool>(tensor).map_err(plain)?)
+        } else if datum.is_integer() {
+            let ints = tensor.cast_to::<i64>().map_err(plain)?;
+            Cells::Int(plain_slice::<i64>(&ints).map_err(plain)?)
+        } else {
+            let floats = tensor.cast_to::<f64>().map_err(plain)?;
+            Cells::F64(plain_slice::<f64>(&floats).map_err(plain)?)
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Cells::F32(v) => v.len(),
+            Cells::F64(v) => v.len(),
+            Cells::Int(v) => v.len(),
+            Cells::Bool(v) => v.len(),
+            Cells::Text(v) => v.len(),
+        }
+    }
+
+    fn write<S: Serializer>(&self, at: usize, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Cells::F32(v) => serializer.serialize_f32(v[at]),
+            Cells::F64(v) => serializer.serialize_f64(v[at]),
+            Cells::Int(v) => serializer.serialize_i64(v[at]),
+            Cells::Bool(v) => serializer.serialize_bool(v[at]),
+            Cells::Text(v) => serializer.serialize_str(&v[at]),
         }
     }
 }
 
+fn plain_slice<T: Datum + Clone>(tensor: &Tensor) -> TractResult<Vec<T>> {
+    Ok(tensor.try_as_plain_ram()?.as_slice::<T>()?.to_vec())
+}
+
+/// One value of [`Cells`], for serializers that take a `Serialize`.
+struct Cell<'a>(&'a Cells, usize);
+
+impl Serialize for Cell<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.write(self.1, serializer)
+    }
+}
+
+/// Every value, as one flat JSON list (v2's `data`).
+pub struct Flat<'a>(pub &'a Cells);
+
+impl Serialize for Flat<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for at in 0..self.0.len() {
+            seq.serialize_element(&Cell(self.0, at))?;
+        }
+        seq.end()
+    }
+}
+
+/// The values as nested JSON lists of `shape`.
+pub struct Nested<'a> {
+    /// The dimensions.
+    pub shape: &'a [usize],
+    /// The values, row-major.
+    pub cells: &'a Cells,
+    /// Where this part starts in `cells`.
+    pub start: usize,
+}
+
+impl Serialize for Nested<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Some((&len, rest)) = self.shape.split_first() else {
+            return if self.start < self.cells.len() {
+                self.cells.write(self.start, serializer)
+            } else {
+                serializer.serialize_unit()
+            };
+        };
+        let stride = rest.iter().product::<usize>();
+        let mut seq = serializer.serialize_seq(Some(len))?;
+        for i in 0..len {
+            seq.serialize_element(&Nested {
+                shape: rest,
+                cells: self.cells,
+                start: self.start + i * stride,
+            })?;
+        }
+        seq.end()
+    }
+}
+
 /// A ZipMap output on the plain routes: one `{label: probability}` object per row.
-pub fn zipped(labels: &[Value], values: &[Value]) -> Value {
-    let width = labels.len().max(1);
-    Value::Array(
-        values
-            .chunks(width)
-            .map(|row| {
-                let mut object = Map::new();
-                for (label, value) in labels.iter().zip(row) {
-                    let key = match label {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    object.insert(key, value.clone());
-                }
-                Value::Object(object)
-            })
-            .collect(),
-    )
+pub struct Zipped<'a> {
+    /// The class labels, one per column.
+    pub labels: &'a [Value],
+    /// The probabilities, `[rows, classes]`.
+    pub cells: &'a Cells,
+}
+
+impl Serialize for Zipped<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let width = self.labels.len().max(1);
+        let rows = self.cells.len() / width;
+        let mut seq = serializer.serialize_seq(Some(rows))?;
+        for row in 0..rows {
+            seq.serialize_element(&ZippedRow { zipped: self, row })?;
+        }
+        seq.end()
+    }
+}
+
+struct ZippedRow<'a> {
+    zipped: &'a Zipped<'a>,
+    row: usize,
+}
+
+impl Serialize for ZippedRow<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let labels = self.zipped.labels;
+        let mut map = serializer.serialize_map(Some(labels.len()))?;
+        for (column, label) in labels.iter().enumerate() {
+            let key = match label {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let cell = Cell(self.zipped.cells, self.row * labels.len() + column);
+            map.serialize_entry(&key, &cell)?;
+        }
+        map.end()
+    }
 }
 
 /// What `port` takes, as the decoder sees it; `None` for an element type
@@ -166,22 +233,47 @@ pub fn tensor_for(sent: Sent, port: &Port) -> Result<TValue, String> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn json_of(value: &impl Serialize) -> Value {
+        serde_json::to_value(value).unwrap()
+    }
 
     #[test]
     fn outputs_nest_by_shape_and_zip_by_label() {
-        let values = vec![json!(1), json!(2), json!(3), json!(4)];
-        assert_eq!(nested(&[2, 2], &values), json!([[1, 2], [3, 4]]));
-        assert_eq!(nested(&[4], &values), json!([1, 2, 3, 4]));
+        let cells = Cells::Int(vec![1, 2, 3, 4]);
+        let nested = |shape: &[usize]| {
+            json_of(&Nested {
+                shape,
+                cells: &cells,
+                start: 0,
+            })
+        };
+        assert_eq!(nested(&[2, 2]), json!([[1, 2], [3, 4]]));
+        assert_eq!(nested(&[4]), json!([1, 2, 3, 4]));
+        assert_eq!(nested(&[4, 1]), json!([[1], [2], [3], [4]]));
+        let labels = [json!(0), json!("b")];
         assert_eq!(
-            zipped(&[json!(0), json!("b")], &values),
+            json_of(&Zipped {
+                labels: &labels,
+                cells: &cells
+            }),
             json!([{"0": 1, "b": 2}, {"0": 3, "b": 4}])
         );
-        let tensor = tensor1(&[0.1f32, 2.0]);
-        assert_eq!(values_of(&tensor), vec![json!(0.1), json!(2.0)]);
+        assert_eq!(json_of(&Flat(&cells)), json!([1, 2, 3, 4]));
     }
 
-    fn values_of(tensor: &Tensor) -> Vec<Value> {
-        values(tensor).unwrap()
+    #[test]
+    fn f32_values_print_as_their_shortest_decimal() {
+        let cells = Cells::of(&tensor1(&[0.1f32, 2.0, 1.0000001])).unwrap();
+        let text = serde_json::to_string(&Flat(&cells)).unwrap();
+        assert_eq!(text, "[0.1,2.0,1.0000001]");
+        let labels = Cells::of(&tensor1(&["setosa".to_string()])).unwrap();
+        assert_eq!(
+            serde_json::to_string(&Flat(&labels)).unwrap(),
+            "[\"setosa\"]"
+        );
     }
 }

@@ -97,11 +97,13 @@ impl Forest {
         );
         let mut out = vec![0f32; rows * self.columns];
         let mut all_voted = vec![false; rows * self.columns];
-        let rows_out = out
-            .chunks_exact_mut(self.columns)
-            .zip(all_voted.chunks_exact_mut(self.columns));
-        for (row, (scores, voted)) in x.chunks_exact(width).zip(rows_out) {
-            for &root in &self.roots {
+        // Tree after tree, each over every row: one tree's nodes stay in the
+        // cache while the batch goes through it.
+        for &root in &self.roots {
+            let rows_out = out
+                .chunks_exact_mut(self.columns)
+                .zip(all_voted.chunks_exact_mut(self.columns));
+            for (row, (scores, voted)) in x.chunks_exact(width).zip(rows_out) {
                 let (start, end) = self.leaf_of(root, row);
                 for &(column, weight) in &self.votes[start..end] {
                     let (column, weight) = (column as usize, f32::from_bits(weight));
@@ -115,10 +117,10 @@ impl Forest {
                     voted[column] = true;
                 }
             }
-            if self.aggregate == Aggregate::Average && !self.roots.is_empty() {
-                let trees = self.roots.len() as f32;
-                scores.iter_mut().for_each(|s| *s /= trees);
-            }
+        }
+        if self.aggregate == Aggregate::Average && !self.roots.is_empty() {
+            let trees = self.roots.len() as f32;
+            out.iter_mut().for_each(|s| *s /= trees);
         }
         Ok((rows, out, all_voted))
     }
