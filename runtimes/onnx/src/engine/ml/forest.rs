@@ -7,6 +7,9 @@ use tract_onnx::tract_hir::internal::*;
 
 use super::features;
 
+/// Rows that walk a tree side by side.
+const BLOCK: usize = 8;
+
 /// How the trees' votes for one column combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Aggregate {
@@ -53,16 +56,16 @@ impl Test {
 /// One node of a tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Node {
-    /// Goes to `yes` when the test holds (or the feature is NaN and
-    /// `nan_yes`), to `no` otherwise.
+    /// Goes to `next[0]` when the test holds (or the feature is NaN and
+    /// `nan_yes`), to `next[1]` otherwise: an index, not a jump, so that
+    /// the walk does not mispredict a branch at every level.
     Branch {
         feature: u32,
         /// The threshold's bits, so that the table can be `Eq`.
         threshold: u32,
         test: Test,
         nan_yes: bool,
-        yes: u32,
-        no: u32,
+        next: [u32; 2],
     },
     /// Votes `votes[start..end]`.
     Leaf { start: u32, end: u32 },
@@ -98,23 +101,28 @@ impl Forest {
         let mut out = vec![0f32; rows * self.columns];
         let mut all_voted = vec![false; rows * self.columns];
         // Tree after tree, each over every row: one tree's nodes stay in the
-        // cache while the batch goes through it.
+        // cache while the batch goes through it, a block of rows at a time
+        // so that their walks overlap.
+        let mut leaves = [(0usize, 0usize); BLOCK];
         for &root in &self.roots {
-            let rows_out = out
-                .chunks_exact_mut(self.columns)
-                .zip(all_voted.chunks_exact_mut(self.columns));
-            for (row, (scores, voted)) in x.chunks_exact(width).zip(rows_out) {
-                let (start, end) = self.leaf_of(root, row);
-                for &(column, weight) in &self.votes[start..end] {
-                    let (column, weight) = (column as usize, f32::from_bits(weight));
-                    let score = &mut scores[column];
-                    *score = match self.aggregate {
-                        Aggregate::Sum | Aggregate::Average => *score + weight,
-                        Aggregate::Min if voted[column] => score.min(weight),
-                        Aggregate::Max if voted[column] => score.max(weight),
-                        Aggregate::Min | Aggregate::Max => weight,
-                    };
-                    voted[column] = true;
+            for (block, rows_x) in x.chunks(width * BLOCK).enumerate() {
+                let count = rows_x.len() / width;
+                self.leaves_of(root, rows_x, width, &mut leaves[..count]);
+                for (k, &(start, end)) in leaves[..count].iter().enumerate() {
+                    let row = (block * BLOCK + k) * self.columns;
+                    let scores = &mut out[row..row + self.columns];
+                    let voted = &mut all_voted[row..row + self.columns];
+                    for &(column, weight) in &self.votes[start..end] {
+                        let (column, weight) = (column as usize, f32::from_bits(weight));
+                        let score = &mut scores[column];
+                        *score = match self.aggregate {
+                            Aggregate::Sum | Aggregate::Average => *score + weight,
+                            Aggregate::Min if voted[column] => score.min(weight),
+                            Aggregate::Max if voted[column] => score.max(weight),
+                            Aggregate::Min | Aggregate::Max => weight,
+                        };
+                        voted[column] = true;
+                    }
                 }
             }
         }
@@ -125,28 +133,38 @@ impl Forest {
         Ok((rows, out, all_voted))
     }
 
-    /// The leaf that `row` reaches from `root`: its range of votes.
-    fn leaf_of(&self, root: u32, row: &[f32]) -> (usize, usize) {
-        let mut at = root as usize;
-        loop {
-            match self.nodes[at] {
-                Node::Branch {
-                    feature,
-                    threshold,
-                    test,
-                    nan_yes,
-                    yes,
-                    no,
-                } => {
-                    let x = row[feature as usize];
-                    let go = if x.is_nan() {
-                        nan_yes
-                    } else {
-                        test.holds(x, f32::from_bits(threshold))
-                    };
-                    at = if go { yes } else { no } as usize;
+    /// The leaves that the rows of `block` (`width` features each) reach
+    /// from `root`: their ranges of votes. The rows walk side by side, one
+    /// level each per round, so that their loads overlap.
+    fn leaves_of(&self, root: u32, block: &[f32], width: usize, leaves: &mut [(usize, usize)]) {
+        let mut at = [root as usize; BLOCK];
+        let mut done = [false; BLOCK];
+        let mut pending = leaves.len();
+        while pending > 0 {
+            for (k, leaf) in leaves.iter_mut().enumerate() {
+                if done[k] {
+                    continue;
                 }
-                Node::Leaf { start, end } => return (start as usize, end as usize),
+                match self.nodes[at[k]] {
+                    Node::Branch {
+                        feature,
+                        threshold,
+                        test,
+                        nan_yes,
+                        next,
+                    } => {
+                        let x = block[k * width + feature as usize];
+                        let nan = x.is_nan();
+                        let go =
+                            (nan & nan_yes) | (!nan & test.holds(x, f32::from_bits(threshold)));
+                        at[k] = next[usize::from(!go)] as usize;
+                    }
+                    Node::Leaf { start, end } => {
+                        *leaf = (start as usize, end as usize);
+                        done[k] = true;
+                        pending -= 1;
+                    }
+                }
             }
         }
     }

@@ -170,8 +170,7 @@ fn parse_forest(
                     threshold: values[i].to_bits(),
                     test,
                     nan_yes: missing_true[i] != 0,
-                    yes: yes as u32,
-                    no: no as u32,
+                    next: [yes as u32, no as u32],
                 });
                 children.push(Some((yes, no)));
             }
