@@ -57,7 +57,10 @@ until curl -sf "127.0.0.1:$port/v2/models/lr-$((models - 1))/ready" >/dev/null; 
 done
 echo "MLServer ready with $models models after $(( $(date +%s) - started )) s; RSS $(ps -o rss= --ppid $pid --pid $pid | awk '{s+=$1} END {printf "%.0f MiB", s/1024}')"
 bench "MLServer 1.7.1, sklearn runtime" mlserver
-kill -TERM $pid; wait $pid || true
+# MLServer does not always exit on SIGTERM: give it 10 s, then kill it.
+kill -TERM $pid
+for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+pkill -KILL -P $pid 2>/dev/null || true; kill -KILL $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
 
 "$mme" serve --model-store "$work/mme" --bind "127.0.0.1:$port" --cache-dir target/bench-cache 2>"$work/mme.log" &
 pid=$!
