@@ -135,39 +135,55 @@ fn call(instance: &mut Instance, content_type: &str, body: &[u8]) -> Result<Stri
     }
 }
 
+/// The most values a made-up sample may hold: the shapes come from the
+/// model, which is untrusted.
+const MAX_SAMPLE_VALUES: usize = 1 << 16;
+
 /// A request made from the model's listed inputs: one row of 0.5 (1 for
 /// integers, "a" for strings), as JSON rows for one input or a v2 request
-/// for several. `None` when the model lists no inputs.
+/// for several. `None` when the model lists no inputs, or shapes too large
+/// for a sample.
 fn sample_for(metadata: &Value) -> Option<(&'static str, Vec<u8>)> {
     let inputs = metadata.get("inputs")?.as_array()?;
-    let tensors: Vec<Value> = inputs
-        .iter()
-        .map(|input| {
-            let shape: Vec<usize> = input["shape"]
-                .as_array()
-                .map(|dims| dims.iter().map(|d| d.as_u64().map_or(1, |d| d as usize)).collect())
-                .unwrap_or_default();
-            let datatype = input["datatype"].as_str().unwrap_or("FP32");
-            let value = match datatype {
-                "BYTES" => json!("a"),
-                "BOOL" => json!(true),
-                t if t.starts_with("FP") => json!(0.5),
-                _ => json!(1),
-            };
-            let count = shape.iter().product::<usize>();
-            json!({ "name": input["name"], "shape": shape, "datatype": datatype, "data": vec![value; count] })
-        })
-        .collect();
+    let mut tensors = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        // A dimension of any size (-1) gets one.
+        let shape: Vec<usize> = input["shape"]
+            .as_array()?
+            .iter()
+            .map(|d| d.as_u64().map_or(1, |d| d as usize))
+            .collect();
+        let count = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|&n| n <= MAX_SAMPLE_VALUES)?;
+        let datatype = input["datatype"].as_str().unwrap_or("FP32");
+        let value = match datatype {
+            "BYTES" => json!("a"),
+            "BOOL" => json!(true),
+            t if t.starts_with("FP") => json!(0.5),
+            _ => json!(1),
+        };
+        tensors.push((input["name"].clone(), datatype, shape, vec![value; count]));
+    }
     match tensors.as_slice() {
         [] => None,
-        [one] => {
-            let shape: Vec<usize> =
-                serde_json::from_value(one["shape"].clone()).unwrap_or_default();
-            let data = one["data"].as_array().cloned().unwrap_or_default();
-            let body = nest(&shape, &data);
-            Some(("application/json", body.to_string().into_bytes()))
+        [(_, _, shape, data)] => Some((
+            "application/json",
+            nest(shape, data).to_string().into_bytes(),
+        )),
+        many => {
+            let inputs: Vec<Value> = many
+                .iter()
+                .map(|(name, datatype, shape, data)| {
+                    json!({ "name": name, "shape": shape, "datatype": datatype, "data": data })
+                })
+                .collect();
+            Some((
+                OIP_JSON,
+                json!({ "inputs": inputs }).to_string().into_bytes(),
+            ))
         }
-        many => Some((OIP_JSON, json!({ "inputs": many }).to_string().into_bytes())),
     }
 }
 
@@ -264,5 +280,34 @@ impl fmt::Display for Report {
             writeln!(f, "  answer:       {answer}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_is_made_from_the_listed_shapes_within_a_bound() {
+        let one = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}]});
+        let (kind, body) = sample_for(&one).unwrap();
+        assert_eq!(
+            (kind, body.as_slice()),
+            ("application/json", b"[[0.5,0.5]]".as_slice())
+        );
+        let two = json!({"inputs": [
+            {"name": "a", "datatype": "INT64", "shape": [-1]},
+            {"name": "b", "datatype": "BYTES", "shape": [1, 1]}
+        ]});
+        let (kind, body) = sample_for(&two).unwrap();
+        let request: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(kind, OIP_JSON);
+        assert_eq!(request["inputs"][1]["data"], json!(["a"]));
+        // A model that claims a huge input gets no sample, not a huge allocation.
+        for shape in [json!([100000, 100000]), json!([u64::MAX, 2])] {
+            let huge = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": shape}]});
+            assert!(sample_for(&huge).is_none(), "{huge}");
+        }
+        assert!(sample_for(&json!({})).is_none());
     }
 }
