@@ -13,7 +13,7 @@ use serde::ser::{SerializeMap, Serializer};
 
 use crate::decode::{InferRequest, Sent};
 pub use graph::{Graph, Port};
-use tensors::{Cells, Flat, Nested, Zipped};
+use tensors::{Flat, Nested, Zipped, data_of};
 
 /// Where the package's files are.
 const MODEL_DIR: &str = "/model";
@@ -114,7 +114,7 @@ impl OnnxModel {
         let outputs = self.run(tvec!(tensor))?;
         let cells = outputs
             .iter()
-            .map(Cells::of)
+            .map(data_of)
             .collect::<Result<Vec<_>, _>>()
             .map_err(Error::internal)?;
         let answers: Vec<(&str, Answer<'_>)> = self
@@ -202,7 +202,7 @@ impl OnnxModel {
             {
                 continue;
             }
-            cells.push((port, tensor, Cells::of(tensor).map_err(Error::internal)?));
+            cells.push((port, tensor, data_of(tensor).map_err(Error::internal)?));
         }
         let outputs = cells
             .iter()

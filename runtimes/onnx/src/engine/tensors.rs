@@ -28,61 +28,36 @@ pub fn datatype(datum: DatumType) -> &'static str {
     }
 }
 
-/// An output tensor's values, flat, in their own type, so that they are
-/// written straight to JSON: an `f32` prints as its shortest decimal (0.1,
-/// not 0.10000000149011612), and no value becomes a `serde_json::Value`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cells {
-    /// 32-bit floats.
-    F32(Vec<f32>),
-    /// Other floats, widened.
-    F64(Vec<f64>),
-    /// Integers of any width, widened.
-    Int(Vec<i64>),
-    /// Booleans.
-    Bool(Vec<bool>),
-    /// Strings.
-    Text(Vec<String>),
+/// An output tensor's values, flat, in their own type ([`Data`], as the
+/// decoder makes for inputs), so that they are written straight to JSON: an
+/// `f32` prints as its shortest decimal (0.1, not 0.10000000149011612), and
+/// no value becomes a `serde_json::Value`.
+pub fn data_of(tensor: &Tensor) -> Result<Data, String> {
+    let plain = |e: TractError| format!("cannot read an output: {e}");
+    let datum = tensor.datum_type();
+    Ok(if datum == f32::datum_type() {
+        Data::F32(plain_slice::<f32>(tensor).map_err(plain)?)
+    } else if datum == String::datum_type() {
+        Data::String(plain_slice::<String>(tensor).map_err(plain)?)
+    } else if datum == bool::datum_type() {
+        Data::Bool(plain_slice::<bool>(tensor).map_err(plain)?)
+    } else if datum.is_integer() {
+        let ints = tensor.cast_to::<i64>().map_err(plain)?;
+        Data::Int(plain_slice::<i64>(&ints).map_err(plain)?)
+    } else {
+        let floats = tensor.cast_to::<f64>().map_err(plain)?;
+        Data::F64(plain_slice::<f64>(&floats).map_err(plain)?)
+    })
 }
 
-impl Cells {
-    /// The values of `tensor`.
-    pub fn of(tensor: &Tensor) -> Result<Cells, String> {
-        let plain = |e: TractError| format!("cannot read an output: {e}");
-        let datum = tensor.datum_type();
-        Ok(if datum == f32::datum_type() {
-            Cells::F32(plain_slice::<f32>(tensor).map_err(plain)?)
-        } else if datum == String::datum_type() {
-            Cells::Text(plain_slice::<String>(tensor).map_err(plain)?)
-        } else if datum == bool::datum_type() {
-            Cells::Bool(plain_slice::<bool>(tensor).map_err(plain)?)
-        } else if datum.is_integer() {
-            let ints = tensor.cast_to::<i64>().map_err(plain)?;
-            Cells::Int(plain_slice::<i64>(&ints).map_err(plain)?)
-        } else {
-            let floats = tensor.cast_to::<f64>().map_err(plain)?;
-            Cells::F64(plain_slice::<f64>(&floats).map_err(plain)?)
-        })
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Cells::F32(v) => v.len(),
-            Cells::F64(v) => v.len(),
-            Cells::Int(v) => v.len(),
-            Cells::Bool(v) => v.len(),
-            Cells::Text(v) => v.len(),
-        }
-    }
-
-    fn write<S: Serializer>(&self, at: usize, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Cells::F32(v) => serializer.serialize_f32(v[at]),
-            Cells::F64(v) => serializer.serialize_f64(v[at]),
-            Cells::Int(v) => serializer.serialize_i64(v[at]),
-            Cells::Bool(v) => serializer.serialize_bool(v[at]),
-            Cells::Text(v) => serializer.serialize_str(&v[at]),
-        }
+/// Writes value `at` of `data`.
+fn write<S: Serializer>(data: &Data, at: usize, serializer: S) -> Result<S::Ok, S::Error> {
+    match data {
+        Data::F32(v) => serializer.serialize_f32(v[at]),
+        Data::F64(v) => serializer.serialize_f64(v[at]),
+        Data::Int(v) => serializer.serialize_i64(v[at]),
+        Data::Bool(v) => serializer.serialize_bool(v[at]),
+        Data::String(v) => serializer.serialize_str(&v[at]),
     }
 }
 
@@ -90,17 +65,17 @@ fn plain_slice<T: Datum + Clone>(tensor: &Tensor) -> TractResult<Vec<T>> {
     Ok(tensor.try_as_plain_ram()?.as_slice::<T>()?.to_vec())
 }
 
-/// One value of [`Cells`], for serializers that take a `Serialize`.
-struct Cell<'a>(&'a Cells, usize);
+/// One value of [`Data`], for serializers that take a `Serialize`.
+struct Cell<'a>(&'a Data, usize);
 
 impl Serialize for Cell<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.write(self.1, serializer)
+        write(self.0, self.1, serializer)
     }
 }
 
 /// Every value, as one flat JSON list (v2's `data`).
-pub struct Flat<'a>(pub &'a Cells);
+pub struct Flat<'a>(pub &'a Data);
 
 impl Serialize for Flat<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -117,7 +92,7 @@ pub struct Nested<'a> {
     /// The dimensions.
     pub shape: &'a [usize],
     /// The values, row-major.
-    pub cells: &'a Cells,
+    pub cells: &'a Data,
     /// Where this part starts in `cells`.
     pub start: usize,
 }
@@ -126,7 +101,7 @@ impl Serialize for Nested<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let Some((&len, rest)) = self.shape.split_first() else {
             return if self.start < self.cells.len() {
-                self.cells.write(self.start, serializer)
+                write(self.cells, self.start, serializer)
             } else {
                 serializer.serialize_unit()
             };
@@ -149,7 +124,7 @@ pub struct Zipped<'a> {
     /// The class labels, one per column.
     pub labels: &'a [Value],
     /// The probabilities, `[rows, classes]`.
-    pub cells: &'a Cells,
+    pub cells: &'a Data,
 }
 
 impl Serialize for Zipped<'_> {
@@ -243,7 +218,7 @@ mod tests {
 
     #[test]
     fn outputs_nest_by_shape_and_zip_by_label() {
-        let cells = Cells::Int(vec![1, 2, 3, 4]);
+        let cells = Data::Int(vec![1, 2, 3, 4]);
         let nested = |shape: &[usize]| {
             json_of(&Nested {
                 shape,
@@ -267,10 +242,10 @@ mod tests {
 
     #[test]
     fn f32_values_print_as_their_shortest_decimal() {
-        let cells = Cells::of(&tensor1(&[0.1f32, 2.0, 1.0000001])).unwrap();
+        let cells = data_of(&tensor1(&[0.1f32, 2.0, 1.0000001])).unwrap();
         let text = serde_json::to_string(&Flat(&cells)).unwrap();
         assert_eq!(text, "[0.1,2.0,1.0000001]");
-        let labels = Cells::of(&tensor1(&["setosa".to_string()])).unwrap();
+        let labels = data_of(&tensor1(&["setosa".to_string()])).unwrap();
         assert_eq!(
             serde_json::to_string(&Flat(&labels)).unwrap(),
             "[\"setosa\"]"
