@@ -51,6 +51,25 @@ fn per_column(values: &[f32], column: usize, default: f32, name: &str) -> TractR
     }
 }
 
+/// `f(column, value)` on every value of `input`, worked out in `f64` and
+/// given back in the input's own type.
+fn map_values(
+    input: &Tensor,
+    mut f: impl FnMut(usize, f64) -> TractResult<f64>,
+) -> TractResult<Tensor> {
+    let width = columns(input.shape());
+    let mut values = input.cast_to::<f64>()?.into_owned();
+    for (i, v) in values
+        .try_as_plain_ram_mut()?
+        .as_slice_mut::<f64>()?
+        .iter_mut()
+        .enumerate()
+    {
+        *v = f(i % width, *v)?;
+    }
+    Ok(values.cast_to_dt(input.datum_type())?.into_owned())
+}
+
 /// The columns of an input of `shape`: the last axis.
 fn columns(shape: &[usize]) -> usize {
     shape.last().copied().unwrap_or(1).max(1)
@@ -137,30 +156,21 @@ impl Kernel for Imputer {
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
-        let width = columns(input.shape());
         let replaced = self.replaced.0[0];
-        let mut values = input.cast_to::<f64>()?.into_owned();
-        for (i, v) in values
-            .try_as_plain_ram_mut()?
-            .as_slice_mut::<f64>()?
-            .iter_mut()
-            .enumerate()
-        {
+        let imputed = map_values(input, |column, v| {
             let missing = if replaced.is_nan() {
                 v.is_nan()
             } else {
-                *v == f64::from(replaced)
+                v == f64::from(replaced)
             };
             if missing {
-                *v = f64::from(per_column(
-                    &self.imputed.0,
-                    i % width,
-                    0.0,
-                    "imputed_value_floats",
-                )?);
+                let value = per_column(&self.imputed.0, column, 0.0, "imputed_value_floats")?;
+                Ok(f64::from(value))
+            } else {
+                Ok(v)
             }
-        }
-        Ok(tvec!(values.cast_to_dt(input.datum_type())?.into_owned()))
+        })?;
+        Ok(tvec!(imputed))
     }
 }
 
@@ -197,10 +207,7 @@ impl Kernel for Binarizer {
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
         let threshold = f64::from(self.threshold.0[0]);
-        let mut values = input.cast_to::<f64>()?.into_owned();
-        for v in values.try_as_plain_ram_mut()?.as_slice_mut::<f64>()? {
-            *v = if *v > threshold { 1.0 } else { 0.0 };
-        }
-        Ok(tvec!(values.cast_to_dt(input.datum_type())?.into_owned()))
+        let binary = map_values(input, |_, v| Ok(if v > threshold { 1.0 } else { 0.0 }))?;
+        Ok(tvec!(binary))
     }
 }
