@@ -4,7 +4,7 @@
 # spin, grow, overflow their stack, answer too much and flood the log, all
 # at once for DURATION. It fails on any answer that its sender should not
 # get, on RSS growth of 5% or more after warm-up, or on a host panic.
-# Usage: bench/soak.sh [DURATION] [MODELS]   (default 10m, 200)
+# Usage: bench/soak.sh [DURATION] [MODELS] [mme bench soak flags...]   (default 10m, 200)
 set -euo pipefail
 # These models are wasm components: the ONNX engine's background compile
 # would only take CPU (and RSS) from what is measured.
@@ -36,7 +36,7 @@ for _ in $(seq 100); do curl -sf "127.0.0.1:$port/ping" >/dev/null && break; sle
 
 status=0
 "$mme" bench soak --url "http://127.0.0.1:$port" --pid "$pid" --models "$models" \
-  --prefix sklearn- --hostile-models 2 --hostile-prefix hostile- --duration "$duration" || status=$?
+  --prefix sklearn- --hostile-models 2 --hostile-prefix hostile- --duration "$duration" "${@:3}" || status=$?
 # Guest panics are logged under `mme::guest`; anything else that panicked is the host's.
 if grep panicked "$log" | grep -v 'mme::guest' >/dev/null; then
   echo "the host panicked:" && grep panicked "$log" | grep -v 'mme::guest' | head -5
