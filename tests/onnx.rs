@@ -36,6 +36,19 @@ fn package_onnx(model: &Path, out: &Path, properties: &[&str]) {
     );
 }
 
+/// Waits for the server to log that the engine's optimized code is ready
+/// (compiled in the background).
+async fn optimized_engine_ready(server: &Server) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !server.log_text().contains("the ONNX engine is ready") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the optimized engine was not compiled in the background"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 fn onnx(name: &str) -> std::path::PathBuf {
     onnx_models_dir().join(format!("{name}.onnx"))
 }
@@ -313,14 +326,7 @@ async fn a_restart_finds_the_engine_in_the_disk_cache() {
     let cache = work.path().join("cache");
     let server = Server::start(&store, &cache, PRECOMPILE).await;
     // The background compile finishes without any request.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while !server.log_text().contains("the ONNX engine is ready") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the engine was not compiled in the background"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    optimized_engine_ready(&server).await;
     assert_eq!(server.metric("mme_component_compilations_total").await, 1.0);
     assert!(server.stop());
     let server = Server::start(&store, &cache, &[]).await;
@@ -331,6 +337,54 @@ async fn a_restart_finds_the_engine_in_the_disk_cache() {
         server.metric("mme_component_disk_cache_hits_total").await,
         1.0
     );
+    // The optimized code was on disk: no baseline tier was needed.
+    assert_eq!(
+        server
+            .metric("mme_component_baseline_compilations_total")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_cache_serves_on_the_baseline_tier_then_moves_to_optimized_code() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    // One instance stays warm, so the one that served on the baseline moves.
+    package_onnx(
+        &onnx("random_forest_regressor"),
+        &store.join("forest.tar.gz"),
+        &["minWorkers=1"],
+    );
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(onnx_models_dir().join("random_forest_regressor.json")).unwrap(),
+    )
+    .unwrap();
+    let rows = serde_json::to_string(&record["rows"]).unwrap();
+    // No precompile: the first request finds nothing compiled.
+    let server = Server::start(&store, &work.path().join("cache"), &[]).await;
+    let (status, _, baseline) = server.predict("forest", &rows).await;
+    assert_eq!(status, 200, "{baseline}");
+    assert_eq!(
+        server
+            .metric("mme_component_baseline_compilations_total")
+            .await,
+        1.0
+    );
+    optimized_engine_ready(&server).await;
+    let (status, _, optimized) = server.predict("forest", &rows).await;
+    assert_eq!(status, 200, "{optimized}");
+    assert!(
+        server
+            .log_text()
+            .contains("instance moved to optimized code"),
+        "{}",
+        server.log_text()
+    );
+    // Both tiers run the same wasm: the same answer, to the bit.
+    assert_eq!(baseline, optimized);
+    assert_eq!(server.metric("mme_component_compilations_total").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

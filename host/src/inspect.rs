@@ -11,7 +11,9 @@ use thiserror::Error;
 
 use crate::package::{Limits, ModelCode, Package, Properties};
 use crate::registry::sandbox_for;
-use crate::runtime::{Instance, METADATA_CONTENT_TYPE, OIP_JSON, Request, Runtime, RuntimeConfig};
+use crate::runtime::{
+    Instance, METADATA_CONTENT_TYPE, OIP_JSON, OnnxTiering, Request, Runtime, RuntimeConfig,
+};
 
 /// The step of the check that failed, and why.
 #[derive(Debug, Error)]
@@ -65,6 +67,8 @@ pub fn inspect(
     let runtime = Runtime::new(RuntimeConfig {
         max_instances: 4,
         onnx_engine,
+        // It runs one model once: Winch's code serves, Cranelift's would not pay.
+        onnx_tiering: OnnxTiering::BaselineOnly,
         ..RuntimeConfig::default()
     })
     .map_err(|e| failed("engine")(e.to_string()))?;

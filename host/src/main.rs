@@ -116,6 +116,11 @@ struct ServeArgs {
     /// cache folder), so that no request waits for it.
     #[arg(long, env = "MME_ONNX_PRECOMPILE", default_value_t = true, action = clap::ArgAction::Set)]
     onnx_precompile: bool,
+    /// Serve ONNX models on Winch-compiled code while Cranelift compiles the
+    /// engine, when no cache has it: a first request in about a second, not
+    /// eight. Off, the first ONNX model waits for Cranelift.
+    #[arg(long, env = "MME_ONNX_BASELINE", default_value_t = true, action = clap::ArgAction::Set)]
+    onnx_baseline: bool,
 }
 
 /// Where the built-in ONNX engine is.
@@ -342,7 +347,7 @@ fn main() -> anyhow::Result<()> {
                 ..Default::default()
             })?;
             let started = std::time::Instant::now();
-            let engine = runtime.onnx_engine()?;
+            let engine = runtime.onnx_engine_optimized()?;
             println!(
                 "ONNX engine {} ready in {} after {:.1?}",
                 engine.hash,
@@ -385,6 +390,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(mme_host::registry::default_limit),
         onnx_engine: args.onnx.onnx_engine,
         onnx_precompile: args.onnx_precompile,
+        onnx_baseline: args.onnx_baseline,
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -231,6 +231,11 @@ impl Metrics {
             compile.disk_hits.clone(),
         );
         registry.register(
+            "component_baseline_compilations",
+            "Winch compilations of a component that serves while Cranelift compiles it",
+            compile.baseline_compiled.clone(),
+        );
+        registry.register(
             "component_memory_cache_hits",
             "Models that reused a component already compiled in memory",
             compile.memory_hits.clone(),

@@ -15,27 +15,9 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::package::Limits;
 use crate::registry::{Registry, RegistryConfig, WasmScheduler};
-use crate::runtime::{Runtime, RuntimeConfig};
+use crate::runtime::{OnnxTiering, Runtime, RuntimeConfig};
 use crate::store::{ModelStore, PackageCache};
 use crate::wlm::SystemClock;
-
-/// Compiles the ONNX engine (or reads it from the cache folder) on a thread
-/// of its own, so that the first ONNX model does not wait for it. A server
-/// without the engine installed serves on; ONNX models then fail to load
-/// with what to install.
-fn precompile_onnx_engine(runtime: &Arc<Runtime>) {
-    let runtime = runtime.clone();
-    let spawned = std::thread::Builder::new()
-        .name("onnx-precompile".into())
-        .spawn(move || {
-            if let Err(error) = runtime.onnx_engine() {
-                tracing::warn!(%error, "ONNX models cannot be served");
-            }
-        });
-    if let Err(error) = spawned {
-        tracing::warn!(%error, "cannot precompile the ONNX engine; the first ONNX model will");
-    }
-}
 
 /// How often idle workers are looked for and retired.
 const RETIRE_EVERY: Duration = Duration::from_secs(1);
@@ -49,10 +31,15 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         max_instances: config.max_instances,
         stats: metrics.compile.clone(),
         onnx_engine: config.onnx_engine.clone(),
+        onnx_tiering: if config.onnx_baseline {
+            OnnxTiering::BaselineFirst
+        } else {
+            OnnxTiering::OptimizedOnly
+        },
         ..RuntimeConfig::default()
     })?;
     if config.onnx_precompile {
-        precompile_onnx_engine(&runtime);
+        runtime.prepare_onnx_engine_in_background();
     }
     std::fs::create_dir_all(&config.cache_dir).with_context(|| {
         format!(

@@ -258,7 +258,7 @@ impl Package {
     /// that every ONNX model shares.
     pub fn compile(
         &mut self,
-        runtime: &Runtime,
+        runtime: &Arc<Runtime>,
         max_wasm_bytes: u64,
     ) -> Result<Arc<Compiled>, CodeError> {
         match &self.code {

@@ -2,8 +2,8 @@
 //! [`Backend`] that lets the work-load manager start instances of it and
 //! run batches on them.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::package::{CodeError, Package, Properties, PropertiesError};
 use crate::runtime::{
     CallError, Charge, Compiled, GuestError, Instance, LogBudget, MemoryMeter, Request, Response,
-    Runtime, RuntimeError, Sandbox,
+    Runtime, RuntimeError, Sandbox, Tier,
 };
 use crate::store::PackageSource;
 use crate::wlm::{Backend, Bounds, ModelQueue, QueueStats, Settings};
@@ -56,7 +56,7 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// The hash of the model's wasm.
     pub fn wasm_hash(&self) -> &str {
-        &self.queue.backend().compiled.hash
+        &self.queue.backend().hash
     }
 
     /// Its queue and workers now.
@@ -122,7 +122,11 @@ pub fn sandbox_for(
 pub struct WasmBackend {
     name: Arc<str>,
     runtime: Arc<Runtime>,
-    compiled: Arc<Compiled>,
+    /// The hash of the model's wasm (the same for every tier of its code).
+    hash: String,
+    /// The code new instances start from: a baseline tier's until the
+    /// optimized code replaces it.
+    compiled: Mutex<Arc<Compiled>>,
     sandbox: Sandbox,
     options: Vec<(String, String)>,
     instances: Gauge,
@@ -134,9 +138,46 @@ pub struct WasmBackend {
 }
 
 impl WasmBackend {
-    /// The shared compiled component.
-    pub fn compiled(&self) -> &Compiled {
-        &self.compiled
+    /// The shared compiled component that new instances start from.
+    pub fn compiled(&self) -> Arc<Compiled> {
+        let mut compiled = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(better) = self.runtime.upgrade(&compiled) {
+            *compiled = better;
+        }
+        compiled.clone()
+    }
+
+    /// A worker on `compiled`'s code, its `load` run.
+    fn worker_on(&self, compiled: Arc<Compiled>) -> Result<WasmWorker, PredictError> {
+        let mut instance = self.runtime.instantiate(&compiled, &self.sandbox)?;
+        instance.load(&self.options)?;
+        self.instances.inc();
+        Ok(WasmWorker {
+            instance,
+            compiled,
+            instances: self.instances.clone(),
+        })
+    }
+
+    /// Moves `worker` to optimized code once there is some: a fresh
+    /// instance runs `load` and takes its place. Should that fail, the
+    /// worker stays as it is; it answers as well, only slower.
+    fn upgrade(&self, worker: &mut WasmWorker) {
+        let Some(better) = self.runtime.upgrade(&worker.compiled) else {
+            return;
+        };
+        match self.worker_on(better) {
+            Ok(upgraded) => {
+                *worker = upgraded;
+                tracing::info!(model = %self.name, "instance moved to optimized code");
+            }
+            Err(error) => {
+                tracing::warn!(model = %self.name, %error, "cannot move an instance to optimized code")
+            }
+        }
     }
 
     /// The linear memories of this model's live instances.
@@ -153,6 +194,8 @@ impl WasmBackend {
 /// A started instance; the live-instances gauge follows it.
 pub struct WasmWorker {
     instance: Instance,
+    /// The code it runs, kept (and counted) while it lives.
+    compiled: Arc<Compiled>,
     instances: Gauge,
 }
 
@@ -175,13 +218,7 @@ impl Backend for WasmBackend {
     type Error = PredictError;
 
     fn start_worker(&self) -> Result<WasmWorker, PredictError> {
-        let mut instance = self.runtime.instantiate(&self.compiled, &self.sandbox)?;
-        instance.load(&self.options)?;
-        self.instances.inc();
-        Ok(WasmWorker {
-            instance,
-            instances: self.instances.clone(),
-        })
+        self.worker_on(self.compiled())
     }
 
     fn run_batch(
@@ -189,6 +226,9 @@ impl Backend for WasmBackend {
         worker: &mut WasmWorker,
         batch: Vec<Request>,
     ) -> Result<Vec<Self::Output>, PredictError> {
+        if worker.compiled.tier() == Tier::Baseline {
+            self.upgrade(worker);
+        }
         worker.instance.predict(&batch).map_err(|error| {
             // A trap poisons the store: the work-load manager drops this instance.
             tracing::warn!(model = %self.name, %error, "instance discarded");
@@ -289,7 +329,8 @@ pub fn open_model(
     let backend = WasmBackend {
         name: Arc::from(name),
         runtime: runtime.clone(),
-        compiled,
+        hash: compiled.hash.clone(),
+        compiled: Mutex::new(compiled),
         sandbox,
         options: package.load_options(),
         instances: metrics.instances.clone(),

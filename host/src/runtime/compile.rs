@@ -26,6 +26,17 @@ use super::bindings::ModelPre;
 use super::instance::InstanceState;
 use super::meter::{Charge, MemoryMeter};
 
+/// Which compiler made a component's native code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Cranelift: what every model runs on in the end.
+    Optimized,
+    /// Winch, a single-pass compiler: several times faster to compile and
+    /// slower to run, so that a large component (the ONNX engine) can serve
+    /// while Cranelift compiles it.
+    Baseline,
+}
+
 /// A component ready to instantiate, shared by every model with the same wasm.
 pub struct Compiled {
     /// BLAKE3 hash of the wasm bytes, hex.
@@ -34,12 +45,23 @@ pub struct Compiled {
     pub(super) pre: ModelPre<InstanceState>,
     /// Its native code, counted while it is in memory.
     code: Charge,
+    tier: Tier,
 }
 
 impl Compiled {
     /// The size of its native code in memory.
     pub fn code_bytes(&self) -> u64 {
         self.code.bytes()
+    }
+
+    /// Which compiler made its code.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    /// The engine whose stores can run it.
+    pub(super) fn engine(&self) -> &Engine {
+        self.pre.instance_pre().engine()
     }
 }
 
@@ -61,6 +83,8 @@ pub struct CompileStats {
     pub disk_hits: Counter,
     /// Requests served by a component already in memory.
     pub memory_hits: Counter,
+    /// Winch compilations, each followed by a Cranelift one.
+    pub baseline_compiled: Counter,
 }
 
 type Slot = Arc<OnceLock<Result<Weak<Compiled>, RuntimeError>>>;
@@ -111,7 +135,7 @@ impl CompileCache {
         linker: &Linker<InstanceState>,
         wasm: &[u8],
     ) -> Result<Arc<Compiled>, RuntimeError> {
-        let hash = blake3::hash(wasm).to_hex().to_string();
+        let hash = hash_of(wasm);
         loop {
             let slot = {
                 let mut slots = self.lock_slots();
@@ -158,6 +182,37 @@ impl CompileCache {
         }
     }
 
+    /// Whether `wasm`'s optimized code is in memory or on disk, so that
+    /// getting it costs no compilation.
+    pub(super) fn is_cached(&self, wasm: &[u8]) -> bool {
+        let hash = hash_of(wasm);
+        let in_memory = self
+            .lock_slots()
+            .get(&hash)
+            .is_some_and(|slot| matches!(slot.get(), Some(Ok(weak)) if weak.strong_count() > 0));
+        in_memory
+            || self
+                .dir
+                .as_ref()
+                .is_some_and(|dir| dir.join(format!("{hash}.cwasm")).is_file())
+    }
+
+    /// Compiles `wasm` with `engine`, a baseline (Winch) engine, every time:
+    /// its code lives only until the optimized code replaces it, so it is
+    /// neither shared through the slots nor kept on disk.
+    pub(super) fn compile_baseline(
+        &self,
+        engine: &Engine,
+        linker: &Linker<InstanceState>,
+        wasm: &[u8],
+    ) -> Result<Arc<Compiled>, RuntimeError> {
+        let hash = hash_of(wasm);
+        self.stats.baseline_compiled.inc();
+        let component =
+            Component::new(engine, wasm).map_err(|e| RuntimeError::Compile(format!("{e:#}")))?;
+        self.link(linker, &component, hash, Tier::Baseline)
+    }
+
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
         self.slots
             .lock()
@@ -178,17 +233,28 @@ impl CompileCache {
                 Component::new(engine, wasm).map_err(|e| RuntimeError::Compile(format!("{e:#}")))?
             }
         };
+        self.link(linker, &component, hash.to_string(), Tier::Optimized)
+    }
+
+    fn link(
+        &self,
+        linker: &Linker<InstanceState>,
+        component: &Component,
+        hash: String,
+        tier: Tier,
+    ) -> Result<Arc<Compiled>, RuntimeError> {
         let instance_pre = linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
         let pre =
             ModelPre::new(instance_pre).map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
         let range = component.image_range();
         let code_bytes = range.end.addr().saturating_sub(range.start.addr()) as u64;
         Ok(Arc::new(Compiled {
-            hash: hash.to_string(),
+            hash,
             pre,
             code: self.code.charge(code_bytes),
+            tier,
         }))
     }
 
@@ -225,6 +291,11 @@ impl CompileCache {
         unsafe { Component::deserialize(engine, &native) }
             .map_err(|e| RuntimeError::Compile(format!("{e:#}")))
     }
+}
+
+/// The key of a component: the BLAKE3 hash of its bytes, hex.
+fn hash_of(wasm: &[u8]) -> String {
+    blake3::hash(wasm).to_hex().to_string()
 }
 
 /// A temporary file in the same folder, renamed over the target: a reader

@@ -5,7 +5,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy};
 
 use super::{RuntimeConfig, RuntimeError};
 
@@ -68,6 +68,19 @@ pub fn build(config: &RuntimeConfig) -> Result<(Engine, bool), RuntimeError> {
     Ok((engine, false))
 }
 
+/// Builds the baseline engine: the same sandbox, compiled by Winch, with
+/// instances allocated on demand (it runs few of them, and only until the
+/// optimized code is ready, so it reserves no pool of its own).
+pub fn build_baseline(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
+    let mut wasm = base(config);
+    // No map from native code back to wasm offsets: it is compile work, and
+    // only a trap's backtrace would show it.
+    wasm.strategy(Strategy::Winch)
+        .generate_address_map(false)
+        .allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    Engine::new(&wasm).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+}
+
 /// What every engine of the process shares: the component model, epoch
 /// deadlines, the stack cap, and copy-on-write memory images with only the
 /// instance's cap reserved (the pool raises it).
@@ -126,6 +139,34 @@ pub fn ticks_for(timeout: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `(module (func (export "spin") (loop (br 0))))`
+    const SPIN: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // preamble, core module
+        0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type 0: [] -> []
+        0x03, 0x02, 0x01, 0x00, // one function of type 0
+        0x07, 0x08, 0x01, 0x04, b's', b'p', b'i', b'n', 0x00, 0x00, // export "spin"
+        0x0a, 0x09, 0x01, 0x07, 0x00, 0x03, 0x40, 0x0c, 0x00, 0x0b, 0x0b, // loop br 0
+    ];
+
+    #[test]
+    fn baseline_code_stops_at_its_deadline() {
+        let engine = build_baseline(&RuntimeConfig::default()).unwrap();
+        let _ticker = EpochTicker::start(engine.clone()).unwrap();
+        let module = wasmtime::Module::new(&engine, SPIN).unwrap();
+        let mut store = wasmtime::Store::new(&engine, ());
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks_for(Duration::from_millis(50)));
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let spin = instance
+            .get_typed_func::<(), ()>(&mut store, "spin")
+            .unwrap();
+        let error = spin.call(&mut store, ()).unwrap_err();
+        assert_eq!(
+            error.downcast_ref::<wasmtime::Trap>(),
+            Some(&wasmtime::Trap::Interrupt)
+        );
+    }
 
     #[test]
     fn a_pool_too_large_for_full_reservations_is_still_pooled() {

@@ -8,8 +8,7 @@ use std::time::Duration;
 use thiserror::Error;
 use wasmtime::component::ResourceTable;
 use wasmtime::{
-    Engine, PoolConcurrencyLimitError, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder,
-    Trap,
+    PoolConcurrencyLimitError, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
 };
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -170,7 +169,6 @@ pub struct Instance {
 
 impl Instance {
     pub(super) fn new(
-        engine: &Engine,
         compiled: &Compiled,
         sandbox: &Sandbox,
         server_max_memory: usize,
@@ -208,7 +206,7 @@ impl Instance {
                 granted: 0,
             },
         };
-        let mut store = Store::new(engine, state);
+        let mut store = Store::new(compiled.engine(), state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(engine::ticks_for(sandbox.load_timeout.max(sandbox.timeout)));

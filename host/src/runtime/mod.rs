@@ -9,19 +9,21 @@ mod engine;
 mod guest_log;
 mod instance;
 mod meter;
+mod onnx;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use thiserror::Error;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-pub use compile::{CompileStats, Compiled};
+pub use compile::{CompileStats, Compiled, Tier};
 pub use engine::EPOCH_TICK;
 pub use guest_log::LogBudget;
 pub use instance::{CallError, GuestError, Instance, Sandbox};
 pub use meter::{Charge, MemoryMeter};
+pub use onnx::{ONNX_ENGINE_FILE, OnnxTiering, default_onnx_engine};
 
 /// The bindings of the `mme:model/model` world, generated from `wit/`.
 #[allow(missing_docs)] // Generated code.
@@ -67,15 +69,8 @@ pub struct RuntimeConfig {
     pub stats: CompileStats,
     /// The built-in ONNX engine's component; `None` looks beside the binary.
     pub onnx_engine: Option<PathBuf>,
-}
-
-/// The file name of the built-in ONNX engine, shipped beside `mme`.
-pub const ONNX_ENGINE_FILE: &str = "mme-onnx.wasm";
-
-/// Where the ONNX engine is when nobody says: beside the running binary.
-pub fn default_onnx_engine() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    Some(exe.parent()?.join(ONNX_ENGINE_FILE))
+    /// How the ONNX engine is compiled when no cache has it.
+    pub onnx_tiering: OnnxTiering,
 }
 
 impl Default for RuntimeConfig {
@@ -87,6 +82,7 @@ impl Default for RuntimeConfig {
             max_instances: DEFAULT_MAX_INSTANCES,
             stats: CompileStats::default(),
             onnx_engine: None,
+            onnx_tiering: OnnxTiering::BaselineFirst,
         }
     }
 }
@@ -148,9 +144,8 @@ pub struct Runtime {
     code_memory: MemoryMeter,
     instance_memory: MemoryMeter,
     pooled: bool,
-    /// The ONNX engine, compiled once and kept for the process's life:
-    /// every ONNX model shares it, so it must not be freed with the last one.
-    onnx: OnceLock<Result<Arc<Compiled>, RuntimeError>>,
+    /// The ONNX engine's compiled tiers.
+    onnx: onnx::OnnxEngine,
     _ticker: engine::EpochTicker,
 }
 
@@ -177,33 +172,9 @@ impl Runtime {
             code_memory,
             instance_memory: MemoryMeter::default(),
             pooled,
-            onnx: OnceLock::new(),
+            onnx: onnx::OnnxEngine::default(),
             _ticker: ticker,
         }))
-    }
-
-    /// The built-in ONNX engine, compiled (or read from the disk cache) on
-    /// first use; callers that arrive meanwhile wait for that one compile.
-    pub fn onnx_engine(&self) -> Result<Arc<Compiled>, RuntimeError> {
-        self.onnx
-            .get_or_init(|| {
-                let path = self
-                    .config
-                    .onnx_engine
-                    .clone()
-                    .or_else(default_onnx_engine)
-                    .unwrap_or_else(|| PathBuf::from(ONNX_ENGINE_FILE));
-                let wasm = read_engine(&path)?;
-                let started = std::time::Instant::now();
-                let compiled = self.compile(&wasm)?;
-                tracing::info!(
-                    path = %path.display(),
-                    elapsed = ?started.elapsed(),
-                    "the ONNX engine is ready"
-                );
-                Ok(compiled)
-            })
-            .clone()
     }
 
     /// The compiled form of `wasm`, compiled at most once per distinct bytes
@@ -224,12 +195,7 @@ impl Runtime {
         compiled: &Compiled,
         sandbox: &Sandbox,
     ) -> Result<Instance, RuntimeError> {
-        Instance::new(
-            &self.engine,
-            compiled,
-            sandbox,
-            self.config.max_instance_memory_bytes,
-        )
+        Instance::new(compiled, sandbox, self.config.max_instance_memory_bytes)
     }
 
     /// How many compilations and cache hits there were.
@@ -257,16 +223,6 @@ impl Runtime {
     pub fn max_instance_memory_bytes(&self) -> usize {
         self.config.max_instance_memory_bytes
     }
-}
-
-fn read_engine(path: &Path) -> Result<Vec<u8>, RuntimeError> {
-    std::fs::read(path).map_err(|e| RuntimeError::EngineMissing {
-        engine: "ONNX",
-        reason: format!(
-            "cannot read {}: {e}; put {ONNX_ENGINE_FILE} beside mme (the Docker image and the xtask builds do) or pass --onnx-engine PATH",
-            path.display()
-        ),
-    })
 }
 
 #[cfg(test)]
