@@ -134,12 +134,12 @@ impl CompileCache {
         engine: &Engine,
         linker: &Linker<InstanceState>,
         wasm: &[u8],
+        hash: &str,
     ) -> Result<Arc<Compiled>, RuntimeError> {
-        let hash = hash_of(wasm);
         loop {
             let slot = {
                 let mut slots = self.lock_slots();
-                if !slots.contains_key(&hash) {
+                if !slots.contains_key(hash) {
                     // Slots of components whose last user is gone are not
                     // kept: only this lookup would have found them again.
                     slots.retain(|_, slot| match slot.get() {
@@ -148,11 +148,11 @@ impl CompileCache {
                         None => true,
                     });
                 }
-                slots.entry(hash.clone()).or_default().clone()
+                slots.entry(hash.to_string()).or_default().clone()
             };
             let mut fresh = None;
             let result = slot.get_or_init(|| {
-                self.load_or_compile(engine, linker, wasm, &hash)
+                self.load_or_compile(engine, linker, wasm, hash)
                     .map(|compiled| {
                         let weak = Arc::downgrade(&compiled);
                         fresh = Some(compiled);
@@ -172,8 +172,8 @@ impl CompileCache {
             // not kept, so the next caller compiles (or reads the disk) again.
             {
                 let mut slots = self.lock_slots();
-                if slots.get(&hash).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-                    slots.remove(&hash);
+                if slots.get(hash).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                    slots.remove(hash);
                 }
             }
             if let Err(error) = result {
@@ -182,13 +182,12 @@ impl CompileCache {
         }
     }
 
-    /// Whether `wasm`'s optimized code is in memory or on disk, so that
-    /// getting it costs no compilation.
-    pub(super) fn is_cached(&self, wasm: &[u8]) -> bool {
-        let hash = hash_of(wasm);
+    /// Whether the optimized code of the wasm hashed `hash` is in memory or
+    /// on disk, so that getting it costs no compilation.
+    pub(super) fn is_cached(&self, hash: &str) -> bool {
         let in_memory = self
             .lock_slots()
-            .get(&hash)
+            .get(hash)
             .is_some_and(|slot| matches!(slot.get(), Some(Ok(weak)) if weak.strong_count() > 0));
         in_memory
             || self
@@ -205,12 +204,12 @@ impl CompileCache {
         engine: &Engine,
         linker: &Linker<InstanceState>,
         wasm: &[u8],
+        hash: &str,
     ) -> Result<Arc<Compiled>, RuntimeError> {
-        let hash = hash_of(wasm);
         self.stats.baseline_compiled.inc();
         let component =
             Component::new(engine, wasm).map_err(|e| RuntimeError::Compile(format!("{e:#}")))?;
-        self.link(linker, &component, hash, Tier::Baseline)
+        self.link(linker, &component, hash.to_string(), Tier::Baseline)
     }
 
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -294,7 +293,7 @@ impl CompileCache {
 }
 
 /// The key of a component: the BLAKE3 hash of its bytes, hex.
-fn hash_of(wasm: &[u8]) -> String {
+pub(super) fn hash_of(wasm: &[u8]) -> String {
     blake3::hash(wasm).to_hex().to_string()
 }
 

@@ -180,13 +180,18 @@ impl Runtime {
     /// The compiled form of `wasm`, compiled at most once per distinct bytes
     /// (in this process, and across restarts when a cache folder is set).
     pub fn compile(&self, wasm: &[u8]) -> Result<Arc<Compiled>, RuntimeError> {
+        self.compile_hashed(wasm, &compile::hash_of(wasm))
+    }
+
+    /// [`Runtime::compile`] of bytes whose hash is known.
+    fn compile_hashed(&self, wasm: &[u8], hash: &str) -> Result<Arc<Compiled>, RuntimeError> {
         if wasm_kind(wasm) != WasmKind::Component {
             return Err(RuntimeError::Compile(
                 "the bytes are not a wasm component".into(),
             ));
         }
         self.compiled
-            .get_or_compile(&self.engine, &self.linker, wasm)
+            .get_or_compile(&self.engine, &self.linker, wasm, hash)
     }
 
     /// Makes a fresh sandboxed instance of `compiled`.

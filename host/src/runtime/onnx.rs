@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-use super::compile::Tier;
+use super::compile::{self, Tier};
 use super::engine::{self, EpochTicker};
 use super::instance::InstanceState;
 use super::{Compiled, Runtime, RuntimeError};
@@ -93,10 +93,11 @@ impl Runtime {
             return self.onnx_engine_optimized();
         }
         let wasm = read_engine(&self.onnx_engine_path())?;
-        if self.compiled.is_cached(&wasm) {
-            return self.onnx_engine_optimized();
+        let hash = compile::hash_of(&wasm);
+        if self.compiled.is_cached(&hash) {
+            return self.optimized_from(Some((&wasm, &hash)));
         }
-        let baseline = self.onnx_baseline(&wasm);
+        let baseline = self.onnx_baseline(&wasm, &hash);
         drop(wasm);
         if tiering == OnnxTiering::BaselineFirst {
             self.optimize_onnx_engine_in_background();
@@ -114,13 +115,21 @@ impl Runtime {
     /// The ONNX engine's optimized (Cranelift) code, compiled or read from
     /// the disk cache on first use: what `mme precompile` makes.
     pub fn onnx_engine_optimized(&self) -> Result<Arc<Compiled>, RuntimeError> {
+        self.optimized_from(None)
+    }
+
+    /// The optimized code, compiled from `read` (the engine's bytes and
+    /// their hash) when the caller has read them already.
+    fn optimized_from(&self, read: Option<(&[u8], &str)>) -> Result<Arc<Compiled>, RuntimeError> {
         self.onnx
             .optimized
             .get_or_init(|| {
                 let path = self.onnx_engine_path();
-                let wasm = read_engine(&path)?;
                 let started = std::time::Instant::now();
-                let compiled = self.compile(&wasm)?;
+                let compiled = match read {
+                    Some((wasm, hash)) => self.compile_hashed(wasm, hash)?,
+                    None => self.compile(&read_engine(&path)?)?,
+                };
                 tracing::info!(
                     path = %path.display(),
                     elapsed = ?started.elapsed(),
@@ -155,7 +164,11 @@ impl Runtime {
 
     /// The baseline code, compiled once until the optimized code replaces
     /// it; `None` where Winch cannot run.
-    fn onnx_baseline(&self, wasm: &[u8]) -> Option<Result<Arc<Compiled>, RuntimeError>> {
+    fn onnx_baseline(
+        &self,
+        wasm: &[u8],
+        hash: &str,
+    ) -> Option<Result<Arc<Compiled>, RuntimeError>> {
         let baseline = self
             .onnx
             .baseline_engine
@@ -174,10 +187,10 @@ impl Runtime {
             let started = std::time::Instant::now();
             let compiled =
                 self.compiled
-                    .compile_baseline(&baseline.engine, &baseline.linker, wasm)?;
+                    .compile_baseline(&baseline.engine, &baseline.linker, wasm, hash)?;
             tracing::info!(
                 elapsed = ?started.elapsed(),
-                "the ONNX engine serves on its baseline tier while Cranelift compiles it"
+                "the ONNX engine's baseline tier is ready"
             );
             Ok(compiled)
         });
