@@ -16,7 +16,7 @@ use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
-use super::forest::{Aggregate, Forest, Node, Test};
+use super::forest::{Aggregate, Forest, Node, Tables, Test};
 use super::{
     Floats, Kernel, Labels, MlNode, OutputShape, OutputSpec, PostTransform, argmax, post_transform,
     sigmoid, transform_row,
@@ -190,7 +190,7 @@ fn parse_forest(
     check_acyclic(&roots, &children)?;
     let mut columns_used: Vec<usize> = columns_used.into_iter().collect();
     columns_used.sort_unstable();
-    Ok(Forest {
+    Forest::new(Tables {
         nodes,
         roots: roots.iter().map(|&r| r as u32).collect(),
         votes: leaves,
