@@ -51,10 +51,19 @@ echo "{\"host\": \"127.0.0.1\", \"http_port\": $port, \"grpc_port\": $grpc, \"me
 started=$(date +%s)
 "$venv/bin/mlserver" start "$work/mlserver" >"$work/mlserver.log" 2>&1 &
 pid=$!
-until curl -sf "127.0.0.1:$port/v2/models/lr-$((models - 1))/ready" >/dev/null; do
+# MLServer loads its models in parallel and answers for each once it is in:
+# wait (up to 10 minutes) until its repository index lists all of them READY.
+ready() {
+  curl -s -X POST "127.0.0.1:$port/v2/repository/index" -H 'content-type: application/json' -d '{}' \
+    | python3 -c 'import json,sys; print(sum(m.get("state") == "READY" for m in json.load(sys.stdin)))' 2>/dev/null \
+    || echo 0
+}
+for _ in $(seq 600); do
   kill -0 $pid 2>/dev/null || { tail -20 "$work/mlserver.log"; exit 1; }
+  [ "$(ready)" = "$models" ] && break
   sleep 1
 done
+[ "$(ready)" = "$models" ] || { echo "MLServer has only $(ready) of $models models ready"; exit 1; }
 echo "MLServer ready with $models models after $(( $(date +%s) - started )) s; RSS $(ps -o rss= --ppid $pid --pid $pid | awk '{s+=$1} END {printf "%.0f MiB", s/1024}')"
 bench "MLServer 1.7.1, sklearn runtime" mlserver
 # MLServer does not always exit on SIGTERM: give it 10 s, then kill it.
