@@ -158,6 +158,7 @@ impl WasmBackend {
         Ok(WasmWorker {
             instance,
             compiled,
+            stays: false,
             instances: self.instances.clone(),
         })
     }
@@ -175,7 +176,9 @@ impl WasmBackend {
                 tracing::info!(model = %self.name, "instance moved to optimized code");
             }
             Err(error) => {
-                tracing::warn!(model = %self.name, %error, "cannot move an instance to optimized code")
+                // Not tried again on every batch: a full pool would log each one.
+                worker.stays = true;
+                tracing::warn!(model = %self.name, %error, "cannot move an instance to optimized code; it keeps its code")
             }
         }
     }
@@ -196,6 +199,8 @@ pub struct WasmWorker {
     instance: Instance,
     /// The code it runs, kept (and counted) while it lives.
     compiled: Arc<Compiled>,
+    /// A move to optimized code failed: it keeps the code it has.
+    stays: bool,
     instances: Gauge,
 }
 
@@ -226,7 +231,7 @@ impl Backend for WasmBackend {
         worker: &mut WasmWorker,
         batch: Vec<Request>,
     ) -> Result<Vec<Self::Output>, PredictError> {
-        if worker.compiled.tier() == Tier::Baseline {
+        if worker.compiled.tier() == Tier::Baseline && !worker.stays {
             self.upgrade(worker);
         }
         worker.instance.predict(&batch).map_err(|error| {

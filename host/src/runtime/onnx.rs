@@ -92,6 +92,14 @@ impl Runtime {
         if tiering == OnnxTiering::OptimizedOnly {
             return self.onnx_engine_optimized();
         }
+        // Every ONNX model loaded while Cranelift compiles comes here: the
+        // baseline code, once there, costs no read and no hash of the engine.
+        let ready = lock(&self.onnx.baseline)
+            .as_ref()
+            .and_then(|slot| slot.get()?.as_ref().ok().cloned());
+        if let Some(baseline) = ready {
+            return Ok(baseline);
+        }
         let wasm = read_engine(&self.onnx_engine_path())?;
         let hash = compile::hash_of(&wasm);
         if self.compiled.is_cached(&hash) {
@@ -184,6 +192,10 @@ impl Runtime {
             .get_or_insert_with(Default::default)
             .clone();
         let compiled = slot.get_or_init(|| {
+            // The optimized code may have been finished since the caller looked.
+            if let Some(done) = self.onnx.optimized.get() {
+                return done.clone();
+            }
             let started = std::time::Instant::now();
             let compiled =
                 self.compiled
