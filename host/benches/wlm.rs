@@ -27,7 +27,12 @@ impl Backend for Echo {
         Ok(())
     }
 
-    fn run_batch(&self, _worker: &mut (), batch: Vec<u64>) -> Result<Vec<u64>, String> {
+    fn run_batch(
+        &self,
+        _worker: &mut (),
+        batch: Vec<u64>,
+        _time_left: std::time::Duration,
+    ) -> Result<Vec<u64>, String> {
         Ok(batch)
     }
 }

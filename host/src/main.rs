@@ -392,10 +392,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         onnx_precompile: args.onnx_precompile,
         onnx_baseline: args.onnx_baseline,
     };
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(server::run(config))
+        .build()?;
+    let served = runtime.block_on(server::run(config));
+    // Once the server has stopped, nothing waits for a blocking task still
+    // inside a guest call (a load, say): dropping the runtime would wait for
+    // it, past `--shutdown-timeout`.
+    runtime.shutdown_background();
+    served
 }
 
 fn soak_command(runtime: &tokio::runtime::Runtime, args: SoakArgs) -> anyhow::Result<()> {

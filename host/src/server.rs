@@ -1,7 +1,7 @@
 //! Wires the layers together for `mme serve` and runs until a shutdown signal.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hyper::server::conn::http1;
@@ -140,6 +140,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     }
     // New connections are refused from here; those open finish their requests.
     drop(listener);
+    let signalled = Instant::now();
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(config.shutdown_timeout) => {
@@ -150,6 +151,18 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         }
     }
     retirement.abort();
+    // What the compute threads still run has no caller left (a load, say);
+    // it gets what remains of the shutdown timeout, not more.
+    let left = config.shutdown_timeout.saturating_sub(signalled.elapsed());
+    let busy = tokio::task::spawn_blocking(move || scheduler.shutdown_within(left))
+        .await
+        .unwrap_or(0);
+    if busy > 0 {
+        tracing::warn!(
+            busy,
+            "compute threads still inside guest calls at the shutdown timeout; exiting"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -230,15 +230,19 @@ impl Backend for WasmBackend {
         &self,
         worker: &mut WasmWorker,
         batch: Vec<Request>,
+        time_left: Duration,
     ) -> Result<Vec<Self::Output>, PredictError> {
         if worker.compiled.tier() == Tier::Baseline && !worker.stays {
             self.upgrade(worker);
         }
-        worker.instance.predict(&batch).map_err(|error| {
-            // A trap poisons the store: the work-load manager drops this instance.
-            tracing::warn!(model = %self.name, %error, "instance discarded");
-            PredictError::Call(error)
-        })
+        worker
+            .instance
+            .predict_within(&batch, time_left)
+            .map_err(|error| {
+                // A trap poisons the store: the work-load manager drops this instance.
+                tracing::warn!(model = %self.name, %error, "instance discarded");
+                PredictError::Call(error)
+            })
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use wasmtime::component::ResourceTable;
@@ -15,6 +15,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::bindings::Model;
 use super::bindings::mme::model::types::Error as WitError;
 use super::guest_log::{GuestLog, LogBudget};
+use super::wait::WaitedPastDeadline;
 use super::{Compiled, MemoryMeter, Request, Response, RuntimeError, engine};
 
 /// Where the guest sees its package.
@@ -41,11 +42,20 @@ pub struct Sandbox {
     pub memory: MemoryMeter,
 }
 
-/// The data of a store: WASI state and the memory limiter.
+/// The data of a store: WASI state, the memory limiter, and the deadline
+/// of the call in progress, which bounds the guest's waits in WASI.
 pub struct InstanceState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: MeteredLimits,
+    deadline: Instant,
+}
+
+impl InstanceState {
+    /// What a wait in WASI needs: the resources, and when to give up.
+    pub(super) fn waiting(&mut self) -> (&mut ResourceTable, Instant) {
+        (&mut self.table, self.deadline)
+    }
 }
 
 /// The store's limits, which also count every byte of linear memory they
@@ -205,11 +215,12 @@ impl Instance {
                 meter: sandbox.memory.clone(),
                 granted: 0,
             },
+            deadline: Instant::now(),
         };
         let mut store = Store::new(compiled.engine(), state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(engine::ticks_for(sandbox.load_timeout.max(sandbox.timeout)));
+        arm_deadline(&mut store, sandbox.load_timeout.max(sandbox.timeout));
         let model = compiled.pre.instantiate(&mut store).map_err(|e| {
             if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
                 RuntimeError::PoolExhausted(format!("{e:#}"))
@@ -228,7 +239,7 @@ impl Instance {
 
     /// Calls the guest's `load` with the `option.*` settings.
     pub fn load(&mut self, config: &[(String, String)]) -> Result<(), CallError> {
-        self.arm_deadline(self.load_timeout);
+        arm_deadline(&mut self.store, self.load_timeout);
         match self.model.call_load(&mut self.store, config) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(CallError::Load(error.into())),
@@ -244,7 +255,18 @@ impl Instance {
         &mut self,
         batch: &[Request],
     ) -> Result<Vec<Result<Response, GuestError>>, CallError> {
-        self.arm_deadline(self.timeout);
+        self.predict_within(batch, self.timeout)
+    }
+
+    /// [`Instance::predict`], stopped after `time_left` if that comes before
+    /// the model's own timeout: what is left of the batch's earliest deadline
+    /// once the requests have waited in the queue.
+    pub fn predict_within(
+        &mut self,
+        batch: &[Request],
+        time_left: Duration,
+    ) -> Result<Vec<Result<Response, GuestError>>, CallError> {
+        arm_deadline(&mut self.store, time_left.min(self.timeout));
         let results = self
             .model
             .call_predict(&mut self.store, batch)
@@ -276,15 +298,21 @@ impl Instance {
             .collect())
     }
 
-    fn arm_deadline(&mut self, timeout: Duration) {
-        self.store.set_epoch_deadline(engine::ticks_for(timeout));
-    }
-
     fn classify(&self, error: wasmtime::Error) -> CallError {
+        if error.downcast_ref::<WaitedPastDeadline>().is_some() {
+            return CallError::Deadline(self.timeout);
+        }
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => CallError::Deadline(self.timeout),
             Some(trap) => CallError::Trap(trap.to_string()),
             None => CallError::Trap(format!("{error:#}")),
         }
     }
+}
+
+/// Sets the deadline of the next call: for its wasm code, in epoch ticks,
+/// and for its waits in WASI, as an instant.
+fn arm_deadline(store: &mut Store<InstanceState>, timeout: Duration) {
+    store.data_mut().deadline = Instant::now() + timeout;
+    store.set_epoch_deadline(engine::ticks_for(timeout));
 }

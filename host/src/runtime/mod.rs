@@ -10,6 +10,7 @@ mod guest_log;
 mod instance;
 mod meter;
 mod onnx;
+mod wait;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -153,9 +154,7 @@ impl Runtime {
     /// Builds the engine and starts the deadline ticker.
     pub fn new(config: RuntimeConfig) -> Result<Arc<Self>, RuntimeError> {
         let (engine, pooled) = engine::build(&config)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| RuntimeError::Engine(format!("cannot link WASI: {e}")))?;
+        let linker = wait::wasi_linker(&engine)?;
         let code_memory = MemoryMeter::default();
         let compiled = compile::CompileCache::new(
             &engine,

@@ -18,7 +18,7 @@ use wasmtime::component::Linker;
 use super::compile::{self, Tier};
 use super::engine::{self, EpochTicker};
 use super::instance::InstanceState;
-use super::{Compiled, Runtime, RuntimeError};
+use super::{Compiled, Runtime, RuntimeError, wait};
 
 /// The file name of the built-in ONNX engine, shipped beside `mme`.
 pub const ONNX_ENGINE_FILE: &str = "mme-onnx.wasm";
@@ -67,9 +67,7 @@ struct BaselineEngine {
 impl BaselineEngine {
     fn build(runtime: &Runtime) -> Result<Self, RuntimeError> {
         let engine = engine::build_baseline(&runtime.config)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| RuntimeError::Engine(format!("cannot link WASI: {e}")))?;
+        let linker = wait::wasi_linker(&engine)?;
         let ticker = EpochTicker::start(engine.clone())?;
         Ok(BaselineEngine {
             engine,

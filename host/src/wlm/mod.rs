@@ -42,11 +42,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Runs one batch: one output per input, in order. An error means the
     /// worker is broken; it is dropped, and every input of the batch gets
-    /// the error.
+    /// the error. `time_left` is what remains of the earliest deadline in
+    /// the batch after its wait in the queue: the run must end by then.
     fn run_batch(
         &self,
         worker: &mut Self::Worker,
         batch: Vec<Self::Input>,
+        time_left: std::time::Duration,
     ) -> Result<Vec<Self::Output>, Self::Error>;
 }
 

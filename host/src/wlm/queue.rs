@@ -287,6 +287,11 @@ impl<B: Backend> ModelQueue<B> {
         }
         let count = state.jobs.len().min(batch_size);
         let jobs: Vec<Job<B>> = state.jobs.drain(..count).collect();
+        // The first job waited longest: its deadline is the batch's.
+        let time_left = jobs.first().map_or(Duration::ZERO, |first| {
+            let waited = now.saturating_duration_since(first.enqueued);
+            state.settings.queue_timeout.saturating_sub(waited)
+        });
         state.scheduled -= 1;
         state.busy += 1;
         self.publish(&state);
@@ -302,7 +307,7 @@ impl<B: Backend> ModelQueue<B> {
             })
             .unzip();
         self.metrics.batch_size.observe(inputs.len() as f64);
-        let (worker, answers) = self.run(slot.worker, inputs, replies);
+        let (worker, answers) = self.run(slot.worker, inputs, replies, time_left);
         // The counts are updated before anyone sees an answer, so that a
         // caller who asks for them right after its answer finds it counted.
         self.finish(worker, count);
@@ -333,6 +338,7 @@ impl<B: Backend> ModelQueue<B> {
         worker: Option<B::Worker>,
         inputs: Vec<B::Input>,
         replies: Vec<oneshot::Sender<Reply<B>>>,
+        time_left: Duration,
     ) -> (Option<B::Worker>, Vec<Answer<B>>) {
         let started = std::time::Instant::now();
         let outcome =
@@ -341,7 +347,7 @@ impl<B: Backend> ModelQueue<B> {
                     Some(worker) => worker,
                     None => self.backend.start_worker()?,
                 };
-                let outputs = self.backend.run_batch(&mut worker, inputs)?;
+                let outputs = self.backend.run_batch(&mut worker, inputs, time_left)?;
                 Ok((worker, outputs))
             }));
         self.metrics

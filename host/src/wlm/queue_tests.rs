@@ -28,7 +28,12 @@ impl Backend for Fake {
         Ok(self.started.fetch_add(1, Ordering::SeqCst))
     }
 
-    fn run_batch(&self, _worker: &mut usize, batch: Vec<u32>) -> Result<Vec<u32>, String> {
+    fn run_batch(
+        &self,
+        _worker: &mut usize,
+        batch: Vec<u32>,
+        _time_left: Duration,
+    ) -> Result<Vec<u32>, String> {
         self.log.lock().unwrap().push((self.name, batch.clone()));
         if batch.contains(&666) {
             panic!("host bug");

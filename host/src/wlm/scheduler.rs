@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::sync::oneshot;
@@ -149,13 +149,38 @@ impl<B: Backend> Scheduler<B> {
 
     /// Runs what is queued and parked, then stops the threads.
     pub fn shutdown(&self) {
+        for handle in self.stop() {
+            let _ = handle.join();
+        }
+    }
+
+    /// [`Scheduler::shutdown`], waiting at most `limit` for the threads.
+    /// Gives back how many threads were still busy then; they are left to
+    /// end with the process, so that a shutdown keeps its bound whatever a
+    /// guest call does.
+    pub fn shutdown_within(&self, limit: Duration) -> usize {
+        let give_up = Instant::now() + limit;
+        let mut running = self.stop();
+        loop {
+            let (finished, busy): (Vec<_>, Vec<_>) =
+                running.into_iter().partition(JoinHandle::is_finished);
+            for handle in finished {
+                let _ = handle.join();
+            }
+            running = busy;
+            if running.is_empty() || Instant::now() >= give_up {
+                return running.len();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Tells the threads to stop once the work is done; gives back their handles.
+    fn stop(&self) -> Vec<JoinHandle<()>> {
         self.inner.lock().stopping = true;
         self.inner.stopping.store(true, Ordering::SeqCst);
         self.inner.wake.notify_all();
-        let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        for handle in handles {
-            let _ = handle.join();
-        }
+        std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 

@@ -4,6 +4,10 @@
 //! `option.panic_load=true` makes it panic.
 //! Two commands serve the work-load tests: `work:MS:ID` computes for MS
 //! milliseconds and answers ID; `batch` answers the size of its batch.
+//! Two wait in the host instead of computing, where no epoch check can stop
+//! them: `sleep:MS` sleeps (`std::thread::sleep`), and `poll:MS` waits on a
+//! WASI clock with `wasi:io/poll.poll`; `option.sleep_load_ms=N` makes
+//! `load` sleep.
 
 use mme_guest::{Config, Error, Model, Request, Response, export_model};
 
@@ -22,6 +26,9 @@ impl Model for Faulty {
         }
         if let Some(ms) = config.get("load_ms").and_then(|ms| ms.parse().ok()) {
             compute_for(std::time::Duration::from_millis(ms));
+        }
+        if let Some(ms) = config.get("sleep_load_ms").and_then(|ms| ms.parse().ok()) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
         }
         Ok(Faulty {
             greeting: config.get("greeting").map(str::to_string),
@@ -48,6 +55,16 @@ impl Model for Faulty {
                 .map_err(|_| Error::invalid_input("work:MS:ID needs a number of milliseconds"))?;
             compute_for(std::time::Duration::from_millis(ms));
             return Response::json(&id);
+        }
+        if let Some(ms) = command.strip_prefix("sleep:") {
+            std::thread::sleep(std::time::Duration::from_millis(milliseconds(ms)?));
+            return Response::json("slept");
+        }
+        if let Some(ms) = command.strip_prefix("poll:") {
+            let nanos = milliseconds(ms)?.saturating_mul(1_000_000);
+            let clock = wasip2::clocks::monotonic_clock::subscribe_duration(nanos);
+            let ready = wasip2::io::poll::poll(&[&clock]);
+            return Response::json(&ready);
         }
         match command.as_str() {
             "ok" => Response::json(&self.greeting.as_deref().unwrap_or("ok")),
@@ -89,6 +106,11 @@ impl Model for Faulty {
             other => Err(Error::invalid_input(format!("unknown command {other:?}"))),
         }
     }
+}
+
+fn milliseconds(text: &str) -> Result<u64, Error> {
+    text.parse()
+        .map_err(|_| Error::invalid_input("sleep:MS and poll:MS need a number of milliseconds"))
 }
 
 /// Keeps the core busy for `duration`, as inference does.
