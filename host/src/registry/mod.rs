@@ -219,6 +219,10 @@ pub struct Reservation(Slot);
 /// How many times one request may find its model gone and load it again.
 const MAX_RELOADS: usize = 3;
 
+/// How many milliseconds a request waits, at most, for an evictor that has
+/// closed its model's queue to take the model out of the map.
+const MAX_EVICTION_WAITS: usize = 1000;
+
 /// Where a request's model comes from again if it is evicted under it.
 #[derive(Debug, Clone)]
 pub enum Reload {
@@ -763,16 +767,31 @@ impl Registry {
                 return (Some(model), result);
             }
             // The evictor waits for every holder of the old model to let go.
+            let closed = Arc::downgrade(&model);
             drop(model);
-            let reloaded = match reload {
-                Reload::Never => Err(LoadError::NotLoaded(name)),
-                Reload::FromStore => self.get_or_load(&name).await,
-                Reload::From(path) => self.get_or_load_from(&name, path.clone()).await,
+            let mut waits = 0;
+            let again = loop {
+                let reloaded = match reload {
+                    Reload::Never => Err(LoadError::NotLoaded(name.clone())),
+                    Reload::FromStore => self.get_or_load(&name).await,
+                    Reload::From(path) => self.get_or_load_from(&name, path.clone()).await,
+                };
+                match reloaded {
+                    // An evictor closes a model's queue a moment before it
+                    // takes the model out of the map: that is no reload yet.
+                    Ok(again) if std::ptr::eq(Arc::as_ptr(&again), closed.as_ptr()) => {
+                        drop(again);
+                        waits += 1;
+                        if waits > MAX_EVICTION_WAITS {
+                            return (None, Err(LoadError::NotLoaded(name).into()));
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Ok(again) => break again,
+                    Err(error) => return (None, Err(error.into())),
+                }
             };
-            match reloaded {
-                Ok(again) => (model, request) = (again, back),
-                Err(error) => return (None, Err(error.into())),
-            }
+            (model, request) = (again, back);
             reloads += 1;
         }
     }
