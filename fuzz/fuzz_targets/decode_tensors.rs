@@ -33,12 +33,12 @@ fuzz_target!(|data: &[u8]| {
         element: ELEMENTS[pick % ELEMENTS.len()],
         shape: SHAPES[(pick / ELEMENTS.len()) % SHAPES.len()],
     };
-    let mut decoded = vec![Sent::from_csv(body)];
-    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
-        decoded.push(Sent::from_json(&value));
-    }
-    if let Ok(request) = serde_json::from_slice::<InferRequest>(body) {
-        decoded.extend(request.inputs.iter().map(|tensor| tensor.sent()));
+    let mut decoded = vec![
+        Sent::from_csv(body),
+        Sent::from_json(body).map_err(|e| e.to_string()),
+    ];
+    if let Ok(mut request) = serde_json::from_slice::<InferRequest>(body) {
+        decoded.extend(request.inputs.iter_mut().map(|tensor| tensor.sent()));
     }
     for sent in decoded.into_iter().flatten() {
         let Ok(typed) = sent.fit(&wanted) else {

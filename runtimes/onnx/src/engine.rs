@@ -11,7 +11,7 @@ use tract_onnx::prelude::*;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
-use crate::decode::{InferRequest, Sent};
+use crate::decode::{BodyError, InferRequest, Sent};
 pub use graph::{Graph, Port};
 use tensors::{Flat, Nested, Zipped, data_of};
 
@@ -100,16 +100,15 @@ impl OnnxModel {
             )));
         };
         let sent = if media_type(&request.content_type) == mme_guest::CSV {
-            Sent::from_csv(&request.body)
+            Sent::from_csv(&request.body).map_err(Error::invalid_input)?
         } else {
-            let value: Value = serde_json::from_slice(&request.body).map_err(|e| {
-                Error::invalid_input(format!(
+            Sent::from_json(&request.body).map_err(|error| match error {
+                BodyError::Syntax(e) => Error::invalid_input(format!(
                     "the body is not JSON ({e}); send an array of rows such as [[0.5, 1.0]], or text/csv"
-                ))
-            })?;
-            Sent::from_json(&value)
-        }
-        .map_err(Error::invalid_input)?;
+                )),
+                BodyError::Content(e) => Error::invalid_input(e.to_string()),
+            })?
+        };
         let tensor = tensors::tensor_for(sent, input).map_err(Error::invalid_input)?;
         let outputs = self.run(tvec!(tensor))?;
         let cells = outputs
@@ -143,7 +142,7 @@ impl OnnxModel {
 
     /// An Open Inference Protocol request: a tensor per input, by name.
     fn predict_v2(&self, request: &Request) -> Result<Response, Error> {
-        let infer: InferRequest = serde_json::from_slice(&request.body).map_err(|e| {
+        let mut infer: InferRequest = serde_json::from_slice(&request.body).map_err(|e| {
             Error::invalid_input(format!(
                 "not an Open Inference Protocol request ({{\"inputs\": [{{\"name\", \"shape\", \"datatype\", \"data\"}}]}}): {e}"
             ))
@@ -153,7 +152,7 @@ impl OnnxModel {
         for port in &self.graph.inputs {
             let tensor = infer
                 .inputs
-                .iter()
+                .iter_mut()
                 .find(|t| single || t.name == port.name)
                 .ok_or_else(|| {
                     Error::invalid_input(format!(

@@ -6,8 +6,32 @@
 //! Inference Protocol takes a named tensor per input. Values are converted
 //! to the input's element type; an integer input refuses fractions.
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+mod array;
+
+use serde::{Deserialize, Deserializer};
+
+pub use array::Scalar;
+use array::Walk;
+
+/// Why a JSON body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// It is not JSON at all.
+    #[error("{0}")]
+    Syntax(serde_json::Error),
+    /// It is JSON, but not values in arrays of one shape.
+    #[error("{0}")]
+    Content(serde_json::Error),
+}
+
+impl From<serde_json::Error> for BodyError {
+    fn from(error: serde_json::Error) -> Self {
+        match error.classify() {
+            serde_json::error::Category::Data => BodyError::Content(error),
+            _ => BodyError::Syntax(error),
+        }
+    }
+}
 
 /// The kinds of element a request can fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +107,7 @@ pub struct Sent {
     /// Its dimensions.
     pub shape: Vec<usize>,
     /// Its values, row-major.
-    pub values: Vec<Value>,
+    pub values: Vec<Scalar>,
 }
 
 /// The largest number of values one request may send; the instance's
@@ -91,11 +115,14 @@ pub struct Sent {
 const MAX_VALUES: usize = 1 << 26;
 
 impl Sent {
-    /// A nested JSON array: its nesting is its shape; ragged arrays are refused.
-    pub fn from_json(value: &Value) -> Result<Sent, String> {
-        let mut shape = Vec::new();
-        let mut values = Vec::new();
-        nest(value, 0, &mut shape, &mut values)?;
+    /// A body that holds one nested JSON array: its nesting is its shape;
+    /// ragged arrays are refused.
+    pub fn from_json(body: &[u8]) -> Result<Sent, BodyError> {
+        let mut json = serde_json::Deserializer::from_slice(body);
+        let (shape, values) = Walk::shaped(&mut json).and_then(|read| {
+            json.end()?;
+            Ok(read)
+        })?;
         Ok(Sent { shape, values })
     }
 
@@ -117,7 +144,7 @@ impl Sent {
                 let number: f64 = field.parse().map_err(|_| {
                     format!("CSV line {}: {field:?} is not a number", line_number + 1)
                 })?;
-                values.push(json!(number));
+                values.push(Scalar::Number(number));
                 count += 1;
             }
             match columns {
@@ -181,38 +208,8 @@ fn describe_shape(shape: &[Option<usize>]) -> String {
     format!("[{}]", dims.join(", "))
 }
 
-fn nest(
-    value: &Value,
-    depth: usize,
-    shape: &mut Vec<usize>,
-    values: &mut Vec<Value>,
-) -> Result<(), String> {
-    match value {
-        Value::Array(items) => {
-            match shape.get(depth) {
-                None if depth == shape.len() && values.is_empty() => shape.push(items.len()),
-                Some(&len) if len == items.len() => {}
-                _ => return Err("the array is ragged: every row needs the same length".into()),
-            }
-            items
-                .iter()
-                .try_for_each(|item| nest(item, depth + 1, shape, values))
-        }
-        scalar => {
-            if depth != shape.len() {
-                return Err("the array is ragged: every row needs the same length".into());
-            }
-            if values.len() >= MAX_VALUES {
-                return Err(format!("more than {MAX_VALUES} values in one request"));
-            }
-            values.push(scalar.clone());
-            Ok(())
-        }
-    }
-}
-
 /// `values` as `element`s, checked against `shape`.
-fn typed(name: &str, element: Element, shape: &[usize], values: &[Value]) -> Result<Data, String> {
+fn typed(name: &str, element: Element, shape: &[usize], values: &[Scalar]) -> Result<Data, String> {
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if count != Some(values.len()) {
         return Err(format!(
@@ -220,23 +217,21 @@ fn typed(name: &str, element: Element, shape: &[usize], values: &[Value]) -> Res
             values.len()
         ));
     }
-    let number = |v: &Value| -> Result<f64, String> {
+    let number = |v: &Scalar| -> Result<f64, String> {
         match v {
-            Value::Number(n) => n
-                .as_f64()
-                .ok_or_else(|| format!("input {name:?}: {n} is out of range")),
-            Value::Bool(b) => Ok(f64::from(u8::from(*b))),
+            Scalar::Number(x) => Ok(*x),
+            Scalar::Bool(b) => Ok(f64::from(u8::from(*b))),
             other => Err(format!("input {name:?} takes numbers, not {other}")),
         }
     };
     // JSON has no NaN: a missing value (what an Imputer fills in) is null.
-    let float = |v: &Value| -> Result<f64, String> {
+    let float = |v: &Scalar| -> Result<f64, String> {
         match v {
-            Value::Null => Ok(f64::NAN),
+            Scalar::Null => Ok(f64::NAN),
             other => number(other),
         }
     };
-    let integer = |v: &Value| -> Result<i64, String> {
+    let integer = |v: &Scalar| -> Result<i64, String> {
         let x = number(v)?;
         if x.fract() != 0.0 || x.abs() > 9.0e15 {
             return Err(format!("input {name:?} takes integers, not {x}"));
@@ -262,7 +257,7 @@ fn typed(name: &str, element: Element, shape: &[usize], values: &[Value]) -> Res
             values
                 .iter()
                 .map(|v| match v {
-                    Value::String(s) => Ok(s.clone()),
+                    Scalar::Text(s) => Ok(s.clone()),
                     other => Err(format!("input {name:?} takes strings, not {other}")),
                 })
                 .collect::<Result<_, _>>()?,
@@ -292,8 +287,9 @@ pub struct InferTensor {
     pub shape: Vec<i64>,
     /// Its v2 datatype (`FP32`, `INT64`, `BYTES`, …).
     pub datatype: String,
-    /// Its values, flat or nested.
-    pub data: Value,
+    /// Its values, flat or nested (the shape says how they group).
+    #[serde(deserialize_with = "flat_values")]
+    pub data: Vec<Scalar>,
 }
 
 /// An output that a v2 request asks for by name.
@@ -304,8 +300,9 @@ pub struct RequestedOutput {
 }
 
 impl InferTensor {
-    /// The tensor's values, checked against its declared shape and datatype.
-    pub fn sent(&self) -> Result<Sent, String> {
+    /// The tensor's values, checked against its declared shape and
+    /// datatype; they move out of the tensor.
+    pub fn sent(&mut self) -> Result<Sent, String> {
         let shape = self
             .shape
             .iter()
@@ -314,9 +311,8 @@ impl InferTensor {
                     .map_err(|_| format!("input {:?} has a negative dimension {d}", self.name))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut values = Vec::new();
-        flatten(&self.data, &mut values)?;
-        let strings = values.iter().all(Value::is_string);
+        let values = std::mem::take(&mut self.data);
+        let strings = values.iter().all(|v| matches!(v, Scalar::Text(_)));
         match self.datatype.as_str() {
             "BYTES" if !strings => {
                 return Err(format!(
@@ -327,10 +323,7 @@ impl InferTensor {
             "BYTES" => {}
             "BOOL" | "FP16" | "FP32" | "FP64" | "INT8" | "INT16" | "INT32" | "INT64" | "UINT8"
             | "UINT16" | "UINT32" | "UINT64" => {
-                if values
-                    .iter()
-                    .any(|v| !v.is_number() && !v.is_boolean() && !v.is_null())
-                {
+                if values.iter().any(|v| matches!(v, Scalar::Text(_))) {
                     return Err(format!(
                         "input {:?} is {} but holds non-numbers",
                         self.name, self.datatype
@@ -348,25 +341,19 @@ impl InferTensor {
     }
 }
 
-fn flatten(value: &Value, out: &mut Vec<Value>) -> Result<(), String> {
-    match value {
-        Value::Array(items) => items.iter().try_for_each(|item| flatten(item, out)),
-        Value::Object(_) => Err(format!(
-            "tensor data must be numbers or strings, not {value}"
-        )),
-        scalar => {
-            if out.len() >= MAX_VALUES {
-                return Err(format!("more than {MAX_VALUES} values in one request"));
-            }
-            out.push(scalar.clone());
-            Ok(())
-        }
-    }
+fn flat_values<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Scalar>, D::Error> {
+    Walk::flat(deserializer)
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
+
+    fn from_json(value: &Value) -> Result<Sent, String> {
+        Sent::from_json(value.to_string().as_bytes()).map_err(|e| e.to_string())
+    }
 
     fn wanted<'a>(element: Element, shape: &'a [Option<usize>]) -> Wanted<'a> {
         Wanted {
@@ -378,12 +365,12 @@ mod tests {
 
     #[test]
     fn json_arrays_take_their_shape_from_their_nesting() {
-        let sent = Sent::from_json(&json!([[1, 2], [3, 4], [5, 6]])).unwrap();
+        let sent = from_json(&json!([[1, 2], [3, 4], [5, 6]])).unwrap();
         assert_eq!(sent.shape, vec![3, 2]);
         let tensor = sent.fit(&wanted(Element::F32, &[None, Some(2)])).unwrap();
         assert_eq!(tensor.shape, vec![3, 2]);
         assert_eq!(tensor.data, Data::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
-        let one_row = Sent::from_json(&json!([1, 2])).unwrap();
+        let one_row = from_json(&json!([1, 2])).unwrap();
         let tensor = one_row
             .fit(&wanted(Element::F64, &[None, Some(2)]))
             .unwrap();
@@ -399,12 +386,12 @@ mod tests {
             (json!([[1, 2, 3]]), "axis 1"),
             (json!([["a", "b"]]), "numbers"),
         ] {
-            let err = Sent::from_json(&body)
+            let err = from_json(&body)
                 .and_then(|s| s.fit(&wanted(Element::F32, &[None, Some(2)])))
                 .unwrap_err();
             assert!(err.contains(words), "{body}: {err}");
         }
-        let err = Sent::from_json(&json!([[1.5]]))
+        let err = from_json(&json!([[1.5]]))
             .unwrap()
             .fit(&wanted(Element::Int, &[None, Some(1)]))
             .unwrap_err();
@@ -425,13 +412,13 @@ mod tests {
 
     #[test]
     fn v2_tensors_check_their_shape_against_their_data() {
-        let tensor: InferTensor = serde_json::from_value(
+        let mut tensor: InferTensor = serde_json::from_value(
             json!({"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}),
         )
         .unwrap();
         let sent = tensor.sent().unwrap();
         assert_eq!(sent.shape, vec![2, 2]);
-        let lying: InferTensor = serde_json::from_value(
+        let mut lying: InferTensor = serde_json::from_value(
             json!({"name": "x", "shape": [1000000, 1000000, 1000000], "datatype": "FP32", "data": [1]}),
         )
         .unwrap();
@@ -441,7 +428,7 @@ mod tests {
             .fit(&wanted(Element::F32, &[None, None, None]))
             .unwrap_err();
         assert!(err.contains("1 values"), "{err}");
-        let negative: InferTensor = serde_json::from_value(
+        let mut negative: InferTensor = serde_json::from_value(
             json!({"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}),
         )
         .unwrap();
