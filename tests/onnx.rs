@@ -107,7 +107,8 @@ async fn every_converted_model_answers_as_its_library_and_onnxruntime_do() {
     for (body, words) in [
         ("[[1, 2, 3]]", "axis 1"),
         ("[[\"a\", \"b\", \"c\", \"d\"]]", "numbers"),
-        ("{\"not\": \"rows\"}", "takes 2 dimensions"),
+        ("{\"not\": \"rows\"}", "not an array of rows"),
+        ("[[1, 2, 3, 4]] trailing", "not JSON"),
         ("[[1, 2, 3, 4], [5]]", "ragged"),
     ] {
         let (status, _, answer) = server.predict("string_labels", body).await;
