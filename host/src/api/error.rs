@@ -153,6 +153,7 @@ impl From<LoadError> for ApiError {
             LoadError::ShuttingDown(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", message)
             }
+            LoadError::HostFailed(_) => host_failed(message),
         }
     }
 }
@@ -200,6 +201,16 @@ impl From<PredictError> for ApiError {
             PredictError::ShuttingDown(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", message)
             }
+            PredictError::HostFailed(_) => host_failed(message),
         }
     }
+}
+
+/// The server's own failure: 500, whatever the request was.
+fn host_failed(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalServerError",
+        message,
+    )
 }

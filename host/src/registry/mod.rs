@@ -29,7 +29,7 @@ use crate::metrics::{LoadLabels, MemoryLabels, Metrics, PhaseLabels};
 use crate::package::Limits;
 use crate::runtime::{CallError, GuestError, Request, Response, Runtime, RuntimeError};
 use crate::store::{ModelStore, PackageSource, StoreError};
-use crate::wlm::{Bounds, JobError, Scheduler, ShuttingDown};
+use crate::wlm::{Bounds, HostFailed, JobError, Scheduler, ShuttingDown, TaskError};
 
 /// The work-load manager that runs every model's wasm.
 pub type WasmScheduler = Scheduler<WasmBackend>;
@@ -170,6 +170,9 @@ pub enum LoadError {
     /// The server is stopping.
     #[error(transparent)]
     ShuttingDown(#[from] ShuttingDown),
+    /// Host code panicked on it.
+    #[error(transparent)]
+    HostFailed(#[from] HostFailed),
 }
 
 /// Why a request got no prediction.
@@ -208,6 +211,18 @@ pub enum PredictError {
     /// The server is stopping.
     #[error(transparent)]
     ShuttingDown(#[from] ShuttingDown),
+    /// Host code panicked on it.
+    #[error(transparent)]
+    HostFailed(#[from] HostFailed),
+}
+
+impl From<TaskError> for LoadError {
+    fn from(error: TaskError) -> Self {
+        match error {
+            TaskError::ShuttingDown(e) => e.into(),
+            TaskError::HostFailed(e) => e.into(),
+        }
+    }
 }
 
 type Slot = Arc<OnceCell<Arc<LoadedModel>>>;
@@ -218,10 +233,6 @@ pub struct Reservation(Slot);
 
 /// How many times one request may find its model gone and load it again.
 const MAX_RELOADS: usize = 3;
-
-/// How many milliseconds a request waits, at most, for an evictor that has
-/// closed its model's queue to take the model out of the map.
-const MAX_EVICTION_WAITS: usize = 1000;
 
 /// Where a request's model comes from again if it is evicted under it.
 #[derive(Debug, Clone)]
@@ -516,36 +527,29 @@ impl Registry {
 
     /// Evicts the least recently used model, other than `keep`, that has
     /// no request queued or running; `None` when every model is busy.
+    ///
+    /// The victim is chosen, its queue closed and the model taken out of the
+    /// map under one hold of the map's lock: a request that looks the model
+    /// up either holds it already (so it is no victim) or finds it gone and
+    /// loads it again, never a closed model still in the map.
     async fn evict_one(&self, keep: &str) -> Option<String> {
-        let mut candidates: Vec<Arc<LoadedModel>> = {
-            let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-            models
+        let victim = {
+            let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+            let mut candidates: Vec<&Arc<LoadedModel>> = models
                 .values()
                 .filter_map(|slot| slot.get())
                 .filter(|model| model.name != keep)
-                .cloned()
-                .collect()
-        };
-        candidates.sort_by_key(|model| model.last_used.load(Ordering::Relaxed));
-        // A model held by anyone but the map and this list is about to get a
-        // request (it was just looked up or loaded for one): not a victim.
-        let position = candidates
-            .iter()
-            .position(|model| Arc::strong_count(model) <= 2 && model.queue.close_if_idle())?;
-        let victim = candidates.swap_remove(position);
-        drop(candidates);
-        {
-            let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-            let same = models
-                .get(&victim.name)
-                .and_then(|slot| slot.get())
-                .is_some_and(|model| Arc::ptr_eq(model, &victim));
-            if !same {
-                // Unloaded meanwhile: whoever took it out of the map frees it.
-                return Some(victim.name.clone());
-            }
+                .collect();
+            candidates.sort_by_key(|model| model.last_used.load(Ordering::Relaxed));
+            // A model held by anyone but the map is about to get a request
+            // (it was just looked up or loaded for one): not a victim.
+            let victim = candidates
+                .into_iter()
+                .find(|model| Arc::strong_count(model) == 1 && model.queue.close_if_idle())?
+                .clone();
             models.remove(&victim.name);
-        }
+            victim
+        };
         let name = victim.name.clone();
         tracing::info!(model = name, "evicting the least recently used idle model");
         self.release(victim).await;
@@ -767,29 +771,15 @@ impl Registry {
                 return (Some(model), result);
             }
             // The evictor waits for every holder of the old model to let go.
-            let closed = Arc::downgrade(&model);
             drop(model);
-            let mut waits = 0;
-            let again = loop {
-                let reloaded = match reload {
-                    Reload::Never => Err(LoadError::NotLoaded(name.clone())),
-                    Reload::FromStore => self.get_or_load(&name).await,
-                    Reload::From(path) => self.get_or_load_from(&name, path.clone()).await,
-                };
-                match reloaded {
-                    // An evictor closes a model's queue a moment before it
-                    // takes the model out of the map: that is no reload yet.
-                    Ok(again) if std::ptr::eq(Arc::as_ptr(&again), closed.as_ptr()) => {
-                        drop(again);
-                        waits += 1;
-                        if waits > MAX_EVICTION_WAITS {
-                            return (None, Err(LoadError::NotLoaded(name).into()));
-                        }
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    Ok(again) => break again,
-                    Err(error) => return (None, Err(error.into())),
-                }
+            let reloaded = match reload {
+                Reload::Never => Err(LoadError::NotLoaded(name.clone())),
+                Reload::FromStore => self.get_or_load(&name).await,
+                Reload::From(path) => self.get_or_load_from(&name, path.clone()).await,
+            };
+            let again = match reloaded {
+                Ok(again) => again,
+                Err(error) => return (None, Err(error.into())),
             };
             (model, request) = (again, back);
             reloads += 1;
@@ -813,6 +803,7 @@ impl Registry {
             }),
             Err(JobError::Closed) => Err(LoadError::NotLoaded(model.name.clone()).into()),
             Err(JobError::Dropped) => Err(ShuttingDown.into()),
+            Err(JobError::HostFailed(failed)) => Err(failed.into()),
         }
     }
 
@@ -908,7 +899,14 @@ impl Registry {
             model::open_model(&runtime, &config, &metrics, &model, (&path, &task_label))
         })
         .await
-        .map_err(|_| LoadError::ShuttingDown(ShuttingDown))??;
+        .map_err(|e| {
+            if e.is_panic() {
+                tracing::error!(model = name, "host code panicked while opening the model");
+                LoadError::HostFailed(HostFailed)
+            } else {
+                LoadError::ShuttingDown(ShuttingDown)
+            }
+        })??;
         let mut opened = opened;
         opened.properties =
             overrides

@@ -23,7 +23,7 @@ mod scheduler;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use policy::{Bounds, BoundsError, Settings, workers_to_add};
 pub use queue::{JobError, ModelQueue, QueueStats};
-pub use scheduler::{Scheduler, ShuttingDown};
+pub use scheduler::{HostFailed, Scheduler, ShuttingDown, TaskError};
 
 /// A model, as the work-load manager sees it: something that makes workers
 /// and runs batches of inputs on them.

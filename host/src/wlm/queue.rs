@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::Backend;
 use super::policy::{Bounds, Settings, workers_to_add};
-use super::scheduler::{Inner, Runnable};
+use super::scheduler::{HostFailed, Inner, Runnable};
 use crate::metrics::ModelMetrics;
 
 /// Why a request got no output from the model.
@@ -35,9 +35,12 @@ pub enum JobError<E> {
     /// The model is being unloaded and takes no new requests.
     #[error("the model is being unloaded")]
     Closed,
-    /// The request was dropped unanswered: the server is stopping, or host code panicked.
-    #[error("the request was dropped: the server is stopping or failed")]
+    /// The request was dropped unanswered: the server is stopping.
+    #[error("the request was dropped: the server is stopping")]
     Dropped,
+    /// Host code panicked on this request's batch.
+    #[error(transparent)]
+    HostFailed(#[from] HostFailed),
     /// The worker could not start, or broke on this batch.
     #[error("{0}")]
     Failed(E),
@@ -358,7 +361,12 @@ impl<B: Backend> ModelQueue<B> {
                 let mut outputs = outputs.into_iter();
                 let answers = replies
                     .into_iter()
-                    .map(|reply| (reply, outputs.next().ok_or(JobError::Dropped)))
+                    .map(|reply| {
+                        (
+                            reply,
+                            outputs.next().ok_or(JobError::HostFailed(HostFailed)),
+                        )
+                    })
                     .collect();
                 (Some(worker), answers)
             }
@@ -369,8 +377,16 @@ impl<B: Backend> ModelQueue<B> {
                     .collect();
                 (None, answers)
             }
-            // The replies drop unanswered: each caller sees `Dropped`.
-            Err(_) => (None, Vec::new()),
+            Err(_) => {
+                tracing::error!(
+                    "host code panicked on a batch; its requests are answered with an error"
+                );
+                let answers = replies
+                    .into_iter()
+                    .map(|reply| (reply, Err(JobError::HostFailed(HostFailed))))
+                    .collect();
+                (None, answers)
+            }
         }
     }
 

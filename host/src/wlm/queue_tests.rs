@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
-use crate::wlm::{ManualClock, Scheduler, ShuttingDown};
+use crate::wlm::{HostFailed, ManualClock, Scheduler, ShuttingDown, TaskError};
 
 /// Every batch run, under its model's name, in order.
 type BatchLog = Arc<Mutex<Vec<(&'static str, Vec<u32>)>>>;
@@ -352,9 +352,10 @@ fn a_panic_in_the_backend_drops_that_batch_and_nothing_else() {
     let queue = h.model("a", settings(1, 1, 1), 1);
     let mut receivers = submit_all(&queue, [666, 5]);
     h.run_all();
-    assert!(
-        receivers[0].try_recv().is_err(),
-        "the panicked request is dropped"
+    assert_eq!(
+        receivers[0].try_recv(),
+        Ok(Err(JobError::HostFailed(HostFailed))),
+        "the panicked request is answered as the server's failure"
     );
     assert_eq!(receivers[1].try_recv(), Ok(Ok(10)));
     let receivers = submit_all(&queue, [6]);
@@ -415,6 +416,16 @@ async fn compute_threads_run_batches_and_tasks_off_the_async_threads() {
         .await
         .unwrap();
     assert!(thread.unwrap().starts_with("mme-compute-"));
+    let panicked = scheduler.run_task(|| -> i32 { panic!("host bug") }).await;
+    assert_eq!(panicked, Err(TaskError::HostFailed(HostFailed)));
+    assert_eq!(
+        scheduler.run_task(|| 2).await,
+        Ok(2),
+        "the thread serves on"
+    );
     scheduler.shutdown();
-    assert_eq!(scheduler.run_task(|| 1).await, Err(ShuttingDown));
+    assert_eq!(
+        scheduler.run_task(|| 1).await,
+        Err(TaskError::ShuttingDown(ShuttingDown))
+    );
 }

@@ -24,6 +24,23 @@ use crate::metrics::ModelMetrics;
 #[error("the server is shutting down")]
 pub struct ShuttingDown;
 
+/// Host code panicked while it ran this work. It is the server's fault, not
+/// the caller's: the panic is in the log, and the thread goes on serving.
+#[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
+#[error("the server failed on this request (a bug in the server; its log has the details)")]
+pub struct HostFailed;
+
+/// Why work given to [`Scheduler::run_task`] has no result.
+#[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
+pub enum TaskError {
+    /// The pool is stopping.
+    #[error(transparent)]
+    ShuttingDown(#[from] ShuttingDown),
+    /// The work panicked.
+    #[error(transparent)]
+    HostFailed(#[from] HostFailed),
+}
+
 type Task = Box<dyn FnOnce() + Send + 'static>;
 
 /// One unit of work for a compute thread.
@@ -119,17 +136,22 @@ impl<B: Backend> Scheduler<B> {
 
     /// Runs `work` on a compute thread, in turn with the models' batches,
     /// and waits for its result without blocking the caller's thread.
-    pub async fn run_task<T, F>(&self, work: F) -> Result<T, ShuttingDown>
+    pub async fn run_task<T, F>(&self, work: F) -> Result<T, TaskError>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
         let (done, result) = oneshot::channel();
         let task: Task = Box::new(move || {
-            let _ = done.send(work());
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            if outcome.is_err() {
+                tracing::error!("host code panicked on a compute thread");
+            }
+            let _ = done.send(outcome.map_err(|_| HostFailed));
         });
         self.inner.push(Runnable::Task(task))?;
-        result.await.map_err(|_| ShuttingDown)
+        // A task that never ran was dropped by a stopping pool.
+        Ok(result.await.map_err(|_| ShuttingDown)??)
     }
 
     /// Runs one due unit of work on the calling thread; false if none is due.
@@ -319,9 +341,8 @@ impl<B: Backend> Inner<B> {
                 opened,
             } => queue.execute(slot, opened),
             Runnable::Task(task) => {
-                // A panic in host code answers that task with an error (its
-                // sender drops) and keeps the thread.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
+                // The task catches its own panics and answers with them.
+                task();
             }
         }
     }
