@@ -119,6 +119,16 @@ async fn every_converted_model_answers_as_its_library_and_onnxruntime_do() {
             "{body}: {answer}"
         );
     }
+    // On v2, a tensor sent twice under one name is named back to the caller.
+    let tensor = json!({"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]});
+    let twice = json!({"inputs": [tensor, tensor]}).to_string();
+    let (status, answer) = post_json(&server, "/v2/models/string_labels/infer", &twice).await;
+    assert_eq!(status, 400, "{answer}");
+    let (kind, message) = error_kind_and_message(&answer);
+    assert!(
+        kind == "InvalidInput" && message.contains("more than one tensor named \"X\""),
+        "{answer}"
+    );
 
     // Every model, through /predictions and through Triton's client, against
     // the library's own predictions and onnxruntime's.

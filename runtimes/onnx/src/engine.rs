@@ -147,6 +147,11 @@ impl OnnxModel {
                 "not an Open Inference Protocol request ({{\"inputs\": [{{\"name\", \"shape\", \"datatype\", \"data\"}}]}}): {e}"
             ))
         })?;
+        if let Some(name) = infer.duplicate_input() {
+            return Err(Error::invalid_input(format!(
+                "the request has more than one tensor named {name:?}; send one per input"
+            )));
+        }
         let single = self.graph.inputs.len() == 1 && infer.inputs.len() == 1;
         let mut feeds = TVec::new();
         for port in &self.graph.inputs {

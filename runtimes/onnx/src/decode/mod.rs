@@ -299,6 +299,19 @@ pub struct RequestedOutput {
     pub name: String,
 }
 
+impl InferRequest {
+    /// The name of an input sent twice, if one was: which of the two to
+    /// feed is the caller's mistake to fix, not the engine's to guess.
+    pub fn duplicate_input(&self) -> Option<&str> {
+        self.inputs.iter().enumerate().find_map(|(at, tensor)| {
+            self.inputs[..at]
+                .iter()
+                .any(|earlier| earlier.name == tensor.name)
+                .then_some(tensor.name.as_str())
+        })
+    }
+}
+
 impl InferTensor {
     /// The tensor's values, checked against its declared shape and
     /// datatype; they move out of the tensor.
@@ -433,5 +446,22 @@ mod tests {
         )
         .unwrap();
         assert!(negative.sent().unwrap_err().contains("negative"));
+    }
+
+    #[test]
+    fn an_input_sent_twice_is_named() {
+        let tensor =
+            |name: &str| json!({"name": name, "shape": [1], "datatype": "FP32", "data": [1]});
+        let request = |inputs: Vec<Value>| -> InferRequest {
+            serde_json::from_value(json!({ "inputs": inputs })).unwrap()
+        };
+        assert_eq!(
+            request(vec![tensor("a"), tensor("b"), tensor("a")]).duplicate_input(),
+            Some("a")
+        );
+        assert_eq!(
+            request(vec![tensor("a"), tensor("b")]).duplicate_input(),
+            None
+        );
     }
 }
