@@ -1,12 +1,14 @@
 //! Any body, decoded the way the ONNX engine decodes requests (a JSON
 //! array, CSV rows, or an Open Inference Protocol tensor) and fitted to an
 //! input: an error, or values that fill exactly the input's shape. The
-//! first byte picks the input's element type and shape.
+//! first byte picks the input's element type and shape. A body that the
+//! fast path for numbers reads is read the same by serde_json.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mme_onnx::decode::{Data, Element, InferRequest, Sent, Wanted};
+use mme_onnx::decode::{Data, Element, InferRequest, Sent, Values, Wanted};
+use serde_json::Value;
 
 const ELEMENTS: [Element; 5] = [
     Element::F32,
@@ -33,6 +35,20 @@ fuzz_target!(|data: &[u8]| {
         element: ELEMENTS[pick % ELEMENTS.len()],
         shape: SHAPES[(pick / ELEMENTS.len()) % SHAPES.len()],
     };
+    if let Ok(Sent {
+        shape,
+        values: Values::Numbers(numbers),
+    }) = Sent::from_json(body)
+    {
+        let value: Value = serde_json::from_slice(body).expect("the fast path read JSON");
+        let mut flat = Vec::new();
+        flatten(&value, &mut flat);
+        assert_eq!(numbers.len(), flat.len());
+        for (fast, slow) in numbers.iter().zip(&flat) {
+            assert!((fast - slow).abs() <= 1e-15 * fast.abs().max(slow.abs()), "{fast} {slow}");
+        }
+        assert_eq!(shape, first_path(&value));
+    }
     let mut decoded = vec![
         Sent::from_csv(body),
         Sent::from_json(body).map_err(|e| e.to_string()),
@@ -62,3 +78,25 @@ fuzz_target!(|data: &[u8]| {
         assert!(kind_matches, "{typed:?} for {:?}", wanted.element);
     }
 });
+
+/// Every number of `value`, in order.
+fn flatten(value: &Value, out: &mut Vec<f64>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
+        Value::Number(n) => out.push(n.as_f64().expect("a finite number")),
+        other => panic!("the fast path read {other}"),
+    }
+}
+
+/// The lengths of the first array at each depth.
+fn first_path(mut value: &Value) -> Vec<usize> {
+    let mut shape = Vec::new();
+    while let Value::Array(items) = value {
+        shape.push(items.len());
+        match items.first() {
+            Some(first) => value = first,
+            None => break,
+        }
+    }
+    shape
+}

@@ -7,6 +7,7 @@
 //! to the input's element type; an integer input refuses fractions.
 
 mod array;
+mod numbers;
 
 use serde::{Deserialize, Deserializer};
 
@@ -107,7 +108,32 @@ pub struct Sent {
     /// Its dimensions.
     pub shape: Vec<usize>,
     /// Its values, row-major.
-    pub values: Vec<Scalar>,
+    pub values: Values,
+}
+
+/// The values of a tensor as it arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    /// Only numbers (the common body, and every CSV body): no [`Scalar`]
+    /// per value, and a float input takes them in one pass.
+    Numbers(Vec<f64>),
+    /// Any mix of numbers, strings, booleans and nulls.
+    Scalars(Vec<Scalar>),
+}
+
+impl Values {
+    /// How many values.
+    pub fn len(&self) -> usize {
+        match self {
+            Values::Numbers(v) => v.len(),
+            Values::Scalars(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The largest number of values one request may send; the instance's
@@ -118,12 +144,21 @@ impl Sent {
     /// A body that holds one nested JSON array: its nesting is its shape;
     /// ragged arrays are refused.
     pub fn from_json(body: &[u8]) -> Result<Sent, BodyError> {
+        if let Some((shape, numbers)) = numbers::numbers_only(body) {
+            return Ok(Sent {
+                shape,
+                values: Values::Numbers(numbers),
+            });
+        }
         let mut json = serde_json::Deserializer::from_slice(body);
         let (shape, values) = Walk::shaped(&mut json).and_then(|read| {
             json.end()?;
             Ok(read)
         })?;
-        Ok(Sent { shape, values })
+        Ok(Sent {
+            shape,
+            values: Values::Scalars(values),
+        })
     }
 
     /// CSV rows (no header), one example per line.
@@ -144,7 +179,7 @@ impl Sent {
                 let number: f64 = field.parse().map_err(|_| {
                     format!("CSV line {}: {field:?} is not a number", line_number + 1)
                 })?;
-                values.push(Scalar::Number(number));
+                values.push(number);
                 count += 1;
             }
             match columns {
@@ -161,7 +196,7 @@ impl Sent {
         }
         Ok(Sent {
             shape: vec![rows, columns.unwrap_or(0)],
-            values,
+            values: Values::Numbers(values),
         })
     }
 
@@ -192,7 +227,7 @@ impl Sent {
                 ));
             }
         }
-        let data = typed(port.name, port.element, &self.shape, &self.values)?;
+        let data = typed(port.name, port.element, &self.shape, self.values)?;
         Ok(Typed {
             shape: self.shape,
             data,
@@ -209,7 +244,7 @@ fn describe_shape(shape: &[Option<usize>]) -> String {
 }
 
 /// `values` as `element`s, checked against `shape`.
-fn typed(name: &str, element: Element, shape: &[usize], values: &[Scalar]) -> Result<Data, String> {
+fn typed(name: &str, element: Element, shape: &[usize], values: Values) -> Result<Data, String> {
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if count != Some(values.len()) {
         return Err(format!(
@@ -217,6 +252,14 @@ fn typed(name: &str, element: Element, shape: &[usize], values: &[Scalar]) -> Re
             values.len()
         ));
     }
+    let values = match (values, element) {
+        (Values::Numbers(numbers), Element::F64) => return Ok(Data::F64(numbers)),
+        (Values::Numbers(numbers), Element::F32) => {
+            return Ok(Data::F32(numbers.iter().map(|&x| x as f32).collect()));
+        }
+        (Values::Numbers(numbers), _) => numbers.into_iter().map(Scalar::Number).collect(),
+        (Values::Scalars(values), _) => values,
+    };
     let number = |v: &Scalar| -> Result<f64, String> {
         match v {
             Scalar::Number(x) => Ok(*x),
@@ -350,7 +393,10 @@ impl InferTensor {
                 ));
             }
         }
-        Ok(Sent { shape, values })
+        Ok(Sent {
+            shape,
+            values: Values::Scalars(values),
+        })
     }
 }
 
