@@ -153,3 +153,42 @@ async fn sigterm_ends_the_process_within_the_shutdown_timeout_while_a_load_sleep
     assert!(log.contains("still inside guest calls"), "{log}");
     assert!(log.contains("stopped"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folder_package_with_a_fifo_is_refused_and_costs_its_neighbour_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    // Opening a FIFO blocks until a writer comes; none ever does. One is
+    // named as the file the host reads first, one as an artifact the guest
+    // could open.
+    for (name, file) in [
+        ("fifo-properties", "serving.properties"),
+        ("fifo-artifact", "weights.bin"),
+    ] {
+        faulty_folder(&store, name, "");
+        let path = store.join(name).join(file);
+        let _ = std::fs::remove_file(&path);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+    std::fs::copy(guest("linear-regression"), store.join("neighbour.tar.gz")).unwrap();
+    let server = Server::start(&store, &work.path().join("cache"), &[]).await;
+    for (name, file) in [
+        ("fifo-properties", "serving.properties"),
+        ("fifo-artifact", "weights.bin"),
+    ] {
+        let (status, (kind, message), seconds) = timed_predict(&server.url, name, "\"ok\"").await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (400, "InvalidPackage"),
+            "{message}"
+        );
+        assert!(message.contains(&format!("{file}, a FIFO")), "{message}");
+        assert!(seconds < 5.0, "refused after {seconds:.2} s");
+    }
+    let (status, _, _) = timed_predict(&server.url, "neighbour", "[[1.0]]").await;
+    assert_eq!(status, 200, "{}", server.log_text());
+}

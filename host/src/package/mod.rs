@@ -56,6 +56,18 @@ pub enum PackageError {
     /// What `mme package` was asked to write is not a valid package.
     #[error("{0}")]
     Invalid(String),
+    /// A folder package holds a FIFO, a socket or a device, which would
+    /// block whoever reads it (the host's loader or the guest's file call)
+    /// past any deadline; an archive cannot hold one either.
+    #[error(
+        "the package holds {path}, a {kind}; a package may hold only regular files and folders"
+    )]
+    SpecialFile {
+        /// Its path inside the package.
+        path: String,
+        /// What it is.
+        kind: &'static str,
+    },
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> PackageError {
@@ -99,6 +111,7 @@ impl Package {
         let metadata = std::fs::metadata(source)
             .map_err(io_error(format!("cannot read {}", source.display())))?;
         let (dir, unpacked, wasm, unpacked_bytes) = if metadata.is_dir() {
+            check_folder(source, limits)?;
             (source.to_path_buf(), None, None, 0)
         } else {
             std::fs::create_dir_all(unpack_root)
@@ -172,6 +185,54 @@ impl Package {
         }
         check_component(&bytes)?;
         Ok(bytes)
+    }
+}
+
+/// Refuses a folder that holds more entries than an archive may, or
+/// anything but regular files and folders, symlinks followed (a symlink to
+/// `/dev/zero` is a device). Symlinked folders are not entered: the guest
+/// cannot follow a symlink out of the package, and a loop would not end.
+fn check_folder(dir: &Path, limits: &Limits) -> Result<(), PackageError> {
+    let entries = walkdir::WalkDir::new(dir).min_depth(1).follow_links(false);
+    for (count, entry) in entries.into_iter().enumerate() {
+        if count >= limits.max_entries {
+            return Err(PackageError::Invalid(format!(
+                "the package folder holds more than {} files and folders",
+                limits.max_entries
+            )));
+        }
+        let entry = entry.map_err(|e| PackageError::Io {
+            context: format!("cannot list {}", dir.display()),
+            source: e.into(),
+        })?;
+        let path = entry.path();
+        let inside = path.strip_prefix(dir).unwrap_or(path).display().to_string();
+        let kind = std::fs::metadata(path)
+            .map_err(io_error(format!("cannot read {inside} in the package")))?
+            .file_type();
+        if !kind.is_file() && !kind.is_dir() {
+            return Err(PackageError::SpecialFile {
+                path: inside,
+                kind: special_kind(kind),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What a file that is neither a regular file nor a folder is.
+fn special_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else {
+        "special file"
     }
 }
 
@@ -482,6 +543,49 @@ mod tests {
         assert!(err.to_string().contains("not WebAssembly"), "{err}");
         let err = package.take_wasm(2).unwrap_err();
         assert!(err.to_string().contains("limit"), "{err}");
+    }
+
+    #[test]
+    fn a_folder_with_a_fifo_socket_or_device_is_refused_before_anything_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |folder: &Path| Package::open(folder, dir.path(), &Limits::default());
+        let folder = |name: &str| {
+            let folder = dir.path().join(name);
+            std::fs::create_dir_all(folder.join("artifacts")).unwrap();
+            std::fs::write(folder.join(WASM_FILE), EMPTY_COMPONENT).unwrap();
+            folder
+        };
+        // A FIFO named as the file the host reads first would block it for good.
+        let fifo = folder("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(fifo.join(PROPERTIES_FILE))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = open(&fifo).unwrap_err();
+        assert!(
+            matches!(&err, PackageError::SpecialFile { path, kind: "FIFO" } if path == PROPERTIES_FILE),
+            "{err}"
+        );
+        let socket = folder("socket");
+        let _listener = std::os::unix::net::UnixListener::bind(socket.join("artifacts/s")).unwrap();
+        let err = open(&socket).unwrap_err();
+        assert!(err.to_string().contains("artifacts/s, a socket"), "{err}");
+        let device = folder("device");
+        std::os::unix::fs::symlink("/dev/zero", device.join("weights.bin")).unwrap();
+        let err = open(&device).unwrap_err();
+        assert!(err.to_string().contains("character device"), "{err}");
+        // Symlinks to files and folders are followed and allowed; a loop ends.
+        let linked = folder("linked");
+        std::os::unix::fs::symlink(linked.join(WASM_FILE), linked.join("copy.wasm")).unwrap();
+        std::os::unix::fs::symlink(&linked, linked.join("artifacts/loop")).unwrap();
+        open(&linked).unwrap();
+        let tight = Limits {
+            max_entries: 2,
+            ..Limits::default()
+        };
+        let err = Package::open(&linked, dir.path(), &tight).unwrap_err();
+        assert!(err.to_string().contains("more than 2"), "{err}");
     }
 
     #[test]
