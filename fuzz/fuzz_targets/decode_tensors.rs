@@ -53,8 +53,8 @@ fuzz_target!(|data: &[u8]| {
         Sent::from_csv(body),
         Sent::from_json(body).map_err(|e| e.to_string()),
     ];
-    if let Ok(mut request) = serde_json::from_slice::<InferRequest>(body) {
-        decoded.extend(request.inputs.iter_mut().map(|tensor| tensor.sent()));
+    if let Ok(request) = serde_json::from_slice::<InferRequest>(body) {
+        decoded.extend(request.inputs.iter().map(|tensor| tensor.sent()));
     }
     for sent in decoded.into_iter().flatten() {
         let Ok(typed) = sent.fit(&wanted) else {

@@ -142,7 +142,7 @@ impl OnnxModel {
 
     /// An Open Inference Protocol request: a tensor per input, by name.
     fn predict_v2(&self, request: &Request) -> Result<Response, Error> {
-        let mut infer: InferRequest = serde_json::from_slice(&request.body).map_err(|e| {
+        let infer: InferRequest = serde_json::from_slice(&request.body).map_err(|e| {
             Error::invalid_input(format!(
                 "not an Open Inference Protocol request ({{\"inputs\": [{{\"name\", \"shape\", \"datatype\", \"data\"}}]}}): {e}"
             ))
@@ -157,7 +157,7 @@ impl OnnxModel {
         for port in &self.graph.inputs {
             let tensor = infer
                 .inputs
-                .iter_mut()
+                .iter()
                 .find(|t| single || t.name == port.name)
                 .ok_or_else(|| {
                     Error::invalid_input(format!(

@@ -9,7 +9,7 @@
 mod array;
 mod numbers;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 pub use array::Scalar;
 use array::Walk;
@@ -330,9 +330,9 @@ pub struct InferTensor {
     pub shape: Vec<i64>,
     /// Its v2 datatype (`FP32`, `INT64`, `BYTES`, …).
     pub datatype: String,
-    /// Its values, flat or nested (the shape says how they group).
-    #[serde(deserialize_with = "flat_values")]
-    pub data: Vec<Scalar>,
+    /// Its values, flat or nested (the shape says how they group), as
+    /// JSON text: [`InferTensor::sent`] reads numbers alone in one pass.
+    pub data: Box<serde_json::value::RawValue>,
 }
 
 /// An output that a v2 request asks for by name.
@@ -356,9 +356,8 @@ impl InferRequest {
 }
 
 impl InferTensor {
-    /// The tensor's values, checked against its declared shape and
-    /// datatype; they move out of the tensor.
-    pub fn sent(&mut self) -> Result<Sent, String> {
+    /// The tensor's values, checked against its declared shape and datatype.
+    pub fn sent(&self) -> Result<Sent, String> {
         let shape = self
             .shape
             .iter()
@@ -367,7 +366,21 @@ impl InferTensor {
                     .map_err(|_| format!("input {:?} has a negative dimension {d}", self.name))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let values = std::mem::take(&mut self.data);
+        let raw = self.data.get();
+        if let Some((_, numbers)) = numbers::numbers_only(raw.as_bytes()) {
+            return match self.datatype.as_str() {
+                "BYTES" => Err(format!(
+                    "input {:?} is BYTES but holds non-strings",
+                    self.name
+                )),
+                _ => self.check_datatype().map(|()| Sent {
+                    shape,
+                    values: Values::Numbers(numbers),
+                }),
+            };
+        }
+        let values = Walk::flat(&mut serde_json::Deserializer::from_str(raw))
+            .map_err(|e| format!("input {:?}: {e}", self.name))?;
         let strings = values.iter().all(|v| matches!(v, Scalar::Text(_)));
         match self.datatype.as_str() {
             "BYTES" if !strings => {
@@ -377,8 +390,8 @@ impl InferTensor {
                 ));
             }
             "BYTES" => {}
-            "BOOL" | "FP16" | "FP32" | "FP64" | "INT8" | "INT16" | "INT32" | "INT64" | "UINT8"
-            | "UINT16" | "UINT32" | "UINT64" => {
+            _ => {
+                self.check_datatype()?;
                 if values.iter().any(|v| matches!(v, Scalar::Text(_))) {
                     return Err(format!(
                         "input {:?} is {} but holds non-numbers",
@@ -386,22 +399,24 @@ impl InferTensor {
                     ));
                 }
             }
-            other => {
-                return Err(format!(
-                    "input {:?} has unknown datatype {other}",
-                    self.name
-                ));
-            }
         }
         Ok(Sent {
             shape,
             values: Values::Scalars(values),
         })
     }
-}
 
-fn flat_values<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Scalar>, D::Error> {
-    Walk::flat(deserializer)
+    /// Refuses a datatype that is neither numeric nor `BYTES`.
+    fn check_datatype(&self) -> Result<(), String> {
+        match self.datatype.as_str() {
+            "BOOL" | "FP16" | "FP32" | "FP64" | "INT8" | "INT16" | "INT32" | "INT64" | "UINT8"
+            | "UINT16" | "UINT32" | "UINT64" => Ok(()),
+            other => Err(format!(
+                "input {:?} has unknown datatype {other}",
+                self.name
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -469,29 +484,51 @@ mod tests {
         );
     }
 
+    /// A v2 tensor, read as a request body is read (its data kept as text).
+    fn v2(tensor: Value) -> InferTensor {
+        serde_json::from_str(&tensor.to_string()).unwrap()
+    }
+
     #[test]
     fn v2_tensors_check_their_shape_against_their_data() {
-        let mut tensor: InferTensor = serde_json::from_value(
-            json!({"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}),
-        )
-        .unwrap();
+        let tensor =
+            v2(json!({"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}));
         let sent = tensor.sent().unwrap();
         assert_eq!(sent.shape, vec![2, 2]);
-        let mut lying: InferTensor = serde_json::from_value(
+        assert_eq!(sent.values, Values::Numbers(vec![1.0, 2.0, 3.0, 4.0]));
+        let lying = v2(
             json!({"name": "x", "shape": [1000000, 1000000, 1000000], "datatype": "FP32", "data": [1]}),
-        )
-        .unwrap();
+        );
         let err = lying
             .sent()
             .unwrap()
             .fit(&wanted(Element::F32, &[None, None, None]))
             .unwrap_err();
         assert!(err.contains("1 values"), "{err}");
-        let mut negative: InferTensor = serde_json::from_value(
-            json!({"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}),
-        )
-        .unwrap();
+        let negative = v2(json!({"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}));
         assert!(negative.sent().unwrap_err().contains("negative"));
+    }
+
+    #[test]
+    fn v2_data_of_any_nesting_is_read_flat_and_checked_against_its_datatype() {
+        let sent = |datatype: &str, data: Value| {
+            v2(json!({"name": "x", "shape": [3], "datatype": datatype, "data": data})).sent()
+        };
+        // Nesting only groups: a ragged grouping is still three values.
+        let ragged = sent("FP32", json!([[1], [2, 3]])).unwrap();
+        assert_eq!(ragged.values.len(), 3);
+        let labels = sent("BYTES", json!(["a", "b", "c"])).unwrap();
+        assert_eq!(labels.values.len(), 3);
+        for (datatype, data, words) in [
+            ("BYTES", json!([1, 2, 3]), "non-strings"),
+            ("FP32", json!([1, "b", 3]), "non-numbers"),
+            ("FP8", json!([1, 2, 3]), "unknown datatype FP8"),
+            ("FP8", json!([1, null, 3]), "unknown datatype FP8"),
+            ("FP32", json!([1, {"a": 2}, 3]), "not an object"),
+        ] {
+            let err = sent(datatype, data.clone()).unwrap_err();
+            assert!(err.contains(words), "{datatype} {data}: {err}");
+        }
     }
 
     #[test]
@@ -499,7 +536,7 @@ mod tests {
         let tensor =
             |name: &str| json!({"name": name, "shape": [1], "datatype": "FP32", "data": [1]});
         let request = |inputs: Vec<Value>| -> InferRequest {
-            serde_json::from_value(json!({ "inputs": inputs })).unwrap()
+            serde_json::from_str(&json!({ "inputs": inputs }).to_string()).unwrap()
         };
         assert_eq!(
             request(vec![tensor("a"), tensor("b"), tensor("a")]).duplicate_input(),
