@@ -367,23 +367,21 @@ impl InferTensor {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let raw = self.data.get();
-        if let Some((_, numbers)) = numbers::numbers_only(raw.as_bytes()) {
-            return match self.datatype.as_str() {
-                "BYTES" => Err(format!(
-                    "input {:?} is BYTES but holds non-strings",
-                    self.name
-                )),
-                _ => self.check_datatype().map(|()| Sent {
-                    shape,
-                    values: Values::Numbers(numbers),
-                }),
-            };
-        }
-        let values = Walk::flat(&mut serde_json::Deserializer::from_str(raw))
-            .map_err(|e| format!("input {:?}: {e}", self.name))?;
-        let strings = values.iter().all(|v| matches!(v, Scalar::Text(_)));
+        let values = match numbers::numbers_only(raw.as_bytes()) {
+            Some((_, numbers)) => Values::Numbers(numbers),
+            None => Values::Scalars(
+                Walk::flat(&mut serde_json::Deserializer::from_str(raw))
+                    .map_err(|e| format!("input {:?}: {e}", self.name))?,
+            ),
+        };
+        let text = |v: &Scalar| matches!(v, Scalar::Text(_));
+        let (all_strings, any_string) = match &values {
+            // Never empty: an empty array is left to the general walk.
+            Values::Numbers(_) => (false, false),
+            Values::Scalars(v) => (v.iter().all(text), v.iter().any(text)),
+        };
         match self.datatype.as_str() {
-            "BYTES" if !strings => {
+            "BYTES" if !all_strings => {
                 return Err(format!(
                     "input {:?} is BYTES but holds non-strings",
                     self.name
@@ -392,7 +390,7 @@ impl InferTensor {
             "BYTES" => {}
             _ => {
                 self.check_datatype()?;
-                if values.iter().any(|v| matches!(v, Scalar::Text(_))) {
+                if any_string {
                     return Err(format!(
                         "input {:?} is {} but holds non-numbers",
                         self.name, self.datatype
@@ -400,10 +398,7 @@ impl InferTensor {
                 }
             }
         }
-        Ok(Sent {
-            shape,
-            values: Values::Scalars(values),
-        })
+        Ok(Sent { shape, values })
     }
 
     /// Refuses a datatype that is neither numeric nor `BYTES`.
