@@ -36,17 +36,11 @@ fn package_onnx(model: &Path, out: &Path, properties: &[&str]) {
     );
 }
 
-/// Waits for the server to log that the engine's optimized code is ready
-/// (compiled in the background).
+/// Waits until the engine's optimized code, compiled in the background, is
+/// ready: the one Cranelift compilation of these servers.
 async fn optimized_engine_ready(server: &Server) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while !server.log_text().contains("the ONNX engine is ready") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the optimized engine was not compiled in the background"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    server.wait_logged("optimized code ready").await;
+    assert_eq!(server.metric("mme_component_compilations_total").await, 1.0);
 }
 
 fn onnx(name: &str) -> std::path::PathBuf {
@@ -151,7 +145,7 @@ async fn every_converted_model_answers_as_its_library_and_onnxruntime_do() {
         String::from_utf8_lossy(&output.stderr)
     );
     // One compilation served them all.
-    assert_eq!(server.metric("mme_component_compilations_total").await, 1.0);
+    optimized_engine_ready(&server).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -255,7 +249,7 @@ async fn a_thousand_onnx_copies_share_one_compilation() {
         "{:?}",
         answers.iter().find(|(s, _)| *s != 200)
     );
-    assert_eq!(server.metric("mme_component_compilations_total").await, 1.0);
+    optimized_engine_ready(&server).await;
     assert_eq!(server.metric("mme_models_loaded").await, 1000.0);
 }
 
@@ -386,13 +380,7 @@ async fn an_empty_cache_serves_on_the_baseline_tier_then_moves_to_optimized_code
     optimized_engine_ready(&server).await;
     let (status, _, optimized) = server.predict("forest", &rows).await;
     assert_eq!(status, 200, "{optimized}");
-    assert!(
-        server
-            .log_text()
-            .contains("instance moved to optimized code"),
-        "{}",
-        server.log_text()
-    );
+    server.assert_logged("instance moved to optimized code");
     // Both tiers run the same wasm: the same answer, to the bit.
     assert_eq!(baseline, optimized);
     assert_eq!(server.metric("mme_component_compilations_total").await, 1.0);

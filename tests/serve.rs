@@ -95,7 +95,9 @@ async fn thousand_models_compile_once_and_predict_like_native() {
     );
     assert_eq!(server.metric("mme_models_loaded").await, MODELS as f64);
     assert_eq!(
-        server.metric("mme_component_compilations_total").await,
+        server
+            .metric_reaching("mme_component_compilations_total", 1.0)
+            .await,
         1.0,
         "1,000 copies of one wasm compile once"
     );
@@ -186,7 +188,13 @@ async fn a_restart_reuses_the_compiled_component_from_disk() {
 
     let first = Server::start(&store, &cache, &[]).await;
     assert_eq!(first.predict("m0", "[[0.5]]").await.0, 200);
-    assert_eq!(first.metric("mme_component_compilations_total").await, 1.0);
+    // The optimized code is compiled behind the first request, and kept.
+    assert_eq!(
+        first
+            .metric_reaching("mme_component_compilations_total", 1.0)
+            .await,
+        1.0
+    );
     assert!(first.stop());
 
     let second = Server::start(&store, &cache, &[]).await;

@@ -278,3 +278,62 @@ async fn bounds_change_live_batches_form_and_a_full_queue_can_say_429() {
         6.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_ups_beyond_a_full_instance_pool_fail_no_request() {
+    // Twelve models keep one instance each in a pool of fourteen: bursts on
+    // every model ask for far more instances than the pool holds.
+    const MODELS: usize = 12;
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    for index in 0..MODELS {
+        faulty_folder(&store, &format!("m{index}"), "minWorkers=1\nmaxWorkers=2\n");
+    }
+    let server = Server::start(
+        &store,
+        &work.path().join("cache"),
+        &["--compute-threads", "2", "--max-instances", "14"],
+    )
+    .await;
+    for index in 0..MODELS {
+        assert_eq!(server.predict(&format!("m{index}"), "\"ok\"").await.0, 200);
+    }
+
+    // Two passes over the models, four at a time, six requests each at
+    // once: every model has a backlog that asks for its second worker.
+    let mut answers = Vec::new();
+    for round in 0..2 * MODELS / 4 {
+        let bursts = (0..4).map(|offset| {
+            let model = format!("m{}", (round * 4 + offset) % MODELS);
+            let commands = (0..6)
+                .map(|i| format!("work:20:{round}-{offset}-{i}"))
+                .collect();
+            let server = &server;
+            async move { burst(server, &model, commands).await }
+        });
+        answers.extend(join_all(bursts).await.into_iter().flatten());
+    }
+    let failed: Vec<&Answer> = answers.iter().filter(|a| a.0 != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
+    assert_eq!(answers.len(), 2 * MODELS * 6);
+    assert!(
+        server.metric("mme_instances").await <= 14.0,
+        "the pool's size holds"
+    );
+    assert!(
+        server.metric("mme_spare_instances_taken_total").await >= 1.0,
+        "idle instances above minWorkers were taken back for models with backlog"
+    );
+    for index in 0..MODELS {
+        let workers = describe(&server, &format!("m{index}")).await["workers"]
+            .as_u64()
+            .unwrap();
+        assert!((1..=2).contains(&workers), "m{index}: {workers} workers");
+    }
+    assert!(server.stop(), "clean exit");
+}

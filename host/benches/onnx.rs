@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mme_host::package::{Limits, Package};
 use mme_host::registry::sandbox_for;
-use mme_host::runtime::{Instance, OnnxTiering, Request, Runtime, RuntimeConfig};
+use mme_host::runtime::{Instance, Request, Runtime, RuntimeConfig, Tiering};
 
 /// The models compared with onnxruntime, by the name make_models.py gives them.
 const MODELS: &[&str] = &[
@@ -51,7 +51,7 @@ fn engine(c: &mut Criterion) {
         max_instances: 16,
         cache_dir: Some(root().join("target/bench-cache")),
         onnx_engine: Some(root().join("target/release/mme-onnx.wasm")),
-        onnx_tiering: OnnxTiering::OptimizedOnly,
+        tiering: Tiering::OptimizedOnly,
         ..RuntimeConfig::default()
     })
     .expect("runtime");

@@ -57,9 +57,9 @@ pub struct ServerConfig {
     pub onnx_engine: Option<PathBuf>,
     /// Whether to compile the ONNX engine in the background at start.
     pub onnx_precompile: bool,
-    /// Whether ONNX models serve on the engine's baseline tier while its
-    /// optimized code is compiled.
-    pub onnx_baseline: bool,
+    /// Whether models whose code no cache holds serve on baseline code
+    /// while their optimized code is compiled.
+    pub baseline_tier: bool,
 }
 
 /// Default bound on the arrival of a request's head.

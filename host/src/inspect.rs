@@ -12,7 +12,7 @@ use thiserror::Error;
 use crate::package::{Limits, ModelCode, Package, Properties};
 use crate::registry::sandbox_for;
 use crate::runtime::{
-    Instance, METADATA_CONTENT_TYPE, OIP_JSON, OnnxTiering, Request, Runtime, RuntimeConfig,
+    Instance, METADATA_CONTENT_TYPE, OIP_JSON, Request, Runtime, RuntimeConfig, Tiering,
 };
 
 /// The step of the check that failed, and why.
@@ -68,7 +68,7 @@ pub fn inspect(
         max_instances: 4,
         onnx_engine,
         // It runs one model once: Winch's code serves, Cranelift's would not pay.
-        onnx_tiering: OnnxTiering::BaselineOnly,
+        tiering: Tiering::BaselineOnly,
         ..RuntimeConfig::default()
     })
     .map_err(|e| failed("engine")(e.to_string()))?;

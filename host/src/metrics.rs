@@ -202,6 +202,9 @@ pub struct Metrics {
     pub memory_used: Family<MemoryLabels, Gauge>,
     /// Models evicted to make room.
     pub evictions: Counter,
+    /// Idle instances above their model's minimum taken back for a model
+    /// whose scale-up found the instance pool full.
+    pub spares_taken: Counter,
     /// Packages found in the local package cache instead of downloaded.
     pub package_cache_hits: Counter,
     /// Packages downloaded from the store.
@@ -285,6 +288,12 @@ impl Metrics {
             "Idle models evicted to make room in the memory budget",
             evictions.clone(),
         );
+        let spares_taken = Counter::default();
+        registry.register(
+            "spare_instances_taken",
+            "Idle instances above their model's minWorkers taken back to make room in the instance pool for a model with backlog",
+            spares_taken.clone(),
+        );
         let package_cache_hits = Counter::default();
         registry.register(
             "package_cache_hits",
@@ -303,6 +312,7 @@ impl Metrics {
             memory_limit,
             memory_used,
             evictions,
+            spares_taken,
             package_cache_hits,
             downloads,
             models,

@@ -15,7 +15,7 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::package::Limits;
 use crate::registry::{Registry, RegistryConfig, WasmScheduler};
-use crate::runtime::{OnnxTiering, Runtime, RuntimeConfig};
+use crate::runtime::{Runtime, RuntimeConfig, Tiering};
 use crate::store::{ModelStore, PackageCache};
 use crate::wlm::SystemClock;
 
@@ -31,10 +31,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         max_instances: config.max_instances,
         stats: metrics.compile.clone(),
         onnx_engine: config.onnx_engine.clone(),
-        onnx_tiering: if config.onnx_baseline {
-            OnnxTiering::BaselineFirst
+        tiering: if config.baseline_tier {
+            Tiering::BaselineFirst
         } else {
-            OnnxTiering::OptimizedOnly
+            Tiering::OptimizedOnly
         },
         ..RuntimeConfig::default()
     })?;

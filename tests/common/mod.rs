@@ -129,6 +129,23 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits, up to 300 s, until the log contains `text` (background work,
+    /// such as the optimized compile behind a baseline tier, says so when
+    /// done); fails, showing the log, if it never does.
+    pub async fn wait_logged(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !self.log_text().contains(text) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.assert_logged(text);
+    }
+
+    /// Fails, showing the log, unless the log so far contains `text`.
+    pub fn assert_logged(&self, text: &str) {
+        let log = self.log_text();
+        assert!(log.contains(text), "{text:?} is not in the log:\n{log}");
+    }
+
     /// `POST /predictions/{model}` with a JSON body: (status, content type, body).
     pub async fn predict(&self, model: &str, body: &str) -> (u16, String, String) {
         self.predict_as(model, "application/json", body).await
@@ -172,6 +189,20 @@ impl Server {
                     .and_then(|rest| rest.strip_prefix(' '))
             })
             .map_or(0.0, |value| value.trim().parse().expect("a number"))
+    }
+
+    /// Waits, up to 300 s, until the metric `series` reaches `value`, and
+    /// gives what it reads then: background work (the optimized compile of
+    /// code that first served on its baseline tier) is counted when done.
+    pub async fn metric_reaching(&self, series: &str, value: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let now = self.metric(series).await;
+            if now >= value || Instant::now() > deadline {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Requests each of `<prefix>0 … <prefix><count-1>` answered with 200, from `/metrics`.

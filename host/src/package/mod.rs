@@ -325,7 +325,7 @@ impl Package {
         match &self.code {
             ModelCode::Wasm => {
                 let wasm = self.take_wasm(max_wasm_bytes)?;
-                runtime.compile(&wasm).map_err(CodeError::Invalid)
+                runtime.prepare(&wasm).map_err(CodeError::Invalid)
             }
             ModelCode::Onnx { .. } => runtime.onnx_engine().map_err(CodeError::Server),
         }

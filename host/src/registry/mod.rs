@@ -12,6 +12,7 @@
 
 mod budget;
 mod model;
+mod room;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use tokio::sync::OnceCell;
 
 pub use budget::{MODEL_METADATA_BYTES, MemoryBudget, MemoryUse, default_limit};
 pub use model::{LoadTimings, LoadedModel, Overrides, WasmBackend, sandbox_for};
+pub use room::MakeRoom;
 
 use crate::metrics::{LoadLabels, MemoryLabels, Metrics, PhaseLabels};
 use crate::package::Limits;
@@ -65,13 +67,6 @@ pub enum NotReady {
     },
 }
 
-/// How long a load waits for a loaded model to become idle, so that it
-/// can be evicted, when every one is busy.
-const ADMISSION_WAIT: Duration = Duration::from_secs(10);
-/// How often that wait looks again.
-const ADMISSION_POLL: Duration = Duration::from_millis(2);
-/// How many idle models one load may evict to find a free instance slot.
-const MAX_POOL_EVICTIONS: usize = 64;
 /// How long an unload waits for the requests in flight on the model.
 const UNLOAD_WAIT: Duration = Duration::from_secs(30);
 
@@ -257,7 +252,9 @@ pub struct Registry {
     scheduler: Arc<WasmScheduler>,
     config: RegistryConfig,
     metrics: Arc<Metrics>,
-    models: Mutex<HashMap<String, Slot>>,
+    models: Arc<room::Models>,
+    /// Given to every model's backend: takes back another model's spare instance.
+    make_room: room::MakeRoom,
     /// Models whose last load failed, with when and why.
     failed: Mutex<HashMap<String, Failure>>,
     budget: MemoryBudget,
@@ -281,13 +278,16 @@ impl Registry {
     ) -> Self {
         let budget = MemoryBudget::new(config.memory_limit, &runtime);
         metrics.memory_limit.set(clamp_i64(config.memory_limit));
+        let models = Arc::new(Mutex::new(HashMap::new()));
+        let make_room = room::make_room_in(&models, metrics.spares_taken.clone());
         Registry {
             store,
             runtime,
             scheduler,
             config,
             metrics,
-            models: Mutex::new(HashMap::new()),
+            models,
+            make_room,
             failed: Mutex::new(HashMap::new()),
             budget,
             admission: tokio::sync::Mutex::new(()),
@@ -525,141 +525,6 @@ impl Registry {
         }
     }
 
-    /// Evicts the least recently used model, other than `keep`, that has
-    /// no request queued or running; `None` when every model is busy.
-    ///
-    /// The victim is chosen, its queue closed and the model taken out of the
-    /// map under one hold of the map's lock: a request that looks the model
-    /// up either holds it already (so it is no victim) or finds it gone and
-    /// loads it again, never a closed model still in the map.
-    async fn evict_one(&self, keep: &str) -> Option<String> {
-        let victim = {
-            let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-            let mut candidates: Vec<&Arc<LoadedModel>> = models
-                .values()
-                .filter_map(|slot| slot.get())
-                .filter(|model| model.name != keep)
-                .collect();
-            candidates.sort_by_key(|model| model.last_used.load(Ordering::Relaxed));
-            // A model held by anyone but the map is about to get a request
-            // (it was just looked up or loaded for one): not a victim.
-            let victim = candidates
-                .into_iter()
-                .find(|model| Arc::strong_count(model) == 1 && model.queue.close_if_idle())?
-                .clone();
-            models.remove(&victim.name);
-            victim
-        };
-        let name = victim.name.clone();
-        tracing::info!(model = name, "evicting the least recently used idle model");
-        self.release(victim).await;
-        self.metrics.evictions.inc();
-        Some(name)
-    }
-
-    /// Evicts idle models, least recently used first, while the memory in
-    /// use is over the limit (workers added for bursts can push it over).
-    /// Does nothing in SageMaker's mode, where SageMaker picks the victims.
-    pub async fn enforce_budget(&self) -> usize {
-        if !self.config.evict {
-            return 0;
-        }
-        let _admission = self.admission.lock().await;
-        let mut evicted = 0;
-        while self.budget.used().total() > self.budget.limit() {
-            if self.evict_one("").await.is_none() {
-                break;
-            }
-            evicted += 1;
-        }
-        self.publish_memory();
-        evicted
-    }
-
-    /// Makes room for a model that needs `needed` bytes beyond what is in
-    /// use, evicting idle models if this server may, or says why it cannot.
-    async fn admit(&self, name: &str, needed: u64, own_code: u64) -> Result<(), LoadError> {
-        let limit = self.budget.limit();
-        if needed.saturating_add(own_code) > limit {
-            return Err(LoadError::TooLarge {
-                model: name.to_string(),
-                needed: budget::mib(needed + own_code),
-                detail: format!(
-                    "{} of code, {} for its package and first instance",
-                    budget::mib(own_code),
-                    budget::mib(needed)
-                ),
-                limit: budget::mib(limit),
-            });
-        }
-        let give_up = Instant::now() + ADMISSION_WAIT;
-        loop {
-            let used = self.budget.used().total();
-            if used.saturating_add(needed) <= limit {
-                return Ok(());
-            }
-            let refused = |advice, retry| LoadError::NoMemory {
-                model: name.to_string(),
-                needed: budget::mib(needed),
-                used: budget::mib(used),
-                limit: budget::mib(limit),
-                advice,
-                retry,
-            };
-            if !self.config.evict {
-                return Err(refused(
-                    "unload a model (DELETE /models/{name}) first",
-                    false,
-                ));
-            }
-            if self.evict_one(name).await.is_some() {
-                continue;
-            }
-            // Every loaded model is busy; one will soon be idle. The wait is
-            // bounded, so that a server full of busy models says so.
-            if Instant::now() >= give_up {
-                return Err(refused(
-                    "every loaded model has had requests in flight for a while; retry shortly",
-                    true,
-                ));
-            }
-            tokio::time::sleep(ADMISSION_POLL).await;
-        }
-    }
-
-    /// Starts a new model's first workers on a compute thread. When the
-    /// instance pool is full, a server that may evict makes room by
-    /// evicting idle models, as it does for memory.
-    async fn warm_up(
-        &self,
-        name: &str,
-        backend: WasmBackend,
-        label: String,
-        count: usize,
-    ) -> Result<(WasmBackend, Vec<model::WasmWorker>), LoadError> {
-        let mut backend = backend;
-        for _ in 0..MAX_POOL_EVICTIONS {
-            let (model, task_label) = (name.to_string(), label.clone());
-            let (returned, warm) = self
-                .scheduler
-                .run_task(move || {
-                    let warm = model::warm_up(&backend, &model, &task_label, count);
-                    (backend, warm)
-                })
-                .await?;
-            backend = returned;
-            match warm {
-                Err(LoadError::NoCapacity { .. })
-                    if self.config.evict && self.evict_one(name).await.is_some() => {}
-                other => return other.map(|warm| (backend, warm)),
-            }
-        }
-        Err(LoadError::NoCapacity {
-            model: name.to_string(),
-            reason: "the instance pool stayed full after evicting idle models".to_string(),
-        })
-    }
-
     /// The linear memory of one instance of the component `hash`, as its
     /// last load measured it; 0 before any load.
     fn instance_estimate(&self, hash: &str) -> u64 {
@@ -889,14 +754,16 @@ impl Registry {
         overrides: &Overrides,
     ) -> Result<Arc<LoadedModel>, LoadError> {
         let label = source.to_string();
-        let (runtime, config, metrics) = (
+        let (runtime, config, metrics, make_room) = (
             self.runtime.clone(),
             self.config.clone(),
             self.metrics.clone(),
+            self.make_room.clone(),
         );
         let (model, task_label) = (name.to_string(), label.clone());
         let opened = tokio::task::spawn_blocking(move || {
-            model::open_model(&runtime, &config, &metrics, &model, (&path, &task_label))
+            let package = (path.as_path(), task_label.as_str());
+            model::open_model(&runtime, &config, &metrics, make_room, &model, package)
         })
         .await
         .map_err(|e| {

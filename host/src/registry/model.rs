@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::room::MakeRoom;
 use super::{LoadError, PredictError, RegistryConfig};
 use crate::metrics::Metrics;
 use crate::package::{CodeError, Package, Properties, PropertiesError};
@@ -133,6 +134,8 @@ pub struct WasmBackend {
     models_loaded: Gauge,
     /// What the unpacked package occupies.
     package_bytes: u64,
+    /// Takes back another model's spare instance when the pool is full.
+    make_room: MakeRoom,
     /// Keeps the unpacked folder alive as long as instances may read it.
     _package: Package,
 }
@@ -175,8 +178,10 @@ impl WasmBackend {
                 *worker = upgraded;
                 tracing::info!(model = %self.name, "instance moved to optimized code");
             }
+            // A full pool: tried again at the next batch, when there may be room.
+            Err(PredictError::Runtime(RuntimeError::PoolExhausted(_))) => {}
             Err(error) => {
-                // Not tried again on every batch: a full pool would log each one.
+                // Not tried again on every batch: it would fail, and log, each time.
                 worker.stays = true;
                 tracing::warn!(model = %self.name, %error, "cannot move an instance to optimized code; it keeps its code")
             }
@@ -224,6 +229,14 @@ impl Backend for WasmBackend {
 
     fn start_worker(&self) -> Result<WasmWorker, PredictError> {
         self.worker_on(self.compiled())
+    }
+
+    fn is_out_of_room(&self, error: &PredictError) -> bool {
+        matches!(error, PredictError::Runtime(RuntimeError::PoolExhausted(_)))
+    }
+
+    fn make_room(&self) -> bool {
+        (self.make_room)(&self.name)
     }
 
     fn run_batch(
@@ -300,6 +313,7 @@ pub fn open_model(
     runtime: &Arc<Runtime>,
     config: &RegistryConfig,
     metrics: &Metrics,
+    make_room: MakeRoom,
     name: &str,
     (path, label): (&std::path::Path, &str),
 ) -> Result<Opened, LoadError> {
@@ -345,6 +359,7 @@ pub fn open_model(
         instances: metrics.instances.clone(),
         models_loaded: metrics.models_loaded.clone(),
         package_bytes: package.unpacked_bytes(),
+        make_room,
         _package: package,
     };
     Ok(Opened {
@@ -364,7 +379,7 @@ pub fn warm_up(
 ) -> Result<Vec<WasmWorker>, LoadError> {
     (0..count.max(1))
         .map(|_| {
-            backend.start_worker().map_err(|error| match error {
+            crate::wlm::start_making_room(backend).map_err(|error| match error {
                 PredictError::Runtime(RuntimeError::PoolExhausted(reason)) => {
                     LoadError::NoCapacity {
                         model: name.to_string(),

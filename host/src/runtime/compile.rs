@@ -46,6 +46,10 @@ pub struct Compiled {
     /// Its native code, counted while it is in memory.
     code: Charge,
     tier: Tier,
+    /// For baseline code: the optimized code of the same wasm, once it is
+    /// compiled. Held here, it lives as long as some instance may still
+    /// move to it.
+    optimized: OnceLock<Arc<Compiled>>,
 }
 
 impl Compiled {
@@ -62,6 +66,16 @@ impl Compiled {
     /// The engine whose stores can run it.
     pub(super) fn engine(&self) -> &Engine {
         self.pre.instance_pre().engine()
+    }
+
+    /// The optimized code that replaces this baseline code, once it is ready.
+    pub(super) fn optimized(&self) -> Option<&Arc<Compiled>> {
+        self.optimized.get()
+    }
+
+    /// Hands this baseline code its replacement.
+    pub(super) fn set_optimized(&self, optimized: Arc<Compiled>) {
+        let _ = self.optimized.set(optimized);
     }
 }
 
@@ -83,17 +97,91 @@ pub struct CompileStats {
     pub disk_hits: Counter,
     /// Requests served by a component already in memory.
     pub memory_hits: Counter,
-    /// Winch compilations, each followed by a Cranelift one.
+    /// Winch compilations, each followed by a Cranelift one in the background.
     pub baseline_compiled: Counter,
 }
 
 type Slot = Arc<OnceLock<Result<Weak<Compiled>, RuntimeError>>>;
 
+/// Components in memory by hash, made once: concurrent callers for one
+/// hash wait on the same slot. A slot holds its component weakly, so that
+/// the component is freed with its last user.
+#[derive(Default)]
+struct Slots(Mutex<HashMap<String, Slot>>);
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The component `hash`, made by `make` unless it is in memory; true
+    /// with it when this call made it.
+    fn get_or_make(
+        &self,
+        hash: &str,
+        hits: &Counter,
+        make: impl Fn() -> Result<Arc<Compiled>, RuntimeError>,
+    ) -> Result<(Arc<Compiled>, bool), RuntimeError> {
+        loop {
+            let slot = {
+                let mut slots = self.lock();
+                if !slots.contains_key(hash) {
+                    // Slots of components whose last user is gone are not
+                    // kept: only this lookup would have found them again.
+                    slots.retain(|_, slot| match slot.get() {
+                        Some(Ok(weak)) => weak.strong_count() > 0,
+                        Some(Err(_)) => false,
+                        None => true,
+                    });
+                }
+                slots.entry(hash.to_string()).or_default().clone()
+            };
+            let mut fresh = None;
+            let result = slot.get_or_init(|| {
+                make().map(|compiled| {
+                    let weak = Arc::downgrade(&compiled);
+                    fresh = Some(compiled);
+                    weak
+                })
+            });
+            let found = match (fresh, result) {
+                (Some(compiled), _) => return Ok((compiled, true)),
+                (None, Ok(weak)) => weak.upgrade(),
+                (None, Err(_)) => None,
+            };
+            if let Some(compiled) = found {
+                hits.inc();
+                return Ok((compiled, false));
+            }
+            // A failure, or a component whose last user is gone: the slot is
+            // not kept, so the next caller compiles (or reads the disk) again.
+            {
+                let mut slots = self.lock();
+                if slots.get(hash).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                    slots.remove(hash);
+                }
+            }
+            if let Err(error) = result {
+                return Err(error.clone());
+            }
+        }
+    }
+
+    /// Whether the component `hash` is in memory.
+    fn holds(&self, hash: &str) -> bool {
+        self.lock()
+            .get(hash)
+            .is_some_and(|slot| matches!(slot.get(), Some(Ok(weak)) if weak.strong_count() > 0))
+    }
+}
+
 pub(super) struct CompileCache {
     /// `<cache>/<engine hash>`, when a safe cache folder is available.
     dir: Option<PathBuf>,
-    /// One slot per hash; concurrent callers for one hash wait on the same slot.
-    slots: Mutex<HashMap<String, Slot>>,
+    /// Optimized components.
+    optimized: Slots,
+    /// Baseline components, until their optimized code replaces them.
+    baseline: Slots,
     stats: CompileStats,
     code: MemoryMeter,
 }
@@ -119,7 +207,8 @@ impl CompileCache {
         });
         CompileCache {
             dir,
-            slots: Mutex::new(HashMap::new()),
+            optimized: Slots::default(),
+            baseline: Slots::default(),
             stats,
             code,
         }
@@ -129,6 +218,7 @@ impl CompileCache {
         &self.stats
     }
 
+    /// The optimized code of `wasm`, from memory, the disk cache, or Cranelift.
     pub(super) fn get_or_compile(
         &self,
         engine: &Engine,
@@ -136,86 +226,41 @@ impl CompileCache {
         wasm: &[u8],
         hash: &str,
     ) -> Result<Arc<Compiled>, RuntimeError> {
-        loop {
-            let slot = {
-                let mut slots = self.lock_slots();
-                if !slots.contains_key(hash) {
-                    // Slots of components whose last user is gone are not
-                    // kept: only this lookup would have found them again.
-                    slots.retain(|_, slot| match slot.get() {
-                        Some(Ok(weak)) => weak.strong_count() > 0,
-                        Some(Err(_)) => false,
-                        None => true,
-                    });
-                }
-                slots.entry(hash.to_string()).or_default().clone()
-            };
-            let mut fresh = None;
-            let result = slot.get_or_init(|| {
-                self.load_or_compile(engine, linker, wasm, hash)
-                    .map(|compiled| {
-                        let weak = Arc::downgrade(&compiled);
-                        fresh = Some(compiled);
-                        weak
-                    })
-            });
-            let found = match (fresh, result) {
-                (Some(compiled), _) => return Ok(compiled),
-                (None, Ok(weak)) => weak.upgrade(),
-                (None, Err(_)) => None,
-            };
-            if let Some(compiled) = found {
-                self.stats.memory_hits.inc();
-                return Ok(compiled);
-            }
-            // A failure, or a component whose last user is gone: the slot is
-            // not kept, so the next caller compiles (or reads the disk) again.
-            {
-                let mut slots = self.lock_slots();
-                if slots.get(hash).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-                    slots.remove(hash);
-                }
-            }
-            if let Err(error) = result {
-                return Err(error.clone());
-            }
-        }
+        let make = || self.load_or_compile(engine, linker, wasm, hash);
+        let (compiled, _) = self
+            .optimized
+            .get_or_make(hash, &self.stats.memory_hits, make)?;
+        Ok(compiled)
     }
 
     /// Whether the optimized code of the wasm hashed `hash` is in memory or
     /// on disk, so that getting it costs no compilation.
     pub(super) fn is_cached(&self, hash: &str) -> bool {
-        let in_memory = self
-            .lock_slots()
-            .get(hash)
-            .is_some_and(|slot| matches!(slot.get(), Some(Ok(weak)) if weak.strong_count() > 0));
-        in_memory
+        self.optimized.holds(hash)
             || self
                 .dir
                 .as_ref()
                 .is_some_and(|dir| dir.join(format!("{hash}.cwasm")).is_file())
     }
 
-    /// Compiles `wasm` with `engine`, a baseline (Winch) engine, every time:
-    /// its code lives only until the optimized code replaces it, so it is
-    /// neither shared through the slots nor kept on disk.
-    pub(super) fn compile_baseline(
+    /// The baseline code of `wasm`, compiled by `engine` (a Winch engine)
+    /// unless it is in memory; true with it when this call compiled it.
+    /// Its code lives only until the optimized code replaces it: it is
+    /// never kept on disk.
+    pub(super) fn get_or_compile_baseline(
         &self,
         engine: &Engine,
         linker: &Linker<InstanceState>,
         wasm: &[u8],
         hash: &str,
-    ) -> Result<Arc<Compiled>, RuntimeError> {
-        self.stats.baseline_compiled.inc();
-        let component =
-            Component::new(engine, wasm).map_err(|e| RuntimeError::Compile(format!("{e:#}")))?;
-        self.link(linker, &component, hash.to_string(), Tier::Baseline)
-    }
-
-    fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        self.slots
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+    ) -> Result<(Arc<Compiled>, bool), RuntimeError> {
+        self.baseline
+            .get_or_make(hash, &self.stats.memory_hits, || {
+                let component = Component::new(engine, wasm)
+                    .map_err(|e| RuntimeError::Compile(format!("{e:#}")))?;
+                self.stats.baseline_compiled.inc();
+                self.link(linker, &component, hash.to_string(), Tier::Baseline)
+            })
     }
 
     fn load_or_compile(
@@ -228,8 +273,10 @@ impl CompileCache {
         let component = match &self.dir {
             Some(dir) => self.through_disk(engine, wasm, &dir.join(format!("{hash}.cwasm")))?,
             None => {
+                let component = Component::new(engine, wasm)
+                    .map_err(|e| RuntimeError::Compile(format!("{e:#}")))?;
                 self.stats.compiled.inc();
-                Component::new(engine, wasm).map_err(|e| RuntimeError::Compile(format!("{e:#}")))?
+                component
             }
         };
         self.link(linker, &component, hash.to_string(), Tier::Optimized)
@@ -254,6 +301,7 @@ impl CompileCache {
             pre,
             code: self.code.charge(code_bytes),
             tier,
+            optimized: OnceLock::new(),
         }))
     }
 
@@ -279,10 +327,10 @@ impl CompileCache {
                 }
             }
         }
-        self.stats.compiled.inc();
         let native = engine
             .precompile_component(wasm)
             .map_err(|e| RuntimeError::Compile(format!("{e:#}")))?;
+        self.stats.compiled.inc();
         if let Err(error) = write_atomically(path, &native) {
             tracing::warn!(path = %path.display(), %error, "cannot keep the compiled component on disk");
         }

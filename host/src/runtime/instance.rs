@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -168,6 +169,49 @@ pub enum CallError {
     Trap(String),
 }
 
+/// The instances alive in both tiers, against `--max-instances`. The pool
+/// bounds its own instances, but the baseline engine allocates on demand,
+/// so the bound on the two together is kept here.
+#[derive(Debug)]
+pub(super) struct InstanceSlots {
+    live: AtomicU32,
+    max: u32,
+}
+
+impl InstanceSlots {
+    pub(super) fn new(max: u32) -> Arc<Self> {
+        Arc::new(InstanceSlots {
+            live: AtomicU32::new(0),
+            max,
+        })
+    }
+
+    /// A slot for one more instance, or back-pressure if all are taken.
+    pub(super) fn take(self: &Arc<Self>) -> Result<Slot, RuntimeError> {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
+                (live < self.max).then_some(live + 1)
+            })
+            .map_err(|_| {
+                RuntimeError::PoolExhausted(format!(
+                    "all {} instance slots are in use (--max-instances)",
+                    self.max
+                ))
+            })?;
+        Ok(Slot(self.clone()))
+    }
+}
+
+/// One instance's place among [`InstanceSlots`], given back when dropped.
+#[derive(Debug)]
+pub(super) struct Slot(Arc<InstanceSlots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A live instance of a model.
 pub struct Instance {
     store: Store<InstanceState>,
@@ -175,6 +219,8 @@ pub struct Instance {
     timeout: Duration,
     load_timeout: Duration,
     max_response_bytes: usize,
+    /// Declared last: it is given back after the store is freed.
+    _slot: Slot,
 }
 
 impl Instance {
@@ -182,6 +228,7 @@ impl Instance {
         compiled: &Compiled,
         sandbox: &Sandbox,
         server_max_memory: usize,
+        slot: Slot,
     ) -> Result<Self, RuntimeError> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_blocking_current_thread(true)
@@ -234,6 +281,7 @@ impl Instance {
             timeout: sandbox.timeout,
             load_timeout: sandbox.load_timeout,
             max_response_bytes: sandbox.max_response_bytes,
+            _slot: slot,
         })
     }
 

@@ -10,6 +10,7 @@ mod guest_log;
 mod instance;
 mod meter;
 mod onnx;
+mod tier;
 mod wait;
 
 use std::path::PathBuf;
@@ -24,7 +25,8 @@ pub use engine::EPOCH_TICK;
 pub use guest_log::LogBudget;
 pub use instance::{CallError, GuestError, Instance, Sandbox};
 pub use meter::{Charge, MemoryMeter};
-pub use onnx::{ONNX_ENGINE_FILE, OnnxTiering, default_onnx_engine};
+pub use onnx::{ONNX_ENGINE_FILE, default_onnx_engine};
+pub use tier::Tiering;
 
 /// The bindings of the `mme:model/model` world, generated from `wit/`.
 #[allow(missing_docs)] // Generated code.
@@ -70,8 +72,8 @@ pub struct RuntimeConfig {
     pub stats: CompileStats,
     /// The built-in ONNX engine's component; `None` looks beside the binary.
     pub onnx_engine: Option<PathBuf>,
-    /// How the ONNX engine is compiled when no cache has it.
-    pub onnx_tiering: OnnxTiering,
+    /// How a component is compiled when no cache has it.
+    pub tiering: Tiering,
 }
 
 impl Default for RuntimeConfig {
@@ -83,7 +85,7 @@ impl Default for RuntimeConfig {
             max_instances: DEFAULT_MAX_INSTANCES,
             stats: CompileStats::default(),
             onnx_engine: None,
-            onnx_tiering: OnnxTiering::BaselineFirst,
+            tiering: Tiering::BaselineFirst,
         }
     }
 }
@@ -145,7 +147,11 @@ pub struct Runtime {
     code_memory: MemoryMeter,
     instance_memory: MemoryMeter,
     pooled: bool,
-    /// The ONNX engine's compiled tiers.
+    /// Instances alive in both tiers, against `max_instances`.
+    instance_slots: Arc<instance::InstanceSlots>,
+    /// The baseline engine and the optimizing thread.
+    tiers: tier::Tiers,
+    /// The ONNX engine's compiled code.
     onnx: onnx::OnnxEngine,
     _ticker: engine::EpochTicker,
 }
@@ -163,6 +169,7 @@ impl Runtime {
             code_memory.clone(),
         );
         let ticker = engine::EpochTicker::start(engine.clone())?;
+        let instance_slots = instance::InstanceSlots::new(config.max_instances);
         Ok(Arc::new(Runtime {
             engine,
             linker,
@@ -171,13 +178,17 @@ impl Runtime {
             code_memory,
             instance_memory: MemoryMeter::default(),
             pooled,
+            instance_slots,
+            tiers: tier::Tiers::default(),
             onnx: onnx::OnnxEngine::default(),
             _ticker: ticker,
         }))
     }
 
-    /// The compiled form of `wasm`, compiled at most once per distinct bytes
+    /// The optimized code of `wasm`, compiled at most once per distinct bytes
     /// (in this process, and across restarts when a cache folder is set).
+    /// A model's load asks for [`Runtime::prepare`], which may serve on
+    /// baseline code first.
     pub fn compile(&self, wasm: &[u8]) -> Result<Arc<Compiled>, RuntimeError> {
         self.compile_hashed(wasm, &compile::hash_of(wasm))
     }
@@ -199,7 +210,13 @@ impl Runtime {
         compiled: &Compiled,
         sandbox: &Sandbox,
     ) -> Result<Instance, RuntimeError> {
-        Instance::new(compiled, sandbox, self.config.max_instance_memory_bytes)
+        let slot = self.instance_slots.take()?;
+        Instance::new(
+            compiled,
+            sandbox,
+            self.config.max_instance_memory_bytes,
+            slot,
+        )
     }
 
     /// How many compilations and cache hits there were.

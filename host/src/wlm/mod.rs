@@ -40,6 +40,22 @@ pub trait Backend: Send + Sync + 'static {
     /// Makes a new worker. Runs on a compute thread.
     fn start_worker(&self) -> Result<Self::Worker, Self::Error>;
 
+    /// Whether `error`, from [`Backend::start_worker`], says that the
+    /// server has no room for another worker (the instance pool is full),
+    /// rather than that this model is broken. A model that has a worker
+    /// then serves its backlog on the workers it has.
+    fn is_out_of_room(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        false
+    }
+
+    /// Frees room for one more worker by taking back an idle worker that
+    /// another model can spare; true if one was freed. Runs on a compute
+    /// thread, with no model's lock held.
+    fn make_room(&self) -> bool {
+        false
+    }
+
     /// Runs one batch: one output per input, in order. An error means the
     /// worker is broken; it is dropped, and every input of the batch gets
     /// the error. `time_left` is what remains of the earliest deadline in
@@ -50,6 +66,17 @@ pub trait Backend: Send + Sync + 'static {
         batch: Vec<Self::Input>,
         time_left: std::time::Duration,
     ) -> Result<Vec<Self::Output>, Self::Error>;
+}
+
+/// Starts a worker of `backend`. When the server has no room for it, the
+/// backend is asked to make some, and the start is tried once more.
+pub fn start_making_room<B: Backend>(backend: &B) -> Result<B::Worker, B::Error> {
+    match backend.start_worker() {
+        Err(error) if backend.is_out_of_room(&error) && backend.make_room() => {
+            backend.start_worker()
+        }
+        other => other,
+    }
 }
 
 /// The number of cores this process may use: CPU affinity and cgroup quota

@@ -17,6 +17,11 @@ use super::policy::{Bounds, Settings, workers_to_add};
 use super::scheduler::{HostFailed, Inner, Runnable};
 use crate::metrics::ModelMetrics;
 
+/// How long a model whose scale-up found no room serves on the workers it
+/// has before it tries to add one again: each try costs a failed
+/// instantiation and a look through every model for a spare worker.
+pub const ROOM_RETRY: Duration = Duration::from_millis(100);
+
 /// Why a request got no output from the model.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum JobError<E> {
@@ -99,6 +104,9 @@ struct State<B: Backend> {
     parked: usize,
     busy: usize,
     closed: bool,
+    /// No scale-up before this: the last one found no room, and the model
+    /// has workers of its own.
+    scale_paused_until: Option<Instant>,
     scale_ups: u64,
     scale_downs: u64,
     completed: u64,
@@ -143,6 +151,7 @@ impl<B: Backend> ModelQueue<B> {
                 parked: 0,
                 busy: 0,
                 closed: false,
+                scale_paused_until: None,
                 scale_ups: 0,
                 scale_downs: 0,
                 completed: 0,
@@ -215,12 +224,17 @@ impl<B: Backend> ModelQueue<B> {
     /// run list, one per waiting batch.
     fn dispatch(self: &Arc<Self>, state: &mut State<B>, now: Instant) {
         let settings = &state.settings;
-        let add = workers_to_add(
-            state.jobs.len(),
-            state.workers,
-            settings.batch_size,
-            settings.bounds,
-        );
+        let paused = state.workers > 0 && state.scale_paused_until.is_some_and(|until| now < until);
+        let add = if paused {
+            0
+        } else {
+            workers_to_add(
+                state.jobs.len(),
+                state.workers,
+                settings.batch_size,
+                settings.bounds,
+            )
+        };
         if add > 0 {
             if state.workers >= settings.bounds.min() && !state.jobs.is_empty() {
                 state.scale_ups += 1;
@@ -290,16 +304,24 @@ impl<B: Backend> ModelQueue<B> {
         }
         let count = state.jobs.len().min(batch_size);
         let jobs: Vec<Job<B>> = state.jobs.drain(..count).collect();
-        // The first job waited longest: its deadline is the batch's.
-        let time_left = jobs.first().map_or(Duration::ZERO, |first| {
-            let waited = now.saturating_duration_since(first.enqueued);
-            state.settings.queue_timeout.saturating_sub(waited)
-        });
+        let queue_timeout = state.settings.queue_timeout;
         state.scheduled -= 1;
         state.busy += 1;
         self.publish(&state);
         drop(state);
 
+        let (worker, now) = match slot.worker {
+            Some(worker) => (worker, now),
+            None => match self.start_worker() {
+                Ok(worker) => (worker, self.scheduler.clock.now()),
+                Err(error) => return self.not_started(jobs, error),
+            },
+        };
+        // The first job waited longest: its deadline is the batch's.
+        let time_left = jobs.first().map_or(Duration::ZERO, |first| {
+            let waited = now.saturating_duration_since(first.enqueued);
+            queue_timeout.saturating_sub(waited)
+        });
         let (inputs, replies): (Vec<_>, Vec<_>) = jobs
             .into_iter()
             .map(|job| {
@@ -310,7 +332,7 @@ impl<B: Backend> ModelQueue<B> {
             })
             .unzip();
         self.metrics.batch_size.observe(inputs.len() as f64);
-        let (worker, answers) = self.run(slot.worker, inputs, replies, time_left);
+        let (worker, answers) = self.run(worker, inputs, replies, time_left);
         // The counts are updated before anyone sees an answer, so that a
         // caller who asks for them right after its answer finds it counted.
         self.finish(worker, count);
@@ -334,11 +356,52 @@ impl<B: Backend> ModelQueue<B> {
         }
     }
 
-    /// Starts the worker if needed and runs the batch; the worker comes back
-    /// unless it broke, with each request's answer, not sent yet.
+    /// Starts a worker for a slot that has none.
+    fn start_worker(&self) -> Result<B::Worker, JobError<B::Error>> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::start_making_room(&self.backend)
+        }))
+        .map_err(|_| {
+            tracing::error!(
+                "host code panicked starting a worker; its batch is answered with an error"
+            );
+            JobError::HostFailed(HostFailed)
+        })?
+        .map_err(JobError::Failed)
+    }
+
+    /// A batch whose worker could not start. When there was no room for it
+    /// and the model has workers of its own, they serve the batch: it goes
+    /// back to the head of the queue, and scale-ups pause for
+    /// [`ROOM_RETRY`]. Otherwise every request of the batch gets the error.
+    fn not_started(self: &Arc<Self>, jobs: Vec<Job<B>>, error: JobError<B::Error>) {
+        let out_of_room = matches!(&error, JobError::Failed(e) if self.backend.is_out_of_room(e));
+        if out_of_room {
+            let now = self.scheduler.clock.now();
+            let mut state = self.lock();
+            if state.workers > 1 {
+                state.busy -= 1;
+                state.workers -= 1;
+                for job in jobs.into_iter().rev() {
+                    state.jobs.push_front(job);
+                }
+                state.scale_paused_until = Some(now + ROOM_RETRY);
+                self.dispatch(&mut state, now);
+                return;
+            }
+        }
+        let count = jobs.len();
+        self.finish(None, count);
+        for job in jobs {
+            let _ = job.reply.send(Err(error.clone()));
+        }
+    }
+
+    /// Runs the batch; the worker comes back unless it broke, with each
+    /// request's answer, not sent yet.
     fn run(
         &self,
-        worker: Option<B::Worker>,
+        worker: B::Worker,
         inputs: Vec<B::Input>,
         replies: Vec<oneshot::Sender<Reply<B>>>,
         time_left: Duration,
@@ -346,10 +409,7 @@ impl<B: Backend> ModelQueue<B> {
         let started = std::time::Instant::now();
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<_, B::Error> {
-                let mut worker = match worker {
-                    Some(worker) => worker,
-                    None => self.backend.start_worker()?,
-                };
+                let mut worker = worker;
                 let outputs = self.backend.run_batch(&mut worker, inputs, time_left)?;
                 Ok((worker, outputs))
             }));
@@ -512,6 +572,24 @@ impl<B: Backend> ModelQueue<B> {
     pub fn is_drained(&self) -> bool {
         let state = self.lock();
         state.jobs.is_empty() && state.busy == 0 && state.scheduled == 0
+    }
+
+    /// Takes back the least recently used idle worker above the model's
+    /// minimum, for a model that has no room for one. The caller drops it,
+    /// off the lock.
+    pub fn take_spare(&self) -> Option<B::Worker> {
+        let mut state = self.lock();
+        if state.workers <= state.settings.bounds.min() {
+            return None;
+        }
+        // Idle slots are most recently used last; an empty one holds nothing.
+        let index = state.idle.iter().position(|slot| slot.worker.is_some())?;
+        let slot = state.idle.remove(index);
+        state.workers -= 1;
+        state.scale_downs += 1;
+        self.metrics.scale_downs.inc();
+        self.publish(&state);
+        slot.worker
     }
 
     /// Takes every idle worker out, for the caller to drop.

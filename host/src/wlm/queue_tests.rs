@@ -16,6 +16,23 @@ struct Fake {
     name: &'static str,
     log: BatchLog,
     started: AtomicUsize,
+    room: Option<Arc<Room>>,
+}
+
+/// An instance pool for fakes that share it: `free` workers can start,
+/// and `spares` more once other models give theirs back.
+#[derive(Default)]
+struct Room {
+    free: AtomicUsize,
+    spares: AtomicUsize,
+}
+
+const NO_ROOM: &str = "no room";
+
+fn take_one(count: &AtomicUsize) -> bool {
+    count
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 impl Backend for Fake {
@@ -25,7 +42,27 @@ impl Backend for Fake {
     type Error = String;
 
     fn start_worker(&self) -> Result<usize, String> {
+        if let Some(room) = &self.room
+            && !take_one(&room.free)
+        {
+            return Err(NO_ROOM.into());
+        }
         Ok(self.started.fetch_add(1, Ordering::SeqCst))
+    }
+
+    fn is_out_of_room(&self, error: &String) -> bool {
+        error == NO_ROOM
+    }
+
+    fn make_room(&self) -> bool {
+        let Some(room) = &self.room else {
+            return false;
+        };
+        let freed = take_one(&room.spares);
+        if freed {
+            room.free.fetch_add(1, Ordering::SeqCst);
+        }
+        freed
     }
 
     fn run_batch(
@@ -62,10 +99,22 @@ impl Harness {
     }
 
     fn model(&self, name: &'static str, settings: Settings, warm: usize) -> Arc<ModelQueue<Fake>> {
+        self.model_in(name, settings, warm, None)
+    }
+
+    /// A model whose new workers need room in `room`.
+    fn model_in(
+        &self,
+        name: &'static str,
+        settings: Settings,
+        warm: usize,
+        room: Option<Arc<Room>>,
+    ) -> Arc<ModelQueue<Fake>> {
         let backend = Fake {
             name,
             log: self.log.clone(),
             started: AtomicUsize::new(0),
+            room,
         };
         self.scheduler.add_model(
             backend,
@@ -403,6 +452,7 @@ async fn compute_threads_run_batches_and_tasks_off_the_async_threads() {
         name: "a",
         log: log.clone(),
         started: AtomicUsize::new(0),
+        room: None,
     };
     let queue = scheduler.add_model(backend, settings(1, 2, 1), vec![], ModelMetrics::detached());
     let calls: Vec<_> = (0..50).map(|i| queue.call(i)).collect();
@@ -428,4 +478,96 @@ async fn compute_threads_run_batches_and_tasks_off_the_async_threads() {
         scheduler.run_task(|| 1).await,
         Err(TaskError::ShuttingDown(ShuttingDown))
     );
+}
+
+fn room(free: usize, spares: usize) -> Arc<Room> {
+    Arc::new(Room {
+        free: AtomicUsize::new(free),
+        spares: AtomicUsize::new(spares),
+    })
+}
+
+#[test]
+fn a_scale_up_that_finds_no_room_leaves_the_backlog_to_the_models_own_worker() {
+    let h = Harness::new();
+    let queue = h.model_in("a", settings(1, 4, 1), 1, Some(room(0, 0)));
+    let receivers = submit_all(&queue, 1..=10);
+    assert_eq!(
+        queue.stats().workers,
+        4,
+        "the backlog asks for more workers"
+    );
+    h.run_all();
+    assert_eq!(
+        answers(receivers),
+        (1..=10).map(|i| Ok(i * 2)).collect::<Vec<_>>(),
+        "no request fails while the model has a worker"
+    );
+    let stats = queue.stats();
+    assert_eq!((stats.workers, stats.completed, stats.busy), (1, 10, 0));
+}
+
+#[test]
+fn a_model_with_no_worker_and_no_room_fails_its_batch() {
+    let h = Harness::new();
+    let queue = h.model_in("a", settings(0, 2, 1), 0, Some(room(0, 0)));
+    let receivers = submit_all(&queue, [1]);
+    h.run_all();
+    assert_eq!(
+        answers(receivers),
+        vec![Err(JobError::Failed(NO_ROOM.into()))]
+    );
+    assert_eq!(queue.stats().workers, 0);
+}
+
+#[test]
+fn room_made_elsewhere_lets_the_scale_up_go_on() {
+    let h = Harness::new();
+    let pool = room(0, 2);
+    let queue = h.model_in("a", settings(1, 4, 1), 1, Some(pool.clone()));
+    let receivers = submit_all(&queue, 1..=10);
+    h.run_all();
+    assert!(answers(receivers).iter().all(Result::is_ok));
+    assert_eq!(
+        queue.stats().workers,
+        3,
+        "two spares given back: two more workers"
+    );
+    assert_eq!(pool.spares.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn scale_ups_pause_after_finding_no_room_then_try_again() {
+    let h = Harness::new();
+    let pool = room(0, 0);
+    let queue = h.model_in("a", settings(1, 4, 1), 1, Some(pool.clone()));
+    let receivers = submit_all(&queue, 1..=10);
+    h.run_all();
+    answers(receivers);
+    pool.free.store(8, Ordering::SeqCst);
+    let receivers = submit_all(&queue, 1..=10);
+    assert_eq!(queue.stats().workers, 1, "paused: no scale-up yet");
+    h.run_all();
+    answers(receivers);
+    h.clock.advance(ROOM_RETRY);
+    let receivers = submit_all(&queue, 1..=10);
+    assert_eq!(queue.stats().workers, 4, "the pause is over");
+    h.run_all();
+    assert!(answers(receivers).iter().all(Result::is_ok));
+    assert_eq!(queue.stats().workers, 4);
+}
+
+#[test]
+fn spares_are_taken_least_recently_used_first_down_to_the_minimum() {
+    let h = Harness::new();
+    let queue = h.model("a", settings(2, 4, 1), 4);
+    // Worker 103 ran last: most recently used.
+    let receivers = submit_all(&queue, [7]);
+    h.run_all();
+    answers(receivers);
+    assert_eq!(queue.take_spare(), Some(100));
+    assert_eq!(queue.take_spare(), Some(101));
+    assert_eq!(queue.take_spare(), None, "two workers are the minimum");
+    let stats = queue.stats();
+    assert_eq!((stats.workers, stats.scale_downs), (2, 2));
 }
