@@ -22,6 +22,13 @@ for f in "$wasm_dir"/*; do
 done
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
+budget_kib() { # KiB the memory budget counts, all kinds
+  curl -s "127.0.0.1:$port/metrics" | awk '/^mme_memory_used_bytes\{/ {sum += $2} END {printf "%d", sum / 1024}'
+}
+# RSS counts a page of the compiled code's memory image once per instance
+# that maps it; PSS divides it among them, so it is the memory really used.
+pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
+
 run() { # minWorkers
   local min=$1 store="$work/store-min$1"
   # A worker started for the request retires after max_idle_time (1 s here), down to minWorkers.
@@ -35,16 +42,24 @@ run() { # minWorkers
   local pid=$!
   for _ in $(seq 100); do curl -sf "127.0.0.1:$port/ping" >/dev/null && break; sleep 0.1; done
   "$mme" bench cold --url "http://127.0.0.1:$port" --models 1 --prefix m >/dev/null
-  local before started elapsed after
+  local before started elapsed after counted_before counted_after pss_before pss_after
   before=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  pss_before=$(pss_kib $pid)
+  counted_before=$(budget_kib)
   started=$(date +%s.%N)
   "$mme" bench cold --url "http://127.0.0.1:$port" --models "$models" --prefix m
   elapsed=$(echo "$(date +%s.%N) - $started" | bc)
   sleep 4 # idle workers retire on the next housekeeping ticks
   after=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  pss_after=$(pss_kib $pid)
+  counted_after=$(budget_kib)
   echo "== minWorkers=$min: $models models touched once in ${elapsed}s"
   echo "   RSS with one model loaded: $((before / 1024)) MiB; with $models: $((after / 1024)) MiB"
   echo "   RSS per loaded idle model: $(( (after - before) / (models - 1) )) KiB"
+  echo "   PSS with one model loaded: $((pss_before / 1024)) MiB; with $models: $((pss_after / 1024)) MiB"
+  echo "   the budget grew $(( (counted_after - counted_before) / 1024 )) MiB:" \
+    "$(echo "scale=2; ($counted_after - $counted_before) / ($after - $before)" | bc) of the RSS growth," \
+    "$(echo "scale=2; ($counted_after - $counted_before) / ($pss_after - $pss_before)" | bc) of the PSS growth"
   curl -s "127.0.0.1:$port/metrics" | grep -E '^mme_(models_loaded|instances|memory_used_bytes)'
   kill -TERM $pid; wait $pid || true
 }

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Server, copies, delete, error_kind_and_message, guest, post_json};
+use common::{Server, copies, delete, error_kind_and_message, faulty_folder, guest, post_json};
 
 const ROW: &str = "[[0.5]]";
 /// A budget that holds about three warm copies of the example (its code,
@@ -140,4 +140,80 @@ async fn a_model_larger_than_the_whole_budget_gets_507_with_the_numbers() {
     // Refusing it evicted nothing.
     assert_eq!(server.metric("mme_model_evictions_total").await, 0.0);
     assert_eq!(server.predict("small", ROW).await.0, 200);
+}
+
+/// The example's instances are granted 17 wasm pages (1,088 KiB) each and
+/// touch a small part of them: the budget counts what they touch.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_budget_counts_the_pages_instances_touch_not_what_they_were_granted() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let models = 40;
+    copies(&store, &guest("linear-regression"), "m", models);
+    let server = Server::start(&store, &work.path().join("cache"), &[]).await;
+    // The first model serves on baseline code, outside the pool, which is
+    // counted as granted; the others start on the optimized code, pooled,
+    // and the first one's instance moves there as it next runs.
+    assert_eq!(server.predict("m0", ROW).await.0, 200);
+    server.wait_logged("optimized code ready").await;
+    for index in 0..models {
+        assert_eq!(server.predict(&format!("m{index}"), ROW).await.0, 200);
+    }
+    // A sample is taken every second; one taken after the last load counts
+    // no grant in full.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let instances = server.metric("mme_instances").await;
+    let bytes = server
+        .metric("mme_memory_used_bytes{kind=\"instances\"}")
+        .await;
+    assert!(instances >= models as f64, "{instances} live instances");
+    let per_instance_kib = bytes / instances / 1024.0;
+    assert!(
+        (8.0..=512.0).contains(&per_instance_kib),
+        "{per_instance_kib:.0} KiB counted per instance; 1,088 KiB are granted and far less touched"
+    );
+}
+
+/// Instances that really hold memory (each `load` writes 6 MiB and keeps
+/// it) are counted as they hold it, so models are evicted before the
+/// process's RSS passes the limit, however the counting is sampled.
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_that_hold_memory_are_evicted_before_rss_passes_the_limit() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let models = 16;
+    for index in 0..models {
+        faulty_folder(&store, &format!("h{index}"), "option.hold_mb=6\n");
+    }
+    let limit_mib = 40;
+    let server = Server::start(
+        &store,
+        &work.path().join("cache"),
+        &["--memory-limit", &format!("{limit_mib}MiB")],
+    )
+    .await;
+    let baseline_kib = server.rss_kib();
+    let mut highest_kib = baseline_kib;
+    for _round in 0..2 {
+        for index in 0..models {
+            let (status, _, body) = server.predict(&format!("h{index}"), "\"ok\"").await;
+            assert_eq!(status, 200, "{body}\n{}", server.log_text());
+            highest_kib = highest_kib.max(server.rss_kib());
+        }
+    }
+    let evictions = server.metric("mme_model_evictions_total").await;
+    // 16 models of 6 MiB each cannot stay in 40 MiB: most loads evict.
+    assert!(evictions >= 16.0, "evictions {evictions}");
+    assert!(
+        highest_kib <= baseline_kib + (limit_mib << 10) + OVERHEAD_KIB,
+        "RSS reached {highest_kib} KiB, from {baseline_kib} KiB at start, limit {limit_mib} MiB"
+    );
+    let counted = server
+        .metric("mme_memory_used_bytes{kind=\"instances\"}")
+        .await;
+    let live = server.metric("mme_instances").await;
+    assert!(
+        counted >= live * f64::from(6 << 20),
+        "{counted} bytes counted for {live} instances holding 6 MiB each"
+    );
 }

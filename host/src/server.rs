@@ -180,7 +180,8 @@ fn http1_builder(config: &ServerConfig) -> http1::Builder {
 }
 
 /// Retires the workers that have been idle for their model's `max_idle_time`,
-/// then evicts idle models if bursts took the memory in use over the limit.
+/// measures the pages the instances hold, then evicts idle models if bursts
+/// took the memory in use over the limit.
 async fn retire_idle_workers(registry: Arc<Registry>) {
     let mut ticks = tokio::time::interval(RETIRE_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -191,6 +192,9 @@ async fn retire_idle_workers(registry: Arc<Registry>) {
         if let Ok(count @ 1..) = retired {
             tracing::debug!(count, "idle workers retired");
         }
+        // What the instances hold, measured once a tick for the budget and
+        // the metrics; a load that finds the budget full measures again.
+        registry.sample_instances(RETIRE_EVERY / 2).await;
         let evicted = registry.enforce_budget().await;
         if evicted > 0 {
             tracing::info!(evicted, "models evicted to get back under the memory limit");

@@ -3,11 +3,15 @@
 //!
 //! Three meters make up the use: the native code of the components in
 //! memory (once per distinct wasm), the linear memories of the live
-//! instances (as they grow), and what each loaded model holds besides
+//! instances (the pages they really hold, as last sampled, and every byte
+//! granted since in full), and what each loaded model holds besides
 //! (its unpacked package, its metadata, and whatever more its
 //! `required_memory_mb` declares).
 
-use crate::runtime::{MemoryMeter, Runtime};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::runtime::{InstanceMemory, MemoryMeter, Runtime};
 
 /// What a loaded model costs beyond its code and its instances: its queue,
 /// its metrics series and its entries in the registry (measured with 10,000
@@ -22,7 +26,7 @@ const DEFAULT_SHARE_PERCENT: u64 = 80;
 pub struct MemoryBudget {
     limit: u64,
     code: MemoryMeter,
-    instances: MemoryMeter,
+    instances: Arc<InstanceMemory>,
     models: MemoryMeter,
 }
 
@@ -67,6 +71,12 @@ impl MemoryBudget {
             instances: self.instances.bytes(),
             models: self.models.bytes(),
         }
+    }
+
+    /// Measures what the instances hold again, unless a sample younger
+    /// than `fresh_enough` has; blocking (it reads `/proc`).
+    pub fn sample_instances(&self, fresh_enough: Duration) -> bool {
+        self.instances.sample(fresh_enough)
     }
 
     /// Where loaded models' holdings are counted.

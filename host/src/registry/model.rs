@@ -114,7 +114,7 @@ pub fn sandbox_for(
         load_timeout: package.properties.load_timeout,
         max_response_bytes,
         log_budget: Arc::new(LogBudget::new(LOG_BYTES_PER_WINDOW, LOG_WINDOW)),
-        memory: runtime.instance_memory().child(),
+        memory: runtime.instance_memory().granted().child(),
     }
 }
 

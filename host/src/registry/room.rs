@@ -24,6 +24,10 @@ const ADMISSION_WAIT: Duration = Duration::from_secs(10);
 const ADMISSION_POLL: Duration = Duration::from_millis(2);
 /// How many idle models one load may evict to find a free instance slot.
 const MAX_POOL_EVICTIONS: usize = 64;
+/// How old a measurement of the instances' pages may be when the budget
+/// looks full: younger ones are trusted, older ones are taken again before
+/// a model is evicted or a load refused.
+const FRESH_SAMPLE: Duration = Duration::from_millis(100);
 
 /// The loaded models by name, shared with every model's backend, which
 /// takes spare instances from it.
@@ -116,6 +120,7 @@ impl Registry {
             return 0;
         }
         let _admission = self.admission.lock().await;
+        self.sample_instances(FRESH_SAMPLE).await;
         let mut evicted = 0;
         while self.budget.used().total() > self.budget.limit() {
             if self.evict_one("").await.is_none() {
@@ -125,6 +130,13 @@ impl Registry {
         }
         self.publish_memory();
         evicted
+    }
+
+    /// Measures the pages the instances hold, unless a sample younger than
+    /// `fresh_enough` has, on a blocking thread (it reads `/proc`).
+    pub async fn sample_instances(&self, fresh_enough: Duration) {
+        let budget = self.budget.clone();
+        let _ = tokio::task::spawn_blocking(move || budget.sample_instances(fresh_enough)).await;
     }
 
     /// Makes room for a model that needs `needed` bytes beyond what is in
@@ -150,6 +162,11 @@ impl Registry {
         }
         let give_up = Instant::now() + ADMISSION_WAIT;
         loop {
+            if self.budget.used().total().saturating_add(needed) > limit {
+                // Grants since the last sample count in full: measure what
+                // they hold before anything is evicted for them.
+                self.sample_instances(FRESH_SAMPLE).await;
+            }
             let used = self.budget.used().total();
             if used.saturating_add(needed) <= limit {
                 return Ok(());

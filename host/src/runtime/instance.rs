@@ -17,7 +17,7 @@ use super::bindings::Model;
 use super::bindings::mme::model::types::Error as WitError;
 use super::guest_log::{GuestLog, LogBudget};
 use super::wait::WaitedPastDeadline;
-use super::{Compiled, MemoryMeter, Request, Response, RuntimeError, engine};
+use super::{Charge, Compiled, MemoryMeter, Request, Response, RuntimeError, engine};
 
 /// Where the guest sees its package.
 pub const MODEL_MOUNT: &str = "/model";
@@ -64,6 +64,9 @@ impl InstanceState {
 struct MeteredLimits {
     limits: StoreLimits,
     meter: MemoryMeter,
+    /// For an instance outside the pool, where a sample of the pool's
+    /// pages cannot see it: its grants count here too.
+    unpooled: Option<MemoryMeter>,
     granted: u64,
 }
 
@@ -79,6 +82,9 @@ impl ResourceLimiter for MeteredLimits {
             // Also called for a memory's first allocation, with `current` 0.
             let grown = desired.saturating_sub(current) as u64;
             self.meter.add(grown);
+            if let Some(unpooled) = &self.unpooled {
+                unpooled.add(grown);
+            }
             self.granted += grown;
         }
         Ok(allowed)
@@ -117,6 +123,9 @@ impl ResourceLimiter for MeteredLimits {
 impl Drop for MeteredLimits {
     fn drop(&mut self) {
         self.meter.sub(self.granted);
+        if let Some(unpooled) = &self.unpooled {
+            unpooled.sub(self.granted);
+        }
     }
 }
 
@@ -219,6 +228,8 @@ pub struct Instance {
     timeout: Duration,
     load_timeout: Duration,
     max_response_bytes: usize,
+    /// Its host-side memory, counted while it lives.
+    _host: Charge,
     /// Declared last: it is given back after the store is freed.
     _slot: Slot,
 }
@@ -228,6 +239,8 @@ impl Instance {
         compiled: &Compiled,
         sandbox: &Sandbox,
         server_max_memory: usize,
+        unpooled: Option<MemoryMeter>,
+        host: Charge,
         slot: Slot,
     ) -> Result<Self, RuntimeError> {
         let mut wasi = WasiCtxBuilder::new();
@@ -260,6 +273,7 @@ impl Instance {
             limits: MeteredLimits {
                 limits,
                 meter: sandbox.memory.clone(),
+                unpooled,
                 granted: 0,
             },
             deadline: Instant::now(),
@@ -281,6 +295,7 @@ impl Instance {
             timeout: sandbox.timeout,
             load_timeout: sandbox.load_timeout,
             max_response_bytes: sandbox.max_response_bytes,
+            _host: host,
             _slot: slot,
         })
     }

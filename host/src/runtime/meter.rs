@@ -9,42 +9,66 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// instances and the server's total move together.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryMeter {
-    own: Arc<AtomicU64>,
-    parent: Option<Arc<AtomicU64>>,
+    own: Arc<Counts>,
+    parent: Option<Arc<Counts>>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// Bytes in use now.
+    now: AtomicU64,
+    /// Bytes ever added: what was granted since a moment is the difference
+    /// of two readings, whatever was released meanwhile.
+    added: AtomicU64,
+}
+
+impl Counts {
+    fn add(&self, bytes: u64) {
+        self.now.fetch_add(bytes, Ordering::Relaxed);
+        self.added.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn sub(&self, bytes: u64) {
+        let _ = self
+            .now
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                Some(now.saturating_sub(bytes))
+            });
+    }
 }
 
 impl MemoryMeter {
     /// A meter whose counts also go to `self`.
     pub fn child(&self) -> MemoryMeter {
         MemoryMeter {
-            own: Arc::new(AtomicU64::new(0)),
+            own: Arc::default(),
             parent: Some(self.own.clone()),
         }
     }
 
     /// Bytes in use now.
     pub fn bytes(&self) -> u64 {
-        self.own.load(Ordering::Relaxed)
+        self.own.now.load(Ordering::Relaxed)
+    }
+
+    /// Bytes ever added, released or not.
+    pub fn added(&self) -> u64 {
+        self.own.added.load(Ordering::Relaxed)
     }
 
     /// Counts `bytes` more.
     pub fn add(&self, bytes: u64) {
-        self.own.fetch_add(bytes, Ordering::Relaxed);
+        self.own.add(bytes);
         if let Some(parent) = &self.parent {
-            parent.fetch_add(bytes, Ordering::Relaxed);
+            parent.add(bytes);
         }
     }
 
     /// Counts `bytes` fewer; never below zero.
     pub fn sub(&self, bytes: u64) {
-        let release = |count: &AtomicU64| {
-            let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
-                Some(now.saturating_sub(bytes))
-            });
-        };
-        release(&self.own);
+        self.own.sub(bytes);
         if let Some(parent) = &self.parent {
-            release(parent);
+            parent.sub(bytes);
         }
     }
 
@@ -92,5 +116,6 @@ mod tests {
         drop(charge);
         model.sub(1_000);
         assert_eq!((model.bytes(), total.bytes()), (0, 0));
+        assert_eq!((model.added(), total.added()), (150, 150));
     }
 }

@@ -10,6 +10,7 @@ mod guest_log;
 mod instance;
 mod meter;
 mod onnx;
+mod resident;
 mod tier;
 mod wait;
 
@@ -26,6 +27,7 @@ pub use guest_log::LogBudget;
 pub use instance::{CallError, GuestError, Instance, Sandbox};
 pub use meter::{Charge, MemoryMeter};
 pub use onnx::{ONNX_ENGINE_FILE, default_onnx_engine};
+pub use resident::{INSTANCE_HOST_BYTES, InstanceMemory};
 pub use tier::Tiering;
 
 /// The bindings of the `mme:model/model` world, generated from `wit/`.
@@ -145,7 +147,7 @@ pub struct Runtime {
     compiled: compile::CompileCache,
     config: RuntimeConfig,
     code_memory: MemoryMeter,
-    instance_memory: MemoryMeter,
+    instance_memory: Arc<InstanceMemory>,
     pooled: bool,
     /// Instances alive in both tiers, against `max_instances`.
     instance_slots: Arc<instance::InstanceSlots>,
@@ -159,7 +161,20 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the engine and starts the deadline ticker.
     pub fn new(config: RuntimeConfig) -> Result<Arc<Self>, RuntimeError> {
-        let (engine, pooled) = engine::build(&config)?;
+        // The pool's slab is the largest mapping the engine's build makes:
+        // at least a cap's worth of address space for every instance.
+        let (built, added) = resident::new_mappings(|| engine::build(&config));
+        let (engine, pooled) = built?;
+        let slab_at_least =
+            u64::from(config.max_instances).saturating_mul(config.max_instance_memory_bytes as u64);
+        let pool = pooled
+            .then(|| resident::largest(&added, slab_at_least))
+            .flatten();
+        if pooled && pool.is_none() {
+            tracing::warn!(
+                "cannot find the instance pool's pages; the memory budget counts what instances were granted"
+            );
+        }
         let linker = wait::wasi_linker(&engine)?;
         let code_memory = MemoryMeter::default();
         let compiled = compile::CompileCache::new(
@@ -176,7 +191,7 @@ impl Runtime {
             compiled,
             config,
             code_memory,
-            instance_memory: MemoryMeter::default(),
+            instance_memory: Arc::new(InstanceMemory::new(pool)),
             pooled,
             instance_slots,
             tiers: tier::Tiers::default(),
@@ -211,10 +226,15 @@ impl Runtime {
         sandbox: &Sandbox,
     ) -> Result<Instance, RuntimeError> {
         let slot = self.instance_slots.take()?;
+        // Baseline code runs in its own engine, which allocates on demand.
+        let unpooled =
+            (compiled.tier() == Tier::Baseline).then(|| self.instance_memory.unpooled().clone());
         Instance::new(
             compiled,
             sandbox,
             self.config.max_instance_memory_bytes,
+            unpooled,
+            self.instance_memory.host_charge(),
             slot,
         )
     }
@@ -235,8 +255,8 @@ impl Runtime {
     }
 
     /// The linear memories of every live instance; each model's
-    /// [`Sandbox::memory`] is a child of this meter.
-    pub fn instance_memory(&self) -> &MemoryMeter {
+    /// [`Sandbox::memory`] is a child of its granted meter.
+    pub fn instance_memory(&self) -> &Arc<InstanceMemory> {
         &self.instance_memory
     }
 

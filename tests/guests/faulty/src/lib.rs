@@ -7,13 +7,16 @@
 //! Two wait in the host instead of computing, where no epoch check can stop
 //! them: `sleep:MS` sleeps (`std::thread::sleep`), and `poll:MS` waits on a
 //! WASI clock with `wasi:io/poll.poll`; `option.sleep_load_ms=N` makes
-//! `load` sleep.
+//! `load` sleep. `option.hold_mb=N` makes `load` write N MiB that the
+//! instance keeps for its life, so that it really holds that memory.
 
 use mme_guest::{Config, Error, Model, Request, Response, export_model};
 
-/// The model's state: whether `load` saw `option.greeting`.
+/// The model's state: whether `load` saw `option.greeting`, and the
+/// memory `option.hold_mb` asked it to keep.
 struct Faulty {
     greeting: Option<String>,
+    _held: Vec<u8>,
 }
 
 impl Model for Faulty {
@@ -30,8 +33,15 @@ impl Model for Faulty {
         if let Some(ms) = config.get("sleep_load_ms").and_then(|ms| ms.parse().ok()) {
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
+        let held_mb: usize = config
+            .get("hold_mb")
+            .and_then(|mb| mb.parse().ok())
+            .unwrap_or(0);
+        // Written, not only allocated: a zeroed allocation may stay untouched.
+        let held = vec![1u8; held_mb << 20];
         Ok(Faulty {
             greeting: config.get("greeting").map(str::to_string),
+            _held: std::hint::black_box(held),
         })
     }
 
