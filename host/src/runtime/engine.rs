@@ -5,7 +5,10 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+    RegallocAlgorithm, Strategy,
+};
 
 use super::{RuntimeConfig, RuntimeError};
 
@@ -74,8 +77,13 @@ pub fn build(config: &RuntimeConfig) -> Result<(Engine, bool), RuntimeError> {
 pub fn build_baseline(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
     let mut wasm = base(config);
     // No map from native code back to wasm offsets: it is compile work, and
-    // only a trap's backtrace would show it.
+    // only a trap's backtrace would show it. Winch leaves the trampolines
+    // (one for every function a table holds: thousands in the ONNX engine)
+    // to Cranelift, which compiles them here without optimization passes
+    // and with its single-pass register allocator: they are short-lived.
     wasm.strategy(Strategy::Winch)
+        .cranelift_opt_level(OptLevel::None)
+        .cranelift_regalloc_algorithm(RegallocAlgorithm::SinglePass)
         .generate_address_map(false)
         .allocation_strategy(InstanceAllocationStrategy::OnDemand);
     Engine::new(&wasm).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
