@@ -13,6 +13,11 @@ use mme_host::runtime::{DEFAULT_MAX_INSTANCE_MEMORY, DEFAULT_MAX_INSTANCES};
 use mme_host::{inspect, server, wlm};
 use tracing_subscriber::EnvFilter;
 
+/// The system allocator, counting per thread what it allocates, so that
+/// the memory budget counts each instance's host side as measured.
+#[global_allocator]
+static ALLOCATOR: mme_host::runtime::CountingAllocator = mme_host::runtime::CountingAllocator;
+
 #[derive(Parser)]
 #[command(
     name = "mme",

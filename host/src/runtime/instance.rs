@@ -228,8 +228,8 @@ pub struct Instance {
     timeout: Duration,
     load_timeout: Duration,
     max_response_bytes: usize,
-    /// Its host-side memory, counted while it lives.
-    _host: Charge,
+    /// Its host side's memory, counted while it lives.
+    host: Option<Charge>,
     /// Declared last: it is given back after the store is freed.
     _slot: Slot,
 }
@@ -240,7 +240,6 @@ impl Instance {
         sandbox: &Sandbox,
         server_max_memory: usize,
         unpooled: Option<MemoryMeter>,
-        host: Charge,
         slot: Slot,
     ) -> Result<Self, RuntimeError> {
         let mut wasi = WasiCtxBuilder::new();
@@ -295,9 +294,14 @@ impl Instance {
             timeout: sandbox.timeout,
             load_timeout: sandbox.load_timeout,
             max_response_bytes: sandbox.max_response_bytes,
-            _host: host,
+            host: None,
             _slot: slot,
         })
+    }
+
+    /// Counts its host side's memory on `charge` for as long as it lives.
+    pub(super) fn hold(&mut self, charge: Charge) {
+        self.host = Some(charge);
     }
 
     /// Calls the guest's `load` with the `option.*` settings.

@@ -7,6 +7,7 @@
 mod compile;
 mod engine;
 mod guest_log;
+mod heap;
 mod instance;
 mod meter;
 mod onnx;
@@ -24,6 +25,7 @@ use wasmtime::component::Linker;
 pub use compile::{CompileStats, Compiled, Tier};
 pub use engine::EPOCH_TICK;
 pub use guest_log::LogBudget;
+pub use heap::CountingAllocator;
 pub use instance::{CallError, GuestError, Instance, Sandbox};
 pub use meter::{Charge, MemoryMeter};
 pub use onnx::{ONNX_ENGINE_FILE, default_onnx_engine};
@@ -229,14 +231,18 @@ impl Runtime {
         // Baseline code runs in its own engine, which allocates on demand.
         let unpooled =
             (compiled.tier() == Tier::Baseline).then(|| self.instance_memory.unpooled().clone());
-        Instance::new(
-            compiled,
-            sandbox,
-            self.config.max_instance_memory_bytes,
-            unpooled,
-            self.instance_memory.host_charge(),
-            slot,
-        )
+        let (made, host_bytes) = heap::kept_by(|| {
+            Instance::new(
+                compiled,
+                sandbox,
+                self.config.max_instance_memory_bytes,
+                unpooled,
+                slot,
+            )
+        });
+        let mut instance = made?;
+        instance.hold(self.instance_memory.host_charge(host_bytes));
+        Ok(instance)
     }
 
     /// How many compilations and cache hits there were.

@@ -15,9 +15,9 @@
 //! since the last sample counts in full until the next one measures it.
 //! Instances outside the pool (the baseline tier's, or all of them where
 //! the pool could not be reserved) are counted as granted. What an instance
-//! holds on the host's side (its store, WASI context, tables, and the
-//! allocator's share) is outside its linear memory: it is counted as
-//! [`INSTANCE_HOST_BYTES`] each.
+//! holds on the host's side (its store, WASI context and `vmctx`) is
+//! outside its linear memory: it is counted as measured where the instance
+//! is made (see `heap`), or as [`INSTANCE_HOST_BYTES`] where it cannot be.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -27,11 +27,10 @@ use std::time::{Duration, Instant};
 
 use super::{Charge, MemoryMeter};
 
-/// What one live instance holds outside its linear memory: its store, its
-/// WASI context, its tables and its share of the allocator's heap. The
-/// PSS of 10,000 live instances of the example, less that of 10,000 idle
-/// models and less their linear memories' pages (`bench/many-models.sh`,
-/// BENCHMARKS.md): about 23 KiB each.
+/// What one live instance holds outside its linear memory, where the
+/// process cannot measure it: the example's, from the PSS of 10,000 live
+/// instances less that of 10,000 idle models and less their linear
+/// memories' pages (`bench/many-models.sh`, BENCHMARKS.md), about 23 KiB.
 pub const INSTANCE_HOST_BYTES: u64 = 24 << 10;
 
 /// The page size that `/proc/self/pagemap` indexes by.
@@ -196,9 +195,15 @@ impl InstanceMemory {
         &self.unpooled
     }
 
-    /// Counts one more live instance's host-side memory until dropped.
-    pub(super) fn host_charge(&self) -> Charge {
-        self.host.charge(INSTANCE_HOST_BYTES)
+    /// Counts one more live instance's host side, `bytes` as measured
+    /// (`None`: not measured), until dropped.
+    pub(super) fn host_charge(&self, bytes: Option<u64>) -> Charge {
+        self.host.charge(bytes.unwrap_or(INSTANCE_HOST_BYTES))
+    }
+
+    /// What the live instances hold on the host's side.
+    pub fn host_bytes(&self) -> u64 {
+        self.host.bytes()
     }
 
     fn pooled_added(&self) -> u64 {
@@ -328,10 +333,13 @@ mod tests {
         assert_eq!(memory.bytes(), 4096 + 100);
         memory.granted().sub(1 << 20);
         assert_eq!(memory.bytes(), 4096 + 100, "a release waits for a sample");
-        let host = memory.host_charge();
+        let host = memory.host_charge(None);
         assert_eq!(memory.bytes(), 4096 + 100 + INSTANCE_HOST_BYTES);
         drop(host);
         assert_eq!(memory.bytes(), 4096 + 100);
+        let measured = memory.host_charge(Some(300 << 10));
+        assert_eq!(memory.bytes(), 4096 + 100 + (300 << 10));
+        drop(measured);
         let unmeasured = InstanceMemory::new(None);
         unmeasured.granted().add(7);
         assert!(!unmeasured.sample(Duration::ZERO));
