@@ -57,12 +57,8 @@ def check_native(name, native, outputs, problems):
             problems.append(f"{name}: {only} differs from predict {native['variable']}")
 
 
-def check_model(host, name, record, problems):
-    ort = record["ort"]
-    native = record["native"]
-    rows = record["rows"]
-
-    # /predictions: one output as nested lists, several as an object by name.
+def check_plain(host, name, rows, ort, problems):
+    """/predictions: one output as nested lists, several as an object by name."""
     answer = post_json(f"http://{host}/predictions/{name}", rows)
     plain = answer if isinstance(answer, dict) and len(ort) > 1 else {next(iter(ort)): answer}
     for output, want in ort.items():
@@ -74,8 +70,21 @@ def check_model(host, name, record, problems):
         else:
             ok = got is not None and close(got, want)
         if not ok:
-            problems.append(f"{name}: /predictions {output} = {got}, onnxruntime {want}")
+            problems.append(f"{name}: /predictions of {len(rows)} rows: {output} = {got}, onnxruntime {want}")
+    return plain
+
+
+def check_model(host, name, record, problems):
+    ort = record["ort"]
+    native = record["native"]
+    rows = record["rows"]
+
+    plain = check_plain(host, name, rows, ort, problems)
     check_native(name, native, {k: rows_of(v) if v and isinstance(v[0], dict) else v for k, v in plain.items()}, problems)
+    # One row, then all of them again: an instance that keeps its graph's
+    # run state between requests must not carry a batch's shape over.
+    check_plain(host, name, rows[:1], {k: v[:1] for k, v in ort.items()}, problems)
+    check_plain(host, name, rows, ort, problems)
 
     # Open Inference Protocol, with Triton's client and the model's own metadata.
     client = http.InferenceServerClient(url=host)

@@ -7,6 +7,7 @@
 //! a size nor a name (skl2onnx writes the batch so) gets a name, so that it
 //! takes any size.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -44,6 +45,12 @@ pub struct Port {
 #[derive(Debug)]
 pub struct Graph {
     plan: Arc<TypedSimplePlan>,
+    /// The plan's run state, kept between runs: making one allocates a
+    /// slot for every node's value and state, which for a small graph at
+    /// batch 64 costs a share of the whole run. A run ends by clearing its
+    /// values and symbols; a run that fails drops the state instead, and a
+    /// graph whose operators keep state of their own never keeps one.
+    state: RefCell<Option<TypedSimpleState>>,
     /// What it takes, in order.
     pub inputs: Vec<Port>,
     /// What it gives, in order.
@@ -76,6 +83,7 @@ impl Graph {
             .map_err(|e| GraphError(format!("cannot plan the graph: {}", chain(&e))))?;
         Ok(Graph {
             plan,
+            state: RefCell::new(None),
             inputs,
             outputs,
         })
@@ -84,7 +92,18 @@ impl Graph {
     /// Runs the graph on one tensor per input, in order. Integers that
     /// tract keeps as symbolic dimensions come back as `i64`, as ONNX has them.
     pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<Tensor>, String> {
-        let outputs = self.plan.run(inputs).map_err(|e| chain(&e))?;
+        let mut kept = self.state.borrow_mut();
+        let mut state = match kept.take() {
+            Some(state) => state,
+            None => self.plan.spawn().map_err(|e| chain(&e))?,
+        };
+        let outputs = state.run(inputs).map_err(|e| chain(&e))?;
+        // An operator with a state of its own (a recurrence, say) starts
+        // each run afresh, as tract's own `run` does.
+        if state.op_states.iter().all(Option::is_none) {
+            *kept = Some(state);
+        }
+        drop(kept);
         outputs
             .into_iter()
             .map(|value| {
