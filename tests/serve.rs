@@ -238,3 +238,21 @@ async fn a_full_instance_pool_evicts_the_least_recently_used_idle_model() {
     assert_eq!(server.predict("m1", "[[0.5]]").await.0, 200);
     assert_eq!(server.metric("mme_models_loaded").await, 2.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_echo_example_answers_its_input_unchanged() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    copies(&store, &guest("echo"), "echo-", 1);
+    let server = Server::start(&store, &work.path().join("cache"), &[]).await;
+    for (content_type, body) in [
+        ("application/json", "[[0.5], [1.0]]"),
+        ("text/csv", "1,2,3\n4,5,6\n"),
+    ] {
+        let (status, answered_as, answer) = server.predict_as("echo-0", content_type, body).await;
+        assert_eq!(
+            (status, answered_as.as_str(), answer.as_str()),
+            (200, content_type, body)
+        );
+    }
+}

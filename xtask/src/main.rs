@@ -2,8 +2,9 @@
 //!
 //! - `package-examples --out DIR`: build every example guest for
 //!   `wasm32-wasip2`, run its trainer, and write `DIR/<example>.tar.gz`.
-//! - `demo`: package the example, copy it into many models, serve them,
-//!   load-test the three traffic patterns and print the table.
+//! - `demo`: package the example and a guest that answers its input
+//!   unchanged, copy each into many models, serve them, load-test the three
+//!   traffic patterns over each and print the tables.
 //! - `test`: package the examples, export the ONNX test models with the
 //!   real converters (Python), install the S3-compatible server the tests
 //!   run against (`s3s-fs`, once, under `target/tools`), then run every test
@@ -22,12 +23,20 @@ mod fuzz;
 
 /// The example guests, each a crate under `examples/` with a `cdylib` and,
 /// where it has one, a `train` binary that writes its artifacts.
-const EXAMPLES: &[Example] = &[Example {
-    name: "linear-regression",
-    dir: "examples/linear-regression",
-    crate_file: "linear_regression",
-    has_trainer: true,
-}];
+const EXAMPLES: &[Example] = &[
+    Example {
+        name: "linear-regression",
+        dir: "examples/linear-regression",
+        crate_file: "linear_regression",
+        has_trainer: true,
+    },
+    Example {
+        name: "echo",
+        dir: "examples/echo",
+        crate_file: "echo",
+        has_trainer: false,
+    },
+];
 
 /// Guests that exist only to be tested against (under `tests/guests/`).
 const TEST_GUESTS: &[Example] = &[Example {
@@ -67,7 +76,7 @@ enum Task {
         #[arg(long)]
         with_test_guests: bool,
     },
-    /// Serve many copies of the example and load-test the three traffic patterns.
+    /// Serve many copies of the example and of a no-op guest, and load-test the three traffic patterns.
     Demo {
         /// How many model copies to serve.
         #[arg(long, default_value_t = 1000)]
@@ -326,15 +335,19 @@ fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyho
     let store = work.join("store");
     let _ = std::fs::remove_dir_all(&store);
     std::fs::create_dir_all(&store)?;
-    let package = examples.join("linear-regression.tar.gz");
-    for index in 0..models {
-        std::fs::copy(&package, store.join(format!("sklearn-{index}.tar.gz")))?;
+    // The example, and a guest that answers its input unchanged: the
+    // second shows what the host alone costs per request.
+    for (example, prefix) in [("linear-regression", "sklearn-"), ("echo", "echo-")] {
+        let package = examples.join(format!("{example}.tar.gz"));
+        for index in 0..models {
+            std::fs::copy(&package, store.join(format!("{prefix}{index}.tar.gz")))?;
+        }
+        println!(
+            "packaged {models} models {prefix}0 … {prefix}{} ({example}) in {}",
+            models - 1,
+            store.display()
+        );
     }
-    println!(
-        "packaged {models} models sklearn-0 … sklearn-{} in {}",
-        models - 1,
-        store.display()
-    );
 
     let mme = root.join("target/release/mme");
     let address = free_loopback_address()?;
@@ -365,24 +378,33 @@ fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyho
     run(Command::new(&mme)
         .args(["bench", "cold", "--url", &format!("http://{address}")])
         .args(["--models", &models.to_string(), "--prefix", "sklearn-"]))?;
-    let mut bench = Command::new(&mme);
-    bench
-        .arg("bench")
-        .arg("--url")
-        .arg(format!("http://{address}"))
-        .args(["--models", &models.to_string(), "--prefix", "sklearn-"])
-        .args(["--duration", duration, "--warmup", "3s"])
-        .args(["--connections", &connections.to_string()])
-        .args(["--baseline-route", "/ping"])
-        .args([
-            "--pattern",
-            "even",
-            "--pattern",
-            "hot",
-            "--pattern",
-            "few-hot",
-        ]);
-    run(&mut bench)?;
+    for (prefix, what) in [
+        ("sklearn-", "the example (it parses JSON rows and predicts)"),
+        (
+            "echo-",
+            "a guest that answers its input unchanged (the host's own cost)",
+        ),
+    ] {
+        println!("{what}:");
+        let mut bench = Command::new(&mme);
+        bench
+            .arg("bench")
+            .arg("--url")
+            .arg(format!("http://{address}"))
+            .args(["--models", &models.to_string(), "--prefix", prefix])
+            .args(["--duration", duration, "--warmup", "3s"])
+            .args(["--connections", &connections.to_string()])
+            .args(["--baseline-route", "/ping"])
+            .args([
+                "--pattern",
+                "even",
+                "--pattern",
+                "hot",
+                "--pattern",
+                "few-hot",
+            ]);
+        run(&mut bench)?;
+    }
     if let Some(rss) = rss_kib(server.0.id()) {
         println!(
             "server RSS with every model loaded: {:.1} MiB",
