@@ -120,7 +120,11 @@ impl Registry {
             return 0;
         }
         let _admission = self.admission.lock().await;
-        self.sample_instances(FRESH_SAMPLE).await;
+        if self.budget.used().total() > self.budget.limit() {
+            // Grants since the last sample count in full: measure them
+            // before anything is evicted for them.
+            self.sample_instances(FRESH_SAMPLE).await;
+        }
         let mut evicted = 0;
         while self.budget.used().total() > self.budget.limit() {
             if self.evict_one("").await.is_none() {
@@ -130,6 +134,12 @@ impl Registry {
         }
         self.publish_memory();
         evicted
+    }
+
+    /// Whether the memory in use is more than half the limit: then the
+    /// pages the instances hold are measured every second.
+    pub fn memory_pressed(&self) -> bool {
+        self.budget.used().total().saturating_mul(2) > self.budget.limit()
     }
 
     /// Measures the pages the instances hold, unless a sample younger than
