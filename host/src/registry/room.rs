@@ -120,11 +120,7 @@ impl Registry {
             return 0;
         }
         let _admission = self.admission.lock().await;
-        if self.budget.used().total() > self.budget.limit() {
-            // Grants since the last sample count in full: measure them
-            // before anything is evicted for them.
-            self.sample_instances(FRESH_SAMPLE).await;
-        }
+        self.measure_if_over(0).await;
         let mut evicted = 0;
         while self.budget.used().total() > self.budget.limit() {
             if self.evict_one("").await.is_none() {
@@ -147,6 +143,16 @@ impl Registry {
     pub async fn sample_instances(&self, fresh_enough: Duration) {
         let budget = self.budget.clone();
         let _ = tokio::task::spawn_blocking(move || budget.sample_instances(fresh_enough)).await;
+    }
+
+    /// When `needed` more bytes would take the memory in use over the
+    /// limit, measures the instances' pages again first (unless a sample
+    /// is younger than [`FRESH_SAMPLE`]): grants since the last sample
+    /// count in full, and must not evict a model or refuse a load alone.
+    async fn measure_if_over(&self, needed: u64) {
+        if self.budget.used().total().saturating_add(needed) > self.budget.limit() {
+            self.sample_instances(FRESH_SAMPLE).await;
+        }
     }
 
     /// Makes room for a model that needs `needed` bytes beyond what is in
@@ -172,11 +178,7 @@ impl Registry {
         }
         let give_up = Instant::now() + ADMISSION_WAIT;
         loop {
-            if self.budget.used().total().saturating_add(needed) > limit {
-                // Grants since the last sample count in full: measure what
-                // they hold before anything is evicted for them.
-                self.sample_instances(FRESH_SAMPLE).await;
-            }
+            self.measure_if_over(needed).await;
             let used = self.budget.used().total();
             if used.saturating_add(needed) <= limit {
                 return Ok(());
