@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
-    RegallocAlgorithm, Strategy,
+    ProfilingStrategy, RegallocAlgorithm, Strategy,
 };
 
 use super::{RuntimeConfig, RuntimeError};
@@ -100,8 +100,15 @@ fn base(config: &RuntimeConfig) -> Config {
         .memory_init_cow(true)
         .memory_reservation(config.max_instance_memory_bytes as u64)
         .memory_reservation_for_growth(0);
+    if std::env::var_os(PROFILER_VARIABLE).is_some_and(|v| v == "perfmap") {
+        wasm.profiler(ProfilingStrategy::PerfMap);
+    }
     wasm
 }
+
+/// Set to `perfmap` to have `perf` name the guests' functions: the engine
+/// writes `/tmp/perf-PID.map` as it loads code (as `wasmtime --profile=perfmap`).
+pub const PROFILER_VARIABLE: &str = "MME_WASM_PROFILER";
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped; dropping
 /// it stops and joins the thread.

@@ -1,5 +1,6 @@
 //! The engine itself: the model that `export_model!` exports.
 
+mod dense;
 mod graph;
 mod ml;
 mod tensors;

@@ -16,6 +16,7 @@ use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::DimLike;
 
+use super::dense::DenseChain;
 use super::ml;
 
 /// Why a graph cannot be served.
@@ -51,6 +52,8 @@ pub struct Graph {
     /// values and symbols; a run that fails drops the state instead, and a
     /// graph whose operators keep state of their own never keeps one.
     state: RefCell<Option<TypedSimpleState>>,
+    /// The same graph as one fused loop, when it is only dense layers.
+    dense: Option<DenseChain>,
     /// What it takes, in order.
     pub inputs: Vec<Port>,
     /// What it gives, in order.
@@ -70,6 +73,7 @@ impl Graph {
             .ok_or_else(|| GraphError("the ONNX model has no graph".into()))?;
         let zipmaps = unzip_maps(graph)?;
         name_free_dimensions(graph);
+        let dense = DenseChain::recognise(graph);
         let model = onnx
             .model_for_proto_model(&proto)
             .map_err(|e| GraphError(format!("cannot read the graph: {}", chain(&e))))?;
@@ -84,6 +88,7 @@ impl Graph {
         Ok(Graph {
             plan,
             state: RefCell::new(None),
+            dense,
             inputs,
             outputs,
         })
@@ -92,6 +97,16 @@ impl Graph {
     /// Runs the graph on one tensor per input, in order. Integers that
     /// tract keeps as symbolic dimensions come back as `i64`, as ONNX has them.
     pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<Tensor>, String> {
+        if let (Some(dense), [input]) = (&self.dense, inputs.as_slice())
+            && let Some(output) = dense.run(input)
+        {
+            return Ok(tvec!(output));
+        }
+        self.run_planned(inputs)
+    }
+
+    /// Runs the graph on tract's plan.
+    fn run_planned(&self, inputs: TVec<TValue>) -> Result<TVec<Tensor>, String> {
         let mut kept = self.state.borrow_mut();
         let mut state = match kept.take() {
             Some(state) => state,
@@ -248,4 +263,17 @@ fn ports(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+impl Graph {
+    /// Whether the graph runs as a fused chain of dense layers.
+    pub(super) fn is_fused(&self) -> bool {
+        self.dense.is_some()
+    }
+
+    /// Runs the graph on tract's plan, fused or not.
+    pub(super) fn run_on_tract(&self, inputs: TVec<TValue>) -> Result<TVec<Tensor>, String> {
+        self.run_planned(inputs)
+    }
 }

@@ -1,0 +1,472 @@
+//! A graph that is only a chain of dense layers (a matrix product, a bias,
+//! an activation, and again), run by one fused loop instead of tract.
+//!
+//! This is what scikit-learn's MLPs and the plain feed-forward networks of
+//! PyTorch export to. tract runs such a graph op by op: it packs the
+//! activations of each layer into panels for its matrix kernel on every
+//! run, then adds the bias and applies the activation in passes of their
+//! own. At batch 64 that is most of the graph's time. Here the weights are
+//! laid out once, at load, in the order the loop reads them, and each block
+//! of rows goes through a layer in registers: product, bias and activation
+//! in one pass.
+//!
+//! The chain is recognised on the ONNX graph itself, before tract reads it;
+//! tract still parses, checks and plans the whole graph (the ports, the
+//! errors and every other graph come from it), so a graph that this module
+//! does not recognise runs exactly as before.
+
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+/// Rows that go through a layer together; their accumulators stay in registers.
+const ROWS: usize = 4;
+/// Columns of a block: two 128-bit vectors of `f32`.
+const COLS: usize = 8;
+
+/// What follows a layer's product and bias.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Activation {
+    Identity,
+    Relu,
+    Sigmoid,
+    Tanh,
+}
+
+impl Activation {
+    /// Applies the activation to every value, one loop per kind so that each
+    /// is a plain pass. `Relu` is a comparison, not `f32::max`: in wasm that
+    /// is a call, and it would turn NaN into 0 where ONNX keeps NaN.
+    fn apply_all(self, values: &mut [f32]) {
+        match self {
+            Activation::Identity => {}
+            Activation::Relu => values
+                .iter_mut()
+                .for_each(|x| *x = if *x < 0.0 { 0.0 } else { *x }),
+            Activation::Sigmoid => values
+                .iter_mut()
+                .for_each(|x| *x = 1.0 / (1.0 + (-*x).exp())),
+            Activation::Tanh => values.iter_mut().for_each(|x| *x = x.tanh()),
+        }
+    }
+}
+
+/// One layer: `activation(x · weights + bias)`.
+#[derive(Debug, Clone)]
+struct Layer {
+    inputs: usize,
+    outputs: usize,
+    /// The weights by blocks of [`COLS`] output columns: for each block,
+    /// `inputs` rows of `COLS` values (the last block padded with zeros).
+    blocks: Vec<[f32; COLS]>,
+    /// The bias by the same blocks of columns, padded with zeros.
+    bias: Vec<[f32; COLS]>,
+    activation: Activation,
+}
+
+impl Layer {
+    fn new(weights: &[f32], inputs: usize, outputs: usize) -> Layer {
+        let block_count = outputs.div_ceil(COLS);
+        let mut blocks = vec![[0.0; COLS]; block_count * inputs];
+        for k in 0..inputs {
+            for j in 0..outputs {
+                blocks[(j / COLS) * inputs + k][j % COLS] = weights[k * outputs + j];
+            }
+        }
+        Layer {
+            inputs,
+            outputs,
+            blocks,
+            bias: vec![[0.0; COLS]; block_count],
+            activation: Activation::Identity,
+        }
+    }
+
+    /// Runs `rows` rows of `input` (row-major, `inputs` wide) into `output`.
+    fn run(
+        &self,
+        input: &[f32],
+        rows: usize,
+        output: &mut Vec<f32>,
+        across: &mut Vec<[f32; ROWS]>,
+    ) {
+        output.clear();
+        output.resize(rows * self.outputs, 0.0);
+        for first in (0..rows).step_by(ROWS) {
+            let count = ROWS.min(rows - first);
+            // The block's rows side by side: one load gives the four values
+            // that multiply a row of weights. A last, short block reads zeros
+            // for the rows it lacks.
+            across.clear();
+            across.resize(self.inputs, [0.0; ROWS]);
+            for r in 0..count {
+                let row = &input[(first + r) * self.inputs..][..self.inputs];
+                for (values, &x) in across.iter_mut().zip(row) {
+                    values[r] = x;
+                }
+            }
+            let blocks = self.blocks.chunks_exact(self.inputs).zip(&self.bias);
+            for (block, (weights, bias)) in blocks.enumerate() {
+                let sums = block_product(across, weights, bias);
+                let start = block * COLS;
+                let width = COLS.min(self.outputs - start);
+                for (r, row_sums) in sums.iter().enumerate().take(count) {
+                    let at = (first + r) * self.outputs + start;
+                    // A whole block is a copy of known size, which needs no call.
+                    if width == COLS {
+                        output[at..at + COLS].copy_from_slice(row_sums);
+                    } else {
+                        output[at..at + width].copy_from_slice(&row_sums[..width]);
+                    }
+                }
+            }
+        }
+        self.activation.apply_all(output);
+    }
+}
+
+/// The products of a block of [`ROWS`] rows (`across[k]` holds their `k`th
+/// values) with one block of weights, plus the bias, in plain Rust: what
+/// runs natively (the tests), and the reference for the wasm version below.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn block_product(
+    across: &[[f32; ROWS]],
+    weights: &[[f32; COLS]],
+    bias: &[f32; COLS],
+) -> [[f32; COLS]; ROWS] {
+    let mut sums = [*bias; ROWS];
+    for (values, w) in across.iter().zip(weights) {
+        for (row_sums, value) in sums.iter_mut().zip(values) {
+            for (sum, w) in row_sums.iter_mut().zip(w) {
+                *sum += value * w;
+            }
+        }
+    }
+    sums
+}
+
+/// The same products with the sums in eight 128-bit registers. Written
+/// with the intrinsics because the compiler does not vectorise the plain
+/// loop across rows and columns at once; it is the same arithmetic, term by
+/// term, as the plain version (a multiply, then an add, in the order of `k`).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+#[allow(unsafe_code)] // See the SAFETY comments: whole `v128`s inside arrays of `f32`.
+fn block_product(
+    across: &[[f32; ROWS]],
+    weights: &[[f32; COLS]],
+    bias: &[f32; COLS],
+) -> [[f32; COLS]; ROWS] {
+    use core::arch::wasm32::{f32x4_add, f32x4_mul, i32x4_shuffle, v128, v128_load, v128_store};
+    // SAFETY: `bias` is eight `f32`s, two whole `v128`s, and wasm's
+    // `v128.load` takes any alignment.
+    let (low, high) = unsafe {
+        (
+            v128_load(bias.as_ptr().cast::<v128>()),
+            v128_load(bias.as_ptr().add(4).cast::<v128>()),
+        )
+    };
+    let mut sums = [low, high, low, high, low, high, low, high];
+    for (values, w) in across.iter().zip(weights) {
+        // SAFETY: `values` is four `f32`s, one whole `v128`, and `w` eight,
+        // two whole `v128`s; wasm's `v128.load` takes any alignment.
+        let (values, low, high) = unsafe {
+            (
+                v128_load(values.as_ptr().cast::<v128>()),
+                v128_load(w.as_ptr().cast::<v128>()),
+                v128_load(w.as_ptr().add(4).cast::<v128>()),
+            )
+        };
+        let lanes = [
+            i32x4_shuffle::<0, 0, 0, 0>(values, values),
+            i32x4_shuffle::<1, 1, 1, 1>(values, values),
+            i32x4_shuffle::<2, 2, 2, 2>(values, values),
+            i32x4_shuffle::<3, 3, 3, 3>(values, values),
+        ];
+        for (r, value) in lanes.into_iter().enumerate() {
+            sums[2 * r] = f32x4_add(sums[2 * r], f32x4_mul(value, low));
+            sums[2 * r + 1] = f32x4_add(sums[2 * r + 1], f32x4_mul(value, high));
+        }
+    }
+    let mut out = [[0.0f32; COLS]; ROWS];
+    for (r, row_out) in out.iter_mut().enumerate() {
+        // SAFETY: `row_out` is eight `f32`s, two whole `v128`s, and wasm's
+        // `v128.store` takes any alignment.
+        unsafe {
+            v128_store(row_out.as_mut_ptr().cast::<v128>(), sums[2 * r]);
+            v128_store(row_out.as_mut_ptr().add(4).cast::<v128>(), sums[2 * r + 1]);
+        }
+    }
+    out
+}
+
+/// A recognised chain of dense layers.
+#[derive(Debug, Clone)]
+pub struct DenseChain {
+    layers: Vec<Layer>,
+}
+
+impl DenseChain {
+    /// The chain `graph` is, if it is one: one `float` (or cast to `float`)
+    /// input of rank 2, then only `MatMul` or `Gemm` by constant weights,
+    /// `Add` of a constant bias, `Relu`, `Sigmoid`, `Tanh`, `Identity`, and a
+    /// last `Reshape` that keeps the shape, ending in the one output.
+    pub fn recognise(graph: &pb::GraphProto) -> Option<DenseChain> {
+        let constants: std::collections::HashMap<&str, &pb::TensorProto> = graph
+            .initializer
+            .iter()
+            .map(|t| (t.name.as_str(), t))
+            .collect();
+        let [input] = graph
+            .input
+            .iter()
+            .filter(|i| !constants.contains_key(i.name.as_str()))
+            .collect::<Vec<_>>()[..]
+        else {
+            return None;
+        };
+        let [output] = graph.output.as_slice() else {
+            return None;
+        };
+        let (float, width) = rank_two(input)?;
+        let mut current = input.name.as_str();
+        let mut width = width?;
+        let mut layers: Vec<Layer> = Vec::new();
+        // Whether the last layer may still take a bias or an activation.
+        let mut open = false;
+        for (index, node) in graph.node.iter().enumerate() {
+            let [first, rest @ ..] = node.input.as_slice() else {
+                return None;
+            };
+            let [out] = node.output.as_slice() else {
+                return None;
+            };
+            let constant = |i: usize| constants.get(rest.get(i)?.as_str()).copied();
+            if !node.domain.is_empty() && node.domain != "ai.onnx" {
+                return None;
+            }
+            match node.op_type.as_str() {
+                "Cast" if index == 0 && first == current && rest.is_empty() => {
+                    if attribute(node, "to").map(|a| a.i)
+                        != Some(pb::tensor_proto::DataType::Float as i64)
+                    {
+                        return None;
+                    }
+                }
+                _ if !float && index == 0 => return None,
+                "Identity" if first == current && rest.is_empty() => {}
+                "MatMul" if first == current && rest.len() == 1 => {
+                    let (dims, weights) = floats(constant(0)?)?;
+                    let [k, n] = dims[..] else { return None };
+                    if k != width || !node.attribute.is_empty() {
+                        return None;
+                    }
+                    layers.push(Layer::new(&weights, k, n));
+                    width = n;
+                    open = true;
+                }
+                "Gemm" if first == current && (1..=2).contains(&rest.len()) => {
+                    let layer = gemm(node, constant(0)?, constant(1), width)?;
+                    width = layer.outputs;
+                    layers.push(layer);
+                    open = true;
+                }
+                "Add" if open && rest.len() == 1 && (first == current || rest[0] == current) => {
+                    let other = if first == current { &rest[0] } else { first };
+                    let (dims, bias) = floats(constants.get(other.as_str())?)?;
+                    let layer = layers.last_mut()?;
+                    if layer.activation != Activation::Identity
+                        || bias.len() != width
+                        || dims.len() > 2
+                        || dims.iter().rev().skip(1).any(|&d| d != 1)
+                    {
+                        return None;
+                    }
+                    for (j, x) in bias.iter().enumerate() {
+                        layer.bias[j / COLS][j % COLS] += x;
+                    }
+                }
+                "Relu" | "Sigmoid" | "Tanh" if open && first == current && rest.is_empty() => {
+                    let layer = layers.last_mut()?;
+                    if layer.activation != Activation::Identity {
+                        return None;
+                    }
+                    layer.activation = match node.op_type.as_str() {
+                        "Relu" => Activation::Relu,
+                        "Sigmoid" => Activation::Sigmoid,
+                        _ => Activation::Tanh,
+                    };
+                    open = false;
+                }
+                "Reshape"
+                    if index + 1 == graph.node.len() && first == current && rest.len() == 1 =>
+                {
+                    let shape = ints(constant(0)?)?;
+                    let keeps_rows = matches!(shape.first(), Some(-1 | 0));
+                    let keeps_width =
+                        matches!(shape.get(1), Some(&w) if w == -1 || w == width as i64);
+                    if shape.len() != 2 || !keeps_rows || !keeps_width {
+                        return None;
+                    }
+                }
+                _ => return None,
+            }
+            current = out;
+        }
+        (current == output.name && !layers.is_empty()).then_some(DenseChain { layers })
+    }
+
+    /// Runs the chain on `input`, a `[rows, width]` tensor; `None` when the
+    /// input is not one (tract then runs the graph and says what is wrong).
+    pub fn run(&self, input: &Tensor) -> Option<Tensor> {
+        let first = self.layers.first()?;
+        let [rows, width] = *input.shape() else {
+            return None;
+        };
+        if width != first.inputs {
+            return None;
+        }
+        let cast;
+        let input = if input.datum_type() == f32::datum_type() {
+            input
+        } else {
+            cast = input.cast_to::<f32>().ok()?;
+            &*cast
+        };
+        let mut values = input
+            .try_as_plain_ram()
+            .ok()?
+            .as_slice::<f32>()
+            .ok()?
+            .to_vec();
+        let mut next = Vec::new();
+        let mut across = Vec::new();
+        for layer in &self.layers {
+            layer.run(&values, rows, &mut next, &mut across);
+            std::mem::swap(&mut values, &mut next);
+        }
+        let width = self.layers.last()?.outputs;
+        Tensor::from_shape(&[rows, width], &values).ok()
+    }
+}
+
+/// Whether `input` is `float` (else something a first `Cast` may turn into
+/// it), and its width, when it is a matrix.
+fn rank_two(input: &pb::ValueInfoProto) -> Option<(bool, Option<usize>)> {
+    let Some(pb::type_proto::Value::TensorType(tensor)) = input.r#type.as_ref()?.value.as_ref()
+    else {
+        return None;
+    };
+    let dims = &tensor.shape.as_ref()?.dim;
+    let [_, width] = dims.as_slice() else {
+        return None;
+    };
+    let width = match width.value {
+        Some(pb::tensor_shape_proto::dimension::Value::DimValue(w)) if w > 0 => {
+            usize::try_from(w).ok()
+        }
+        _ => None,
+    };
+    Some((
+        tensor.elem_type == pb::tensor_proto::DataType::Float as i32,
+        width,
+    ))
+}
+
+fn attribute<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
+/// A `Gemm` node as a layer: `alpha · x · B + beta · C`, `B` transposed or not.
+fn gemm(
+    node: &pb::NodeProto,
+    b: &pb::TensorProto,
+    c: Option<&pb::TensorProto>,
+    width: usize,
+) -> Option<Layer> {
+    let mut alpha = 1.0;
+    let mut beta = 1.0;
+    let mut transposed = false;
+    for a in &node.attribute {
+        match a.name.as_str() {
+            "alpha" => alpha = a.f,
+            "beta" => beta = a.f,
+            "transA" if a.i == 0 => {}
+            "transB" => transposed = a.i != 0,
+            _ => return None,
+        }
+    }
+    let (dims, b) = floats(b)?;
+    let [rows, cols] = dims[..] else { return None };
+    let (k, n) = if transposed {
+        (cols, rows)
+    } else {
+        (rows, cols)
+    };
+    if k != width {
+        return None;
+    }
+    let weights: Vec<f32> = (0..k * n)
+        .map(|i| {
+            let (row, col) = (i / n, i % n);
+            alpha * if transposed { b[col * k + row] } else { b[i] }
+        })
+        .collect();
+    let mut layer = Layer::new(&weights, k, n);
+    if let Some(c) = c {
+        let (dims, c) = floats(c)?;
+        let per_column = c.len() == n && dims.iter().rev().skip(1).all(|&d| d == 1);
+        let one = c.len() == 1;
+        if !per_column && !one {
+            return None;
+        }
+        for j in 0..n {
+            layer.bias[j / COLS][j % COLS] = beta * if one { c[0] } else { c[j] };
+        }
+    }
+    Some(layer)
+}
+
+/// A constant of `float`s held in the file itself: its dimensions and values.
+fn floats(t: &pb::TensorProto) -> Option<(Vec<usize>, Vec<f32>)> {
+    if t.data_type != pb::tensor_proto::DataType::Float as i32 || t.data_location == Some(1) {
+        return None;
+    }
+    let dims = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).ok())
+        .collect::<Option<Vec<usize>>>()?;
+    let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+    let values: Vec<f32> = if t.raw_data.is_empty() {
+        t.float_data.clone()
+    } else if !t.raw_data.len().is_multiple_of(4) {
+        return None;
+    } else {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    (values.len() == count).then_some((dims, values))
+}
+
+/// A constant of `int64`s held in the file itself.
+fn ints(t: &pb::TensorProto) -> Option<Vec<i64>> {
+    if t.data_type != pb::tensor_proto::DataType::Int64 as i32 || t.data_location == Some(1) {
+        return None;
+    }
+    if t.raw_data.is_empty() {
+        Some(t.int64_data.clone())
+    } else {
+        t.raw_data.len().is_multiple_of(8).then(|| {
+            t.raw_data
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "dense_tests.rs"]
+mod tests;
