@@ -51,7 +51,14 @@ async fn a_triton_client_gets_the_same_predictions_as_predictions() {
         (&seen["id"], &seen["model_name"]),
         (&Value::from("r-1"), &Value::from("sklearn-0"))
     );
-    for key in ["predictions", "default_outputs", "fp32"] {
+    for key in [
+        "predictions",
+        "default_outputs",
+        "fp32",
+        "binary",
+        "gzip",
+        "deflate",
+    ] {
         let got: Vec<f64> = serde_json::from_value(seen[key].clone()).unwrap();
         assert_eq!(got.len(), expected.len(), "{key}");
         for (got, want) in got.iter().zip(&expected) {
@@ -77,9 +84,9 @@ async fn a_triton_client_gets_the_same_predictions_as_predictions() {
         status.contains("400") && message.contains("BYTES"),
         "{status} {message}"
     );
-    let (status, message) = failure("binary_input");
+    let (status, message) = failure("binary_wrong_shape");
     assert!(
-        status.contains("400") && message.contains("binary_data=False"),
+        status.contains("400") && message.contains("4 FP64 elements (its shape) take 32"),
         "{status} {message}"
     );
 }
@@ -132,4 +139,131 @@ async fn v2_routes_answer_in_the_protocol_shape() {
             "{bad}: {body}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_binary_and_compressed_bodies_get_clear_errors_and_cost_nothing_else() {
+    use std::io::Write;
+
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::copy(guest("linear-regression"), store.join("m.tar.gz")).unwrap();
+    let limit = 1 << 20;
+    let server = Server::start(
+        &store,
+        &work.path().join("cache"),
+        &["--max-request-bytes", &limit.to_string()],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let header = r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP64","parameters":{"binary_data_size":16}}]}"#;
+    let values: Vec<u8> = [0.5f64, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let binary = |length: usize, tail: &[u8]| {
+        let mut body = header.as_bytes().to_vec();
+        body.extend_from_slice(tail);
+        (length.to_string(), body)
+    };
+    let gzip = |plain: &[u8]| {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(plain).unwrap();
+        encoder.finish().unwrap()
+    };
+    let (length, good) = binary(header.len(), &values);
+    let zeros = vec![b' '; 64 * limit];
+    // (case, headers, body, the status, words of the error)
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "binary",
+            vec![(HEADER, length.clone())],
+            good.clone(),
+            200,
+            "",
+        ),
+        (
+            "gzip binary",
+            vec![
+                (HEADER, length.clone()),
+                ("content-encoding", "gzip".into()),
+            ],
+            gzip(&good),
+            200,
+            "",
+        ),
+        (
+            "header longer than the body",
+            vec![(HEADER, "100000".into())],
+            good.clone(),
+            400,
+            "the body has only",
+        ),
+        (
+            "header not a number",
+            vec![(HEADER, "12x".into())],
+            good.clone(),
+            400,
+            "Inference-Header-Content-Length is \"12x\"",
+        ),
+        (
+            "trailing bytes",
+            vec![(HEADER, length.clone())],
+            [&good[..], b"xyz"].concat(),
+            400,
+            "3 bytes follow the last binary input",
+        ),
+        (
+            "truncated tensor",
+            vec![(HEADER, length.clone())],
+            good[..good.len() - 1].to_vec(),
+            400,
+            "only 15 bytes follow",
+        ),
+        (
+            "a gzip bomb",
+            vec![("content-encoding", "gzip".into())],
+            gzip(&zeros),
+            413,
+            "once decompressed",
+        ),
+        (
+            "not gzip",
+            vec![("content-encoding", "gzip".into())],
+            b"plain".to_vec(),
+            400,
+            "not valid gzip",
+        ),
+        (
+            "brotli",
+            vec![("content-encoding", "br".into())],
+            b"x".to_vec(),
+            415,
+            "not supported",
+        ),
+    ];
+    const HEADER: &str = "inference-header-content-length";
+    for (case, headers, body, status, words) in cases {
+        let mut request = client.post(format!("{}/v2/models/m/infer", server.url));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request.body(body).send().await.unwrap();
+        assert_eq!(response.status(), status, "{case}");
+        let text = response.text().await.unwrap();
+        if status == 200 {
+            let answer: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                answer["outputs"][0]["shape"],
+                serde_json::json!([2]),
+                "{case}"
+            );
+        } else {
+            let answer: Value = serde_json::from_str(&text).unwrap();
+            let error = answer["error"].as_str().unwrap_or_default();
+            assert!(error.contains(words), "{case}: {error}");
+        }
+    }
+    // None of it cost the model anything.
+    let (status, _, _) = server.predict("m", "[[0.5]]").await;
+    assert_eq!(status, 200);
 }

@@ -42,8 +42,17 @@ def main():
     seen["id"] = result.get_response().get("id")
     seen["model_name"] = result.get_response().get("model_name")
 
-    # No outputs named: the client asks for binary outputs, the server answers JSON.
+    # No outputs named: the client asks for every output as binary data.
     seen["default_outputs"] = client.infer(model, [tensor]).as_numpy("output-0").tolist()
+
+    # The client's defaults: binary tensors in and out, then compressed bodies.
+    binary = http.InferInput("x", list(rows.shape), "FP64")
+    binary.set_data_from_numpy(rows)
+    outputs = [http.InferRequestedOutput("output-0")]
+    seen["binary"] = client.infer(model, [binary], outputs=outputs).as_numpy("output-0").tolist()
+    for algorithm in ("gzip", "deflate"):
+        result = client.infer(model, [binary], outputs=outputs, request_compression_algorithm=algorithm)
+        seen[algorithm] = result.as_numpy("output-0").tolist()
 
     single = rows.astype(np.float32)
     tensor32 = http.InferInput("x", list(single.shape), "FP32")
@@ -54,9 +63,10 @@ def main():
     words = http.InferInput("x", [1], "BYTES")
     words.set_data_from_numpy(np.array([b"a"], dtype=np.object_), binary_data=False)
     seen["bytes_input"] = failure(lambda: client.infer(model, [words]))
-    binary = http.InferInput("x", list(rows.shape), "FP64")
-    binary.set_data_from_numpy(rows, binary_data=True)
-    seen["binary_input"] = failure(lambda: client.infer(model, [binary]))
+    wrong = http.InferInput("x", [4, 1], "FP64")
+    wrong._raw_data = rows.tobytes()
+    wrong._parameters["binary_data_size"] = len(wrong._raw_data)
+    seen["binary_wrong_shape"] = failure(lambda: client.infer(model, [wrong]))
     print(json.dumps(seen))
 
 

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::binary::{self, BinaryOutputs, EncodingError};
 use super::error::QUEUE_FULL;
 use super::v2::OIP_JSON;
 use super::{ApiError, AppState};
@@ -195,6 +196,27 @@ pub(super) async fn predict(
         Ok(body) => body,
         Err(error) => return (None, Err(error)),
     };
+    let encoding = header_text(headers, header::CONTENT_ENCODING.as_str());
+    let body = match binary::decompress(body, &encoding, state.max_request_bytes) {
+        Ok(body) => body,
+        Err(error) => return (None, Err(encoding_error(error))),
+    };
+    // Binary tensors become JSON here, before a model is loaded for them.
+    let (body, binary_outputs) = if protocol == Protocol::OpenInference {
+        let length = headers
+            .get(binary::HEADER_LENGTH)
+            .map(|value| value.to_str().unwrap_or("(not text)"));
+        match binary::decode_request(body, length) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                let error =
+                    ApiError::new(StatusCode::BAD_REQUEST, "InvalidInput", error.to_string());
+                return (None, Err(error));
+            }
+        }
+    } else {
+        (body, BinaryOutputs::default())
+    };
     let loaded = match loading {
         Loading::OnDemand | Loading::Single => None,
         Loading::LoadedOnly => match state.registry.get_loaded(model) {
@@ -244,13 +266,79 @@ pub(super) async fn predict(
         attributes: header_text(headers, CUSTOM_ATTRIBUTES),
     };
     let (served_by, result) = state.registry.run(loaded, request, &reload).await;
-    let response = result.map_err(ApiError::from).map(|mut response| {
+    let response = result.map_err(ApiError::from).and_then(|mut response| {
+        let mut header_length = None;
         if let (Protocol::OpenInference, Some(model)) = (protocol, &served_by) {
-            response.body = name_the_model(response.body, &model.name);
+            (response.body, header_length) =
+                finish_open_inference(response.body, &model.name, &binary_outputs)?;
         }
-        http_response(response)
+        let mut http = http_response(response);
+        if let Some(length) = header_length {
+            let headers = http.headers_mut();
+            headers.insert(binary::HEADER_LENGTH, HeaderValue::from(length));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+        }
+        Ok(http)
     });
     (served_by, response)
+}
+
+/// A `Content-Encoding` the server cannot undo, or a body that is not
+/// what its encoding says, as the HTTP answer.
+fn encoding_error(error: EncodingError) -> ApiError {
+    let status = match error {
+        EncodingError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        EncodingError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        EncodingError::Corrupt { .. } => StatusCode::BAD_REQUEST,
+    };
+    let kind = match error {
+        EncodingError::Unsupported(_) => "UnsupportedMediaType",
+        EncodingError::TooLarge(_) => "PayloadTooLarge",
+        EncodingError::Corrupt { .. } => "InvalidInput",
+    };
+    ApiError::new(status, kind, error.to_string())
+}
+
+/// An Open Inference answer as the client asked for it: with `model_name`
+/// (which the model cannot know) and, where the client asked, outputs as
+/// binary data after the JSON, whose length is then returned. A body that
+/// is not a JSON object is left as it is.
+fn finish_open_inference(
+    body: Vec<u8>,
+    model: &str,
+    binary_outputs: &BinaryOutputs,
+) -> Result<(Vec<u8>, Option<usize>), ApiError> {
+    let Ok(mut answer) =
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+    else {
+        return Ok((body, None));
+    };
+    answer.insert("model_name".into(), model.into());
+    let tail = if binary_outputs.any() {
+        binary::encode_response(&mut answer, binary_outputs).map_err(|error| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ModelError",
+                error.to_string(),
+            )
+        })?
+    } else {
+        None
+    };
+    let Ok(mut json) = serde_json::to_vec(&answer) else {
+        return Ok((body, None));
+    };
+    Ok(match tail {
+        Some(tail) => {
+            let length = json.len();
+            json.extend_from_slice(&tail);
+            (json, Some(length))
+        }
+        None => (json, None),
+    })
 }
 
 /// The model's answer as HTTP: its content type, its body, and its custom
@@ -270,18 +358,6 @@ fn http_response(response: crate::runtime::Response) -> Response {
         }
     }
     http
-}
-
-/// Adds `model_name` to an Open Inference answer, which the model cannot
-/// know; a body that is not a JSON object is left as it is.
-fn name_the_model(body: Vec<u8>, model: &str) -> Vec<u8> {
-    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body) {
-        Ok(mut object) => {
-            object.insert("model_name".into(), model.into());
-            serde_json::to_vec(&object).unwrap_or(body)
-        }
-        Err(_) => body,
-    }
 }
 
 /// Reads the body up to `limit` bytes; more is a 413 that says the limit.

@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -19,15 +19,12 @@ pub use crate::runtime::OIP_JSON;
 /// The version every model has: models here are not versioned.
 const MODEL_VERSION: &str = "1";
 
-/// The header that announces binary tensor data after the JSON.
-const BINARY_HEADER: &str = "inference-header-content-length";
-
 /// `GET /v2`: server metadata.
 pub async fn server_metadata() -> Json<Value> {
     Json(json!({
         "name": "wasm-mme",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": [],
+        "extensions": ["binary_tensor_data"],
     }))
 }
 
@@ -125,14 +122,6 @@ pub async fn infer_version(
 }
 
 async fn infer_model(state: AppState, name: String, headers: HeaderMap, body: Body) -> Response {
-    if headers.contains_key(BINARY_HEADER) {
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "BinaryTensorsUnsupported",
-            "binary tensor data is not supported: send tensors as JSON (binary_data=False)",
-        )
-        .into_open_inference_response();
-    }
     answer(
         &state,
         &name,

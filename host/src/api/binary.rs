@@ -1,0 +1,453 @@
+//! Triton's binary tensor extension of the Open Inference Protocol over
+//! HTTP (`extension_binary_data.md`), which `tritonclient.http` uses by
+//! default: a JSON header of `Inference-Header-Content-Length` bytes, then
+//! each binary tensor's bytes in order (little-endian, row-major; `BOOL` one
+//! byte; `BYTES` a 4-byte length before each element).
+//!
+//! The host converts at the edge: a request's binary tensors become JSON
+//! `data` before the model sees them, and the outputs the client asked to
+//! get as binary leave the model's JSON answer as bytes. A guest speaks only
+//! v2 JSON, whatever the client sends, and a hostile binary body is refused
+//! here, outside the sandbox, before any model runs.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+/// The request and response header that gives the JSON header's length.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// Why a binary request cannot be read, in words a client can act on.
+#[derive(Debug, Error, PartialEq)]
+#[error("{0}")]
+pub struct BinaryError(String);
+
+fn fail<T>(message: impl Into<String>) -> Result<T, BinaryError> {
+    Err(BinaryError(message.into()))
+}
+
+/// A request body compressed with `Content-Encoding`, made plain.
+#[derive(Debug, Error, PartialEq)]
+pub enum EncodingError {
+    /// An encoding other than gzip, deflate or identity.
+    #[error("Content-Encoding {0:?} is not supported: send gzip, deflate or identity")]
+    Unsupported(String),
+    /// The body grows past the limit as it is decompressed.
+    #[error("the request body is larger than {0} bytes once decompressed")]
+    TooLarge(usize),
+    /// The body is not what its encoding says.
+    #[error("the request body is not valid {encoding}: {reason}")]
+    Corrupt {
+        /// The encoding it claims.
+        encoding: String,
+        /// What the decoder found.
+        reason: String,
+    },
+}
+
+/// `body` decompressed as `encoding` says (gzip or deflate, as
+/// `tritonclient` sends them), reading at most `limit` bytes of output, so
+/// that a small bomb costs no more memory than a large plain body.
+pub fn decompress(body: Vec<u8>, encoding: &str, limit: usize) -> Result<Vec<u8>, EncodingError> {
+    let encoding = encoding.trim().to_ascii_lowercase();
+    let reader: Box<dyn Read + '_> = match encoding.as_str() {
+        "" | "identity" => return Ok(body),
+        "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(body.as_slice())),
+        "deflate" => Box::new(flate2::read::ZlibDecoder::new(body.as_slice())),
+        _ => return Err(EncodingError::Unsupported(encoding)),
+    };
+    let mut plain = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    reader
+        .take(cap)
+        .read_to_end(&mut plain)
+        .map_err(|e| EncodingError::Corrupt {
+            encoding: encoding.clone(),
+            reason: e.to_string(),
+        })?;
+    if plain.len() > limit {
+        return Err(EncodingError::TooLarge(limit));
+    }
+    Ok(plain)
+}
+
+/// Which outputs the client wants as binary data: `binary_data_output` on
+/// the request sets it for all, `binary_data` on a requested output for that one.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct BinaryOutputs {
+    all: bool,
+    named: HashMap<String, bool>,
+}
+
+impl BinaryOutputs {
+    /// Whether any output may be wanted as binary.
+    pub fn any(&self) -> bool {
+        self.all || self.named.values().any(|&b| b)
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.named.get(name).copied().unwrap_or(self.all)
+    }
+}
+
+/// A v2 request as JSON alone, and the outputs its client wants as binary.
+/// `header_length` is the `Inference-Header-Content-Length` header, if sent.
+pub fn decode_request(
+    body: Vec<u8>,
+    header_length: Option<&str>,
+) -> Result<(Vec<u8>, BinaryOutputs), BinaryError> {
+    let Some(length) = header_length else {
+        // Plain JSON: it can still ask for binary outputs, but most requests
+        // do not, and are passed on unparsed.
+        if !contains(&body, b"binary_data") {
+            return Ok((body, BinaryOutputs::default()));
+        }
+        let mut request = object(&body)?;
+        let wanted = binary_outputs(&mut request)?;
+        if let Some(input) = binary_inputs(&request).next() {
+            return fail(format!(
+                "input {input:?} has binary_data_size but the request has no Inference-Header-Content-Length header"
+            ));
+        }
+        return Ok((to_json(&request)?, wanted));
+    };
+    let length: usize = length.trim().parse().or_else(|_| {
+        fail(format!(
+            "Inference-Header-Content-Length is {length:?}; it must be the JSON header's length in bytes"
+        ))
+    })?;
+    if length > body.len() {
+        return fail(format!(
+            "Inference-Header-Content-Length is {length} but the body has only {} bytes",
+            body.len()
+        ));
+    }
+    let (header, mut rest) = body.split_at(length);
+    let mut request = object(header)?;
+    let wanted = binary_outputs(&mut request)?;
+    if let Some(Value::Array(inputs)) = request.get_mut("inputs") {
+        for input in inputs.iter_mut() {
+            let Value::Object(input) = input else {
+                continue;
+            };
+            let Some(size) = take_parameter(input, "binary_data_size") else {
+                continue;
+            };
+            let name = input
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string();
+            let size = size
+                .as_u64()
+                .and_then(|s| usize::try_from(s).ok())
+                .ok_or_else(|| {
+                    BinaryError(format!(
+                        "input {name:?}: binary_data_size must be a count of bytes"
+                    ))
+                })?;
+            if size > rest.len() {
+                return fail(format!(
+                    "input {name:?}: binary_data_size is {size} but only {} bytes follow",
+                    rest.len()
+                ));
+            }
+            let (bytes, after) = rest.split_at(size);
+            rest = after;
+            let data = tensor_values(input, bytes)
+                .map_err(|reason| BinaryError(format!("input {name:?}: {reason}")))?;
+            input.insert("data".into(), Value::Array(data));
+        }
+    }
+    if !rest.is_empty() {
+        return fail(format!(
+            "{} bytes follow the last binary input: the binary_data_size values and the body disagree",
+            rest.len()
+        ));
+    }
+    Ok((to_json(&request)?, wanted))
+}
+
+/// The model's v2 answer with the outputs in `wanted` as binary data: the
+/// JSON header and the bytes after it, and the header's length; `None` when
+/// no output is binary (the answer stays JSON alone).
+pub fn encode_response(
+    answer: &mut Map<String, Value>,
+    wanted: &BinaryOutputs,
+) -> Result<Option<Vec<u8>>, BinaryError> {
+    let mut tail = Vec::new();
+    if let Some(Value::Array(outputs)) = answer.get_mut("outputs") {
+        for output in outputs.iter_mut() {
+            let Value::Object(output) = output else {
+                continue;
+            };
+            let name = output
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if !wanted.wants(&name) {
+                continue;
+            }
+            let Some(data) = output.remove("data") else {
+                continue;
+            };
+            let datatype = output
+                .get("datatype")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let start = tail.len();
+            write_values(datatype, &data, &mut tail)
+                .map_err(|reason| BinaryError(format!("output {name:?}: {reason}")))?;
+            let size = tail.len() - start;
+            let parameters = output
+                .entry("parameters")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(parameters) = parameters {
+                parameters.insert("binary_data_size".into(), size.into());
+            }
+        }
+    }
+    Ok((!tail.is_empty()).then_some(tail))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn object(json: &[u8]) -> Result<Map<String, Value>, BinaryError> {
+    serde_json::from_slice(json).or_else(|e| {
+        fail(format!(
+            "the inference request's JSON header is not a JSON object ({e}); check Inference-Header-Content-Length"
+        ))
+    })
+}
+
+fn to_json(request: &Map<String, Value>) -> Result<Vec<u8>, BinaryError> {
+    serde_json::to_vec(request).or_else(|e| fail(format!("cannot write the request as JSON: {e}")))
+}
+
+/// Removes parameter `key` from `holder`'s `parameters`, and the
+/// `parameters` object when that leaves it empty.
+fn take_parameter(holder: &mut Map<String, Value>, key: &str) -> Option<Value> {
+    let Some(Value::Object(parameters)) = holder.get_mut("parameters") else {
+        return None;
+    };
+    let taken = parameters.remove(key);
+    if parameters.is_empty() {
+        holder.remove("parameters");
+    }
+    taken
+}
+
+/// The names of inputs that claim binary data.
+fn binary_inputs(request: &Map<String, Value>) -> impl Iterator<Item = &str> {
+    request
+        .get("inputs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|input| input.pointer("/parameters/binary_data_size").is_some())
+        .map(|input| input.get("name").and_then(Value::as_str).unwrap_or("?"))
+}
+
+/// Reads and removes the binary output choices of a request.
+fn binary_outputs(request: &mut Map<String, Value>) -> Result<BinaryOutputs, BinaryError> {
+    let flag = |value: Value, what: &str| {
+        value
+            .as_bool()
+            .ok_or_else(|| BinaryError(format!("{what} must be true or false")))
+    };
+    let mut wanted = BinaryOutputs::default();
+    if let Some(all) = take_parameter(request, "binary_data_output") {
+        wanted.all = flag(all, "binary_data_output")?;
+    }
+    if let Some(Value::Array(outputs)) = request.get_mut("outputs") {
+        for output in outputs.iter_mut() {
+            let Value::Object(output) = output else {
+                continue;
+            };
+            if let Some(binary) = take_parameter(output, "binary_data") {
+                let name = output
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                wanted
+                    .named
+                    .insert(name.to_string(), flag(binary, "an output's binary_data")?);
+            }
+        }
+    }
+    Ok(wanted)
+}
+
+/// The bytes of one element of `datatype`; `None` for `BYTES`, whose
+/// elements carry their own length.
+fn element_size(datatype: &str) -> Result<Option<usize>, String> {
+    Ok(Some(match datatype {
+        "BOOL" | "UINT8" | "INT8" => 1,
+        "UINT16" | "INT16" => 2,
+        "UINT32" | "INT32" | "FP32" => 4,
+        "UINT64" | "INT64" | "FP64" => 8,
+        "BYTES" => return Ok(None),
+        "FP16" | "BF16" => {
+            return Err(format!("{datatype} is not supported; send FP32"));
+        }
+        other => return Err(format!("unknown datatype {other:?}")),
+    }))
+}
+
+/// The values of a binary tensor, as JSON, after checking its bytes against
+/// its datatype and shape.
+fn tensor_values(input: &Map<String, Value>, bytes: &[u8]) -> Result<Vec<Value>, String> {
+    let datatype = input
+        .get("datatype")
+        .and_then(Value::as_str)
+        .ok_or("it has no datatype")?;
+    let count = input
+        .get("shape")
+        .and_then(Value::as_array)
+        .ok_or("it has no shape")?
+        .iter()
+        .try_fold(1usize, |n, d| {
+            d.as_u64()
+                .and_then(|d| usize::try_from(d).ok())
+                .and_then(|d| n.checked_mul(d))
+        })
+        .ok_or("its shape must be a list of sizes")?;
+    let Some(size) = element_size(datatype)? else {
+        return strings(bytes, count);
+    };
+    if count.checked_mul(size) != Some(bytes.len()) {
+        return Err(format!(
+            "binary_data_size is {} bytes, but {count} {datatype} elements (its shape) take {}",
+            bytes.len(),
+            count.saturating_mul(size)
+        ));
+    }
+    let chunks = bytes.chunks_exact(size);
+    let value = |c: &[u8]| -> Result<Value, String> {
+        let array = |n| c.get(..n).ok_or("short element");
+        Ok(match datatype {
+            "BOOL" => Value::Bool(c[0] != 0),
+            "UINT8" => c[0].into(),
+            "INT8" => i8::from_le_bytes([c[0]]).into(),
+            "UINT16" => u16::from_le_bytes(array(2)?.try_into().map_err(|_| "size")?).into(),
+            "INT16" => i16::from_le_bytes(array(2)?.try_into().map_err(|_| "size")?).into(),
+            "UINT32" => u32::from_le_bytes(array(4)?.try_into().map_err(|_| "size")?).into(),
+            "INT32" => i32::from_le_bytes(array(4)?.try_into().map_err(|_| "size")?).into(),
+            "UINT64" => u64::from_le_bytes(array(8)?.try_into().map_err(|_| "size")?).into(),
+            "INT64" => i64::from_le_bytes(array(8)?.try_into().map_err(|_| "size")?).into(),
+            "FP32" => finite(f64::from(f32::from_le_bytes(
+                array(4)?.try_into().map_err(|_| "size")?,
+            )))?,
+            _ => finite(f64::from_le_bytes(
+                array(8)?.try_into().map_err(|_| "size")?,
+            ))?,
+        })
+    };
+    chunks.map(value).collect()
+}
+
+fn finite(x: f64) -> Result<Value, String> {
+    serde_json::Number::from_f64(x)
+        .map(Value::Number)
+        .ok_or_else(|| format!("{x} is not a number JSON can carry; send finite values"))
+}
+
+/// `count` BYTES elements, each a 4-byte little-endian length and its bytes.
+fn strings(mut bytes: &[u8], count: usize) -> Result<Vec<Value>, String> {
+    let mut values = Vec::new();
+    while !bytes.is_empty() {
+        let Some((length, rest)) = bytes.split_first_chunk::<4>() else {
+            return Err("a BYTES element's 4-byte length is cut short".into());
+        };
+        let length = usize::try_from(u32::from_le_bytes(*length)).map_err(|e| e.to_string())?;
+        if length > rest.len() {
+            return Err(format!(
+                "a BYTES element claims {length} bytes but only {} follow",
+                rest.len()
+            ));
+        }
+        let (text, rest) = rest.split_at(length);
+        let text = std::str::from_utf8(text)
+            .map_err(|_| "a BYTES element is not UTF-8 text, which JSON cannot carry")?;
+        values.push(Value::String(text.to_string()));
+        bytes = rest;
+    }
+    if values.len() != count {
+        return Err(format!(
+            "it holds {} BYTES elements but its shape says {count}",
+            values.len()
+        ));
+    }
+    Ok(values)
+}
+
+/// Appends `data` (a flat or nested JSON list) as `datatype`'s bytes.
+fn write_values(datatype: &str, data: &Value, out: &mut Vec<u8>) -> Result<(), String> {
+    let size = element_size(datatype)?;
+    let mut failed = None;
+    visit(data, &mut |value| {
+        if failed.is_some() {
+            return;
+        }
+        let written = match (datatype, size, value) {
+            ("BYTES", _, Value::String(s)) => u32::try_from(s.len())
+                .map(|n| {
+                    out.extend_from_slice(&n.to_le_bytes());
+                    out.extend_from_slice(s.as_bytes());
+                })
+                .is_ok(),
+            ("BOOL", _, Value::Bool(b)) => {
+                out.push(u8::from(*b));
+                true
+            }
+            ("FP32", _, Value::Number(n)) => n
+                .as_f64()
+                .map(|x| out.extend_from_slice(&(x as f32).to_le_bytes()))
+                .is_some(),
+            ("FP64", _, Value::Number(n)) => n
+                .as_f64()
+                .map(|x| out.extend_from_slice(&x.to_le_bytes()))
+                .is_some(),
+            (_, Some(size), Value::Number(n)) => integer_bytes(n, size, datatype.starts_with('U'))
+                .map(|bytes| out.extend_from_slice(&bytes[..size]))
+                .is_some(),
+            _ => false,
+        };
+        if !written {
+            failed = Some(format!(
+                "the model answered {value} for a {datatype} tensor"
+            ));
+        }
+    });
+    failed.map_or(Ok(()), Err)
+}
+
+/// An integer's little-endian bytes, if it fits in `size` bytes.
+fn integer_bytes(n: &serde_json::Number, size: usize, unsigned: bool) -> Option<[u8; 8]> {
+    let bits = u32::try_from(size * 8).ok()?;
+    if unsigned {
+        let x = n.as_u64()?;
+        (bits == 64 || x < 1 << bits).then(|| x.to_le_bytes())
+    } else {
+        let x = n.as_i64()?;
+        let fits = bits == 64 || (-(1i64 << (bits - 1))..1i64 << (bits - 1)).contains(&x);
+        fits.then(|| x.to_le_bytes())
+    }
+}
+
+/// Calls `f` on every leaf of nested lists, in row-major order.
+fn visit(value: &Value, f: &mut impl FnMut(&Value)) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|item| visit(item, f)),
+        leaf => f(leaf),
+    }
+}
+
+#[cfg(test)]
+#[path = "binary_tests.rs"]
+mod tests;

@@ -1,0 +1,282 @@
+use std::io::Write;
+
+use serde_json::{Value, json};
+
+use super::*;
+
+/// A request as `tritonclient.http` writes one: the JSON header, then the bytes.
+fn binary_request(header: &Value, tail: &[u8]) -> (Vec<u8>, String) {
+    let mut body = serde_json::to_vec(header).expect("json");
+    let length = body.len().to_string();
+    body.extend_from_slice(tail);
+    (body, length)
+}
+
+fn decoded(body: Vec<u8>, length: Option<&str>) -> (Value, BinaryOutputs) {
+    let (json, wanted) = decode_request(body, length).expect("decodes");
+    (serde_json::from_slice(&json).expect("json"), wanted)
+}
+
+fn error(body: Vec<u8>, length: Option<&str>) -> String {
+    decode_request(body, length)
+        .expect_err("refused")
+        .to_string()
+}
+
+#[test]
+fn binary_inputs_of_every_type_become_json_data() {
+    let mut tail = Vec::new();
+    for x in [0.5f32, -2.0] {
+        tail.extend_from_slice(&x.to_le_bytes());
+    }
+    tail.extend_from_slice(&1.25f64.to_le_bytes());
+    tail.extend_from_slice(&(-7i64).to_le_bytes());
+    tail.extend_from_slice(&[1, 0]);
+    for word in ["ab", ""] {
+        tail.extend_from_slice(&(word.len() as u32).to_le_bytes());
+        tail.extend_from_slice(word.as_bytes());
+    }
+    let header = json!({
+        "id": "r",
+        "inputs": [
+            {"name": "f", "datatype": "FP32", "shape": [1, 2], "parameters": {"binary_data_size": 8}},
+            {"name": "d", "datatype": "FP64", "shape": [1], "parameters": {"binary_data_size": 8}},
+            {"name": "i", "datatype": "INT64", "shape": [1], "parameters": {"binary_data_size": 8}},
+            {"name": "b", "datatype": "BOOL", "shape": [2], "parameters": {"binary_data_size": 2}},
+            {"name": "s", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": 10}},
+            {"name": "j", "datatype": "INT32", "shape": [1], "data": [3]},
+        ],
+        "outputs": [{"name": "y", "parameters": {"binary_data": true}}],
+    });
+    let (body, length) = binary_request(&header, &tail);
+    let (request, wanted) = decoded(body, Some(&length));
+    let inputs = &request["inputs"];
+    assert_eq!(inputs[0]["data"], json!([0.5, -2.0]));
+    assert_eq!(inputs[1]["data"], json!([1.25]));
+    assert_eq!(inputs[2]["data"], json!([-7]));
+    assert_eq!(inputs[3]["data"], json!([true, false]));
+    assert_eq!(inputs[4]["data"], json!(["ab", ""]));
+    assert_eq!(inputs[5]["data"], json!([3]));
+    // The extension's parameters are the host's business, not the model's.
+    assert!(inputs[0].get("parameters").is_none(), "{request}");
+    assert!(
+        request["outputs"][0].get("parameters").is_none(),
+        "{request}"
+    );
+    assert!(wanted.wants("y") && !wanted.wants("z"));
+}
+
+#[test]
+fn plain_json_passes_unparsed_unless_it_asks_for_binary_outputs() {
+    let body = br#"{"inputs":[{"name":"x","datatype":"FP64","shape":[1],"data":[1]}]}"#.to_vec();
+    let (json, wanted) = decode_request(body.clone(), None).expect("plain");
+    assert_eq!(json, body);
+    assert!(!wanted.any());
+    let asks = json!({"inputs": [], "parameters": {"binary_data_output": true}});
+    let (request, wanted) = decoded(serde_json::to_vec(&asks).expect("json"), None);
+    assert!(wanted.wants("anything"));
+    assert!(request.get("parameters").is_none(), "{request}");
+    let but_one = json!({
+        "inputs": [],
+        "parameters": {"binary_data_output": true},
+        "outputs": [{"name": "keep", "parameters": {"binary_data": false}}],
+    });
+    let (_, wanted) = decoded(serde_json::to_vec(&but_one).expect("json"), None);
+    assert!(wanted.wants("other") && !wanted.wants("keep"));
+}
+
+#[test]
+fn hostile_binary_bodies_are_refused_with_what_is_wrong() {
+    let input = |size: Value, datatype: &str, shape: Value| {
+        json!({"inputs": [{"name": "x", "datatype": datatype, "shape": shape,
+            "parameters": {"binary_data_size": size}}]})
+    };
+    let four = 1.0f32.to_le_bytes();
+    let cases: Vec<(Vec<u8>, Option<String>, &str)> = vec![
+        (
+            b"{}".to_vec(),
+            Some("x".into()),
+            "must be the JSON header's length",
+        ),
+        (
+            b"{}".to_vec(),
+            Some("99".into()),
+            "the body has only 2 bytes",
+        ),
+        (
+            b"{}".to_vec(),
+            Some("18446744073709551616".into()),
+            "must be the JSON header",
+        ),
+        (b"not json".to_vec(), Some("8".into()), "not a JSON object"),
+        {
+            let (b, l) = binary_request(&input(json!(8), "FP32", json!([1])), &four);
+            (b, Some(l), "only 4 bytes follow")
+        },
+        {
+            let (b, l) = binary_request(&input(json!(4), "FP32", json!([2])), &four);
+            (b, Some(l), "2 FP32 elements (its shape) take 8")
+        },
+        {
+            let trailing = [&four[..], &[0, 0]].concat();
+            let (b, l) = binary_request(&input(json!(4), "FP32", json!([1])), &trailing);
+            (b, Some(l), "2 bytes follow the last binary input")
+        },
+        {
+            let (b, l) = binary_request(&input(json!(-1), "FP32", json!([1])), &four);
+            (b, Some(l), "binary_data_size must be a count")
+        },
+        {
+            let huge = json!([u64::MAX, u64::MAX]);
+            let (b, l) = binary_request(&input(json!(4), "FP32", huge), &four);
+            (b, Some(l), "shape must be a list of sizes")
+        },
+        {
+            let (b, l) = binary_request(&input(json!(4), "FP16", json!([2])), &four);
+            (b, Some(l), "FP16 is not supported")
+        },
+        {
+            let (b, l) = binary_request(&input(json!(4), "COMPLEX", json!([1])), &four);
+            (b, Some(l), "unknown datatype")
+        },
+        {
+            let nan = f32::NAN.to_le_bytes();
+            let (b, l) = binary_request(&input(json!(4), "FP32", json!([1])), &nan);
+            (b, Some(l), "send finite values")
+        },
+        {
+            let claims = [255, 255, 255, 255, b'a'];
+            let (b, l) = binary_request(&input(json!(5), "BYTES", json!([1])), &claims);
+            (b, Some(l), "claims 4294967295 bytes but only 1 follow")
+        },
+        {
+            let cut = [1, 0];
+            let (b, l) = binary_request(&input(json!(2), "BYTES", json!([1])), &cut);
+            (b, Some(l), "cut short")
+        },
+        {
+            let two = [1, 0, 0, 0, b'a', 1, 0, 0, 0, b'b'];
+            let (b, l) = binary_request(&input(json!(10), "BYTES", json!([3])), &two);
+            (b, Some(l), "holds 2 BYTES elements but its shape says 3")
+        },
+        {
+            let latin = [1, 0, 0, 0, 0xff];
+            let (b, l) = binary_request(&input(json!(5), "BYTES", json!([1])), &latin);
+            (b, Some(l), "not UTF-8")
+        },
+        (
+            serde_json::to_vec(&input(json!(4), "FP32", json!([1]))).expect("json"),
+            None,
+            "no Inference-Header-Content-Length header",
+        ),
+        (
+            serde_json::to_vec(&json!({"parameters": {"binary_data_output": "yes"}}))
+                .expect("json"),
+            None,
+            "binary_data_output must be true or false",
+        ),
+    ];
+    for (body, length, expected) in cases {
+        let message = error(body, length.as_deref());
+        assert!(
+            message.contains(expected),
+            "{message:?} should say {expected:?}"
+        );
+    }
+}
+
+#[test]
+fn outputs_asked_for_as_binary_leave_the_answer_as_bytes() {
+    let mut answer: Map<String, Value> = serde_json::from_value(json!({
+        "outputs": [
+            {"name": "y", "datatype": "FP32", "shape": [2, 1], "data": [[0.5], [2.0]]},
+            {"name": "label", "datatype": "BYTES", "shape": [1], "data": ["cat"]},
+            {"name": "n", "datatype": "INT16", "shape": [1], "data": [-2]},
+            {"name": "ok", "datatype": "BOOL", "shape": [1], "data": [true]},
+            {"name": "json", "datatype": "FP64", "shape": [1], "data": [1.5]},
+        ]
+    }))
+    .expect("answer");
+    let wanted = BinaryOutputs {
+        all: true,
+        named: HashMap::from([("json".to_string(), false)]),
+    };
+    let tail = encode_response(&mut answer, &wanted)
+        .expect("encodes")
+        .expect("binary");
+    let mut expected = Vec::new();
+    expected.extend_from_slice(&0.5f32.to_le_bytes());
+    expected.extend_from_slice(&2.0f32.to_le_bytes());
+    expected.extend_from_slice(&[3, 0, 0, 0, b'c', b'a', b't']);
+    expected.extend_from_slice(&(-2i16).to_le_bytes());
+    expected.push(1);
+    assert_eq!(tail, expected);
+    let outputs = &answer["outputs"];
+    let sizes: Vec<&Value> = (0..4)
+        .map(|i| &outputs[i]["parameters"]["binary_data_size"])
+        .collect();
+    assert_eq!(sizes, [&json!(8), &json!(7), &json!(2), &json!(1)]);
+    assert!(outputs[0].get("data").is_none());
+    assert_eq!(outputs[4]["data"], json!([1.5]));
+
+    let mut plain = answer.clone();
+    assert_eq!(
+        encode_response(&mut plain, &BinaryOutputs::default()),
+        Ok(None)
+    );
+}
+
+#[test]
+fn an_answer_that_does_not_fit_its_datatype_is_an_error_that_names_the_output() {
+    let mut answer: Map<String, Value> = serde_json::from_value(json!({
+        "outputs": [{"name": "n", "datatype": "INT8", "shape": [1], "data": [300]}]
+    }))
+    .expect("answer");
+    let wanted = BinaryOutputs {
+        all: true,
+        named: HashMap::new(),
+    };
+    let message = encode_response(&mut answer, &wanted)
+        .expect_err("300 is no INT8")
+        .to_string();
+    assert!(
+        message.contains("\"n\"") && message.contains("INT8"),
+        "{message}"
+    );
+}
+
+#[test]
+fn compressed_bodies_are_decompressed_under_the_same_cap() {
+    let plain = br#"{"inputs":[]}"#.to_vec();
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(&plain).expect("gzip");
+    let gzip = gzip.finish().expect("gzip");
+    assert_eq!(decompress(gzip, "gzip", 1024), Ok(plain.clone()));
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    zlib.write_all(&plain).expect("deflate");
+    let zlib = zlib.finish().expect("deflate");
+    assert_eq!(decompress(zlib, "Deflate", 1024), Ok(plain.clone()));
+    assert_eq!(decompress(plain.clone(), "identity", 4), Ok(plain.clone()));
+
+    // A bomb: 64 MiB of zeros in a few KiB, read no further than the cap.
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        bomb.write_all(&zeros).expect("bomb");
+    }
+    let bomb = bomb.finish().expect("bomb");
+    assert!(bomb.len() < 1 << 20);
+    assert_eq!(
+        decompress(bomb, "gzip", 1 << 20),
+        Err(EncodingError::TooLarge(1 << 20))
+    );
+
+    assert!(matches!(
+        decompress(b"not gzip".to_vec(), "gzip", 1024),
+        Err(EncodingError::Corrupt { .. })
+    ));
+    assert_eq!(
+        decompress(plain, "br", 1024),
+        Err(EncodingError::Unsupported("br".into()))
+    );
+}
