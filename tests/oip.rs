@@ -267,3 +267,97 @@ async fn hostile_binary_and_compressed_bodies_get_clear_errors_and_cost_nothing_
     let (status, _, _) = server.predict("m", "[[0.5]]").await;
     assert_eq!(status, 200);
 }
+
+/// The repository index, as `(name, state)` pairs, with `body`.
+async fn index(server: &Server, body: &str) -> Vec<(String, String, String)> {
+    let (status, text) = common::post_json(server, "/v2/repository/index", body).await;
+    assert_eq!(status, 200, "{text}");
+    let entries: Vec<Value> = serde_json::from_str(&text).unwrap();
+    entries
+        .iter()
+        .map(|e| {
+            assert_eq!(e["version"], "1", "{e}");
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["state"].as_str().unwrap().to_string(),
+                e["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_repository_calls_work_in_the_order_kserves_agent_makes_them() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::copy(guest("linear-regression"), store.join("m.tar.gz")).unwrap();
+    std::fs::write(store.join("broken.tar.gz"), b"not an archive").unwrap();
+    let server = Server::start(&store, &work.path().join("cache"), &[]).await;
+    let post = |path: String, body: &'static str| {
+        let server = &server;
+        async move { common::post_json(server, &path, body).await }
+    };
+    let unloaded = |name: &str| (name.to_string(), "UNAVAILABLE".into(), "unloaded".into());
+
+    assert_eq!(
+        index(&server, "").await,
+        [unloaded("broken"), unloaded("m")]
+    );
+    // The agent places a model under the model root, then asks for it.
+    std::fs::copy(guest("linear-regression"), store.join("late.tar.gz")).unwrap();
+    let (status, body) = post("/v2/repository/models/late/load".into(), "{}").await;
+    assert_eq!((status, body.as_str()), (200, "{}"));
+    assert_eq!(
+        index(&server, r#"{"ready": true}"#).await,
+        [("late".to_string(), "READY".to_string(), String::new())]
+    );
+    let (status, _, _) = server.predict("late", "[[0.5]]").await;
+    assert_eq!(status, 200);
+    // A load with parameters KServe may send, and one with a config override.
+    let (status, _) = post(
+        "/v2/repository/models/m/load".into(),
+        r#"{"parameters": {"priority": 1}}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = post(
+        "/v2/repository/models/m/load".into(),
+        r#"{"parameters": {"config": "{}"}}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\\\"config\\\" is not supported"), "{body}");
+
+    let (status, body) = post("/v2/repository/models/late/unload".into(), "").await;
+    assert_eq!((status, body.as_str()), (200, "{}"));
+    // Unloading what is not loaded is already done.
+    let (status, _) = post("/v2/repository/models/late/unload".into(), "").await;
+    assert_eq!(status, 200);
+    let (status, body) = post("/v2/repository/models/absent/load".into(), "").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("absent"), "{body}");
+    let (status, body) = post("/v2/repository/models/broken/load".into(), "").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post("/v2/repository/models/m/load".into(), "[1]").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post("/v2/repository/index".into(), r#"{"ready": "yes"}"#).await;
+    assert_eq!(status, 400, "{body}");
+
+    let entries = index(&server, "{}").await;
+    let states: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|(name, state, _)| (name.as_str(), state.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("broken", "UNAVAILABLE"),
+            ("late", "UNAVAILABLE"),
+            ("m", "READY")
+        ]
+    );
+    // A failed load says why.
+    assert!(entries[0].2.contains("broken"), "{entries:?}");
+    assert_eq!(entries[1].2, "unloaded");
+}

@@ -342,3 +342,32 @@ async fn a_full_disk_for_the_package_cache_is_507_and_costs_the_other_models_not
 fn package_files(cache: &Path) -> usize {
     std::fs::read_dir(cache.join("packages")).map_or(0, |entries| entries.count())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_repository_index_lists_the_s3_stores_packages() {
+    let work = tempfile::tempdir().unwrap();
+    let s3 = store_with_models(&work.path().join("s3"), 3);
+    // Not packages of this store: another prefix, and not an archive.
+    s3.put(BUCKET, "other/x.tar.gz", b"x");
+    s3.put(BUCKET, "prod/readme.txt", b"x");
+    let server = serve_from(&s3, &work.path().join("cache"), &[]).await;
+    let (status, _, _) = server.predict("m1", ROW).await;
+    assert_eq!(status, 200);
+    let (status, body) = post_json(&server, "/v2/repository/index", "").await;
+    assert_eq!(status, 200, "{body}");
+    let entries: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listed: Vec<(&str, &str)> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("m0", "UNAVAILABLE"),
+            ("m1", "READY"),
+            ("m2", "UNAVAILABLE")
+        ]
+    );
+}

@@ -6,6 +6,7 @@ mod error;
 mod health;
 mod inference;
 mod management;
+mod repository;
 mod v2;
 
 use std::sync::Arc;
@@ -60,6 +61,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/models/{model}", get(v2::model_metadata))
         .route("/v2/models/{model}/ready", get(v2::model_ready))
         .route("/v2/models/{model}/infer", post(v2::infer))
+        .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{model}/load", post(repository::load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository::unload),
+        )
         .route(
             "/v2/models/{model}/versions/{version}/infer",
             post(v2::infer_version),

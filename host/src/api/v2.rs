@@ -24,7 +24,7 @@ pub async fn server_metadata() -> Json<Value> {
     Json(json!({
         "name": "wasm-mme",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data"],
+        "extensions": ["binary_tensor_data", "model_repository"],
     }))
 }
 

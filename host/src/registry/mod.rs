@@ -296,6 +296,11 @@ impl Registry {
         }
     }
 
+    /// The names of the models in the store, at most `limit` of them.
+    pub async fn store_names(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.store.list(limit).await
+    }
+
     /// The loaded model `name`, loading it from the store on first use.
     pub async fn get_or_load(&self, name: &str) -> Result<Arc<LoadedModel>, LoadError> {
         self.get_or_load_with(name, || self.store.source_of(name))

@@ -226,6 +226,19 @@ impl ModelStore {
         })
     }
 
+    /// The names of the models in the store, sorted, at most `limit` of
+    /// them: the archives and folders of a folder store, the `.tar.gz`
+    /// objects directly under an S3 store's prefix.
+    pub async fn list(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut names = match &self.root {
+            StoreRoot::Folder(folder) => folder.list(limit)?,
+            StoreRoot::S3(prefix) => self.s3.list_packages(prefix, limit).await?,
+        };
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     /// Forgets a downloaded package that turned out not to load, so that
     /// the next load fetches it again instead of failing on the same bytes.
     pub fn discard(&self, source: &PackageSource) {
@@ -275,6 +288,34 @@ impl LocalStore {
     /// The folder.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The names of the packages in the folder that are valid model names,
+    /// at most `limit` of them.
+    pub fn list(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let entries = std::fs::read_dir(&self.root).map_err(|e| StoreError::Unavailable {
+            url: self.root.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut names = Vec::new();
+        for entry in entries.flatten() {
+            if names.len() >= limit {
+                break;
+            }
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                continue;
+            };
+            let name = match file_name.strip_suffix(".tar.gz") {
+                Some(name) if entry.path().is_file() => name,
+                None if entry.path().is_dir() => file_name,
+                _ => continue,
+            };
+            if check_name(name).is_ok() {
+                names.push(name.to_string());
+            }
+        }
+        Ok(names)
     }
 
     /// The package of model `name`: the archive if there is one, else the folder.

@@ -160,6 +160,52 @@ impl S3Access {
             .await
     }
 
+    /// The names of the `.tar.gz` objects directly under `prefix`, at most
+    /// `limit` of them, a page of the listing at a time.
+    pub async fn list_packages(
+        &self,
+        prefix: &S3Location,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let start = if prefix.key.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", prefix.key)
+        };
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client()
+                .await
+                .list_objects_v2()
+                .bucket(&prefix.bucket)
+                .prefix(&start)
+                .delimiter("/")
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable {
+                    url: prefix.to_string(),
+                    reason: source_chain(&e),
+                })?;
+            for object in page.contents() {
+                let name = object
+                    .key()
+                    .and_then(|key| key.strip_prefix(start.as_str()))
+                    .and_then(|rest| rest.strip_suffix(".tar.gz"));
+                if let Some(name) = name.filter(|n| super::check_name(n).is_ok()) {
+                    names.push(name.to_string());
+                }
+            }
+            token = page.next_continuation_token().map(str::to_string);
+            if token.is_none() || names.len() >= limit {
+                names.truncate(limit);
+                return Ok(names);
+            }
+        }
+    }
+
     /// Downloads `object` into `file`, at most `max_bytes`, checking its
     /// length and (for a single-part upload) its MD5 against the ETag.
     /// A body that breaks off is fetched again, up to [`ATTEMPTS`] times.

@@ -1,0 +1,130 @@
+//! The Open Inference Protocol's model repository extension, as Triton
+//! defines it and KServe's model agent calls it: list the store's models
+//! with their state, and load or unload one by name. A load answers once
+//! the model is ready, so that the agent's next inference finds it warm.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::inference::read_body;
+use super::{ApiError, AppState};
+use crate::registry::{LoadError, NotReady};
+
+/// The most models an index lists: a store of more answers its first ones.
+const MAX_INDEX: usize = 100_000;
+
+/// The version every model has: models here are not versioned.
+const MODEL_VERSION: &str = "1";
+
+/// `POST /v2/repository/index`: the store's models, each with its state
+/// (`READY`, `LOADING`, `UNAVAILABLE` with the reason); with
+/// `{"ready": true}`, only the loaded ones.
+pub async fn index(State(state): State<AppState>, body: Body) -> Response {
+    match index_entries(&state, body).await {
+        Ok(entries) => Json(Value::Array(entries)).into_response(),
+        Err(error) => error.into_open_inference_response(),
+    }
+}
+
+async fn index_entries(state: &AppState, body: Body) -> Result<Vec<Value>, ApiError> {
+    let request = request_object(state, body).await?;
+    let ready_only = match request.get("ready") {
+        None => false,
+        Some(Value::Bool(ready)) => *ready,
+        Some(_) => return Err(invalid("\"ready\" must be true or false")),
+    };
+    let loaded: Vec<String> = state
+        .registry
+        .list()
+        .iter()
+        .map(|model| model.name.clone())
+        .collect();
+    let mut names = loaded.clone();
+    if !ready_only {
+        names.extend(state.registry.store_names(MAX_INDEX).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "StoreUnavailable",
+                e.to_string(),
+            )
+        })?);
+        names.sort();
+        names.dedup();
+    }
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let (state, reason) = if loaded.binary_search(&name).is_ok() {
+                ("READY", String::new())
+            } else {
+                match state.registry.not_ready(&name) {
+                    Some(NotReady::Loading) => ("LOADING", String::new()),
+                    Some(NotReady::Failed { error, .. }) => ("UNAVAILABLE", error.to_string()),
+                    None => ("UNAVAILABLE", "unloaded".to_string()),
+                }
+            };
+            json!({ "name": name, "version": MODEL_VERSION, "state": state, "reason": reason })
+        })
+        .collect())
+}
+
+/// `POST /v2/repository/models/{name}/load`: loads `name` from the store
+/// (an empty body, or `{"parameters": {...}}`), answering once it is ready.
+pub async fn load(State(state): State<AppState>, Path(name): Path<String>, body: Body) -> Response {
+    let loaded = async {
+        let request = request_object(&state, body).await?;
+        if let Some(Value::Object(parameters)) = request.get("parameters")
+            && let Some(key) = parameters
+                .keys()
+                .find(|k| *k == "config" || k.starts_with("file:"))
+        {
+            return Err(invalid(format!(
+                "parameter {key:?} is not supported: models load from their package in the store as it is"
+            )));
+        }
+        state.registry.get_or_load(&name).await?;
+        Ok::<_, ApiError>(())
+    };
+    match loaded.await {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(error) => error.into_open_inference_response(),
+    }
+}
+
+/// `POST /v2/repository/models/{name}/unload`: unloads `name`; a model that
+/// is not loaded is already unloaded.
+pub async fn unload(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Response {
+    let unloaded = async {
+        request_object(&state, body).await?;
+        match state.registry.unload(&name).await {
+            Ok(()) | Err(LoadError::NotLoaded(_)) => Ok(()),
+            Err(error) => Err(ApiError::from(error)),
+        }
+    };
+    match unloaded.await {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(error) => error.into_open_inference_response(),
+    }
+}
+
+/// The request's JSON object; an empty body is an empty object.
+async fn request_object(state: &AppState, body: Body) -> Result<Map<String, Value>, ApiError> {
+    let body = read_body(body, state.max_request_bytes, state.body_read_timeout).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| invalid(format!("the body must be a JSON object ({e}), or empty")))
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "InvalidInput", message)
+}
