@@ -46,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
         flatten(&value, &mut flat);
         assert_eq!(numbers.len(), flat.len());
         for (fast, slow) in numbers.iter().zip(&flat) {
-            assert!((fast - slow).abs() <= 1e-15 * fast.abs().max(slow.abs()), "{fast} {slow}");
+            assert!(
+                (fast - slow).abs() <= 1e-15 * fast.abs().max(slow.abs()),
+                "{fast} {slow}"
+            );
         }
         assert_eq!(*shape, first_path(&value));
     }

@@ -17,6 +17,7 @@ const TARGETS: &[&str] = &[
     "parse_properties",
     "decode_request",
     "decode_tensors",
+    "decode_binary",
 ];
 
 const CARGO_FUZZ: &str = "cargo-fuzz@0.13.2";

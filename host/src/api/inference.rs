@@ -9,9 +9,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use mme_oip::{self as binary, BinaryOutputs, EncodingError};
 use serde::Deserialize;
 
-use super::binary::{self, BinaryOutputs, EncodingError};
 use super::error::QUEUE_FULL;
 use super::v2::OIP_JSON;
 use super::{ApiError, AppState};

@@ -1,7 +1,6 @@
 //! The HTTP surface: routers only, no state of their own. Every handler
 //! reads the shared [`AppState`] and maps errors through [`ApiError`].
 
-mod binary;
 mod error;
 mod health;
 mod inference;

@@ -449,5 +449,4 @@ fn visit(value: &Value, f: &mut impl FnMut(&Value)) {
 }
 
 #[cfg(test)]
-#[path = "binary_tests.rs"]
 mod tests;
