@@ -199,7 +199,8 @@ struct BenchArgs {
     /// (relative weights of models 0, 1, … and of all the others); repeat to run several.
     #[arg(long = "pattern", default_value = "even")]
     patterns: Vec<Pattern>,
-    /// Inference route: predictions, invoke (models must be loaded) or v2.
+    /// Inference route: predictions, invoke (models must be loaded), v2, or
+    /// v2-binary (Triton's binary tensors both ways).
     #[arg(long, default_value = "predictions")]
     route: bench::Route,
     /// Open loop at this many requests per second (latency counted from when

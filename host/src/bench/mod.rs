@@ -17,6 +17,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -38,6 +39,9 @@ pub enum Route {
     Invoke,
     /// `POST /v2/models/{model}/infer` (Open Inference Protocol).
     V2,
+    /// The same with Triton's binary tensor extension both ways, as
+    /// `tritonclient.http` sends by default.
+    V2Binary,
 }
 
 impl FromStr for Route {
@@ -48,8 +52,9 @@ impl FromStr for Route {
             "predictions" => Ok(Route::Predictions),
             "invoke" => Ok(Route::Invoke),
             "v2" => Ok(Route::V2),
+            "v2-binary" => Ok(Route::V2Binary),
             other => Err(format!(
-                "unknown route {other:?}: use predictions, invoke or v2"
+                "unknown route {other:?}: use predictions, invoke, v2 or v2-binary"
             )),
         }
     }
@@ -60,26 +65,62 @@ impl Route {
         match self {
             Route::Predictions => format!("/predictions/{model}"),
             Route::Invoke => format!("/models/{model}/invoke"),
-            Route::V2 => format!("/v2/models/{model}/infer"),
+            Route::V2 | Route::V2Binary => format!("/v2/models/{model}/infer"),
         }
     }
 
-    /// The body to send: for v2, JSON rows such as `[[0.5]]` become the
-    /// protocol's input tensor; anything else is sent as given.
-    fn body(self, body: &str) -> String {
-        if self != Route::V2 {
-            return body.to_string();
+    /// A request of `body` (as [`Route::body`] made it) to `model` on the
+    /// server at `base`.
+    pub(crate) fn request(
+        self,
+        client: &reqwest::Client,
+        base: &str,
+        model: &str,
+        (body, header_length): &(Bytes, Option<usize>),
+    ) -> reqwest::RequestBuilder {
+        let request = client
+            .post(format!("{base}{}", self.path(model)))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        match header_length {
+            Some(length) => request.header("inference-header-content-length", *length),
+            None => request,
         }
-        match serde_json::from_str::<Vec<Vec<f64>>>(body) {
-            Ok(rows) => json!({"inputs": [{
-                "name": "input-0",
-                "shape": [rows.len(), rows.first().map_or(0, Vec::len)],
-                "datatype": "FP64",
-                "data": rows,
-            }]})
-            .to_string(),
-            Err(_) => body.to_string(),
+    }
+
+    /// The body to send, and its `Inference-Header-Content-Length` if it has
+    /// binary tensors: for v2, JSON rows such as `[[0.5]]` become the
+    /// protocol's input tensor (for v2-binary, its bytes after the JSON,
+    /// with the output asked for as bytes too); anything else is sent as given.
+    fn body(self, body: &str) -> (Bytes, Option<usize>) {
+        let rows = match (self, serde_json::from_str::<Vec<Vec<f64>>>(body)) {
+            (Route::V2 | Route::V2Binary, Ok(rows)) => rows,
+            _ => return (Bytes::from(body.to_string()), None),
+        };
+        let shape = [rows.len(), rows.first().map_or(0, Vec::len)];
+        if self == Route::V2 {
+            let request = json!({"inputs": [{
+                "name": "input-0", "shape": shape, "datatype": "FP64", "data": rows,
+            }]});
+            return (Bytes::from(request.to_string()), None);
         }
+        let values: Vec<u8> = rows
+            .iter()
+            .flatten()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let header = json!({
+            "inputs": [{
+                "name": "input-0", "shape": shape, "datatype": "FP64",
+                "parameters": {"binary_data_size": values.len()},
+            }],
+            "parameters": {"binary_data_output": true},
+        })
+        .to_string();
+        let length = header.len();
+        let mut request = header.into_bytes();
+        request.extend_from_slice(&values);
+        (Bytes::from(request), Some(length))
     }
 }
 
@@ -277,7 +318,8 @@ struct Sender {
     client: reqwest::Client,
     config: BenchConfig,
     base: String,
-    body: String,
+    /// The body, and its `Inference-Header-Content-Length` when it has binary tensors.
+    body: (Bytes, Option<usize>),
 }
 
 impl Sender {
@@ -287,10 +329,9 @@ impl Sender {
             Some(route) => self.client.get(format!("{}{route}", self.base)),
             None => {
                 let name = format!("{}{model}", self.config.prefix);
-                self.client
-                    .post(format!("{}{}", self.base, self.config.route.path(&name)))
-                    .header("content-type", "application/json")
-                    .body(self.body.clone())
+                self.config
+                    .route
+                    .request(&self.client, &self.base, &name, &self.body)
             }
         };
         match request.send().await {
@@ -480,9 +521,26 @@ mod tests {
 
     #[test]
     fn v2_turns_json_rows_into_an_input_tensor() {
-        let body: Value = serde_json::from_str(&Route::V2.body("[[0.5],[2.0]]")).unwrap();
+        let (body, length) = Route::V2.body("[[0.5],[2.0]]");
+        let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["inputs"][0]["shape"], json!([2, 1]));
-        assert_eq!(Route::Predictions.body("[[0.5]]"), "[[0.5]]");
-        assert_eq!(Route::V2.body("{\"inputs\":[]}"), "{\"inputs\":[]}");
+        assert_eq!(length, None);
+        assert_eq!(
+            Route::Predictions.body("[[0.5]]"),
+            (Bytes::from("[[0.5]]"), None)
+        );
+        let other = "{\"inputs\":[]}";
+        assert_eq!(Route::V2.body(other), (Bytes::from(other), None));
+    }
+
+    #[test]
+    fn v2_binary_sends_the_rows_as_bytes_after_the_json() {
+        let (body, length) = Route::V2Binary.body("[[0.5],[2.0]]");
+        let length = length.unwrap();
+        let header: Value = serde_json::from_slice(&body[..length]).unwrap();
+        assert_eq!(header["inputs"][0]["parameters"]["binary_data_size"], 16);
+        assert_eq!(header["parameters"]["binary_data_output"], true);
+        let values: Vec<u8> = [0.5f64, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(&body[length..], values.as_slice());
     }
 }

@@ -216,15 +216,8 @@ async fn traffic(
         let index = (started.elapsed().as_nanos() / phase.as_nanos().max(1)) as usize;
         let model = patterns[index % 3].pick(&mut rng, config.models);
         let name = format!("{}{model}", config.prefix);
-        let route = if rng.random_bool(0.5) {
-            Route::Predictions
-        } else {
-            Route::V2
-        };
-        let request = client
-            .post(format!("{}{}", config.url, route.path(&name)))
-            .header("content-type", "application/json")
-            .body(route.body(&config.body));
+        let route = [Route::Predictions, Route::V2, Route::V2Binary][rng.random_range(0..3)];
+        let request = route.request(client, &config.url, &name, &route.body(&config.body));
         record(report, Actor::Traffic, request, None).await;
     }
 }
