@@ -101,7 +101,7 @@ pub fn decode_request(
     let Some(length) = header_length else {
         // Plain JSON: it can still ask for binary outputs, but most requests
         // do not, and are passed on unparsed.
-        if !contains(&body, b"binary_data") {
+        if memchr::memmem::find(&body, b"binary_data").is_none() {
             return Ok((body, BinaryOutputs::default()));
         }
         let mut request = object(&body)?;
@@ -211,10 +211,6 @@ pub fn encode_response(
         }
     }
     Ok((!tail.is_empty()).then_some(tail))
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn object(json: &[u8]) -> Result<Map<String, Value>, BinaryError> {
