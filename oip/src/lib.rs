@@ -325,26 +325,31 @@ fn tensor_values(input: &Map<String, Value>, bytes: &[u8]) -> Result<Vec<Value>,
     }
     let chunks = bytes.chunks_exact(size);
     let value = |c: &[u8]| -> Result<Value, String> {
-        let array = |n| c.get(..n).ok_or("short element");
         Ok(match datatype {
             "BOOL" => Value::Bool(c[0] != 0),
             "UINT8" => c[0].into(),
             "INT8" => i8::from_le_bytes([c[0]]).into(),
-            "UINT16" => u16::from_le_bytes(array(2)?.try_into().map_err(|_| "size")?).into(),
-            "INT16" => i16::from_le_bytes(array(2)?.try_into().map_err(|_| "size")?).into(),
-            "UINT32" => u32::from_le_bytes(array(4)?.try_into().map_err(|_| "size")?).into(),
-            "INT32" => i32::from_le_bytes(array(4)?.try_into().map_err(|_| "size")?).into(),
-            "UINT64" => u64::from_le_bytes(array(8)?.try_into().map_err(|_| "size")?).into(),
-            "INT64" => i64::from_le_bytes(array(8)?.try_into().map_err(|_| "size")?).into(),
-            "FP32" => finite(f64::from(f32::from_le_bytes(
-                array(4)?.try_into().map_err(|_| "size")?,
-            )))?,
-            _ => finite(f64::from_le_bytes(
-                array(8)?.try_into().map_err(|_| "size")?,
-            ))?,
+            "UINT16" => u16::from_le_bytes(bytes_of(c)?).into(),
+            "INT16" => i16::from_le_bytes(bytes_of(c)?).into(),
+            "UINT32" => u32::from_le_bytes(bytes_of(c)?).into(),
+            "INT32" => i32::from_le_bytes(bytes_of(c)?).into(),
+            "UINT64" => u64::from_le_bytes(bytes_of(c)?).into(),
+            "INT64" => i64::from_le_bytes(bytes_of(c)?).into(),
+            "FP32" => finite(f64::from(f32::from_le_bytes(bytes_of(c)?)))?,
+            _ => finite(f64::from_le_bytes(bytes_of(c)?))?,
         })
     };
     chunks.map(value).collect()
+}
+
+/// One element's bytes as the array its type reads.
+fn bytes_of<const N: usize>(element: &[u8]) -> Result<[u8; N], String> {
+    element.try_into().map_err(|_| {
+        format!(
+            "an element of {} bytes where {N} were expected",
+            element.len()
+        )
+    })
 }
 
 fn finite(x: f64) -> Result<Value, String> {

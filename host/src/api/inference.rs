@@ -289,15 +289,12 @@ pub(super) async fn predict(
 /// A `Content-Encoding` the server cannot undo, or a body that is not
 /// what its encoding says, as the HTTP answer.
 fn encoding_error(error: EncodingError) -> ApiError {
-    let status = match error {
-        EncodingError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        EncodingError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        EncodingError::Corrupt { .. } => StatusCode::BAD_REQUEST,
-    };
-    let kind = match error {
-        EncodingError::Unsupported(_) => "UnsupportedMediaType",
-        EncodingError::TooLarge(_) => "PayloadTooLarge",
-        EncodingError::Corrupt { .. } => "InvalidInput",
+    let (status, kind) = match error {
+        EncodingError::Unsupported(_) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
+        }
+        EncodingError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge"),
+        EncodingError::Corrupt { .. } => (StatusCode::BAD_REQUEST, "InvalidInput"),
     };
     ApiError::new(status, kind, error.to_string())
 }

@@ -11,14 +11,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::inference::read_body;
+use super::v2::MODEL_VERSION;
 use super::{ApiError, AppState};
 use crate::registry::{LoadError, NotReady};
 
 /// The most models an index lists: a store of more answers its first ones.
 const MAX_INDEX: usize = 100_000;
-
-/// The version every model has: models here are not versioned.
-const MODEL_VERSION: &str = "1";
 
 /// `POST /v2/repository/index`: the store's models, each with its state
 /// (`READY`, `LOADING`, `UNAVAILABLE` with the reason); with

@@ -17,7 +17,7 @@ use crate::registry::LoadedModel;
 pub use crate::runtime::OIP_JSON;
 
 /// The version every model has: models here are not versioned.
-const MODEL_VERSION: &str = "1";
+pub(super) const MODEL_VERSION: &str = "1";
 
 /// `GET /v2`: server metadata.
 pub async fn server_metadata() -> Json<Value> {
