@@ -177,18 +177,17 @@ impl Server {
 
     /// The value of a metric line that starts with `series` (name and labels).
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.url))
+        metric_in(&self.metrics_text().await, series)
+    }
+
+    /// One scrape of `/metrics`, so that several series are read at one moment.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.url))
             .await
             .expect("metrics answer")
             .text()
             .await
-            .expect("metrics body");
-        text.lines()
-            .find_map(|line| {
-                line.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .map_or(0.0, |value| value.trim().parse().expect("a number"))
+            .expect("metrics body")
     }
 
     /// Waits, up to 300 s, until the metric `series` reaches `value`, and
@@ -315,4 +314,15 @@ pub async fn delete(server: &Server, path: &str) -> u16 {
         .expect("the server answers")
         .status()
         .as_u16()
+}
+
+/// The value of the line of a `/metrics` scrape that starts with `series`
+/// (name and labels); 0 when it is absent.
+pub fn metric_in(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map_or(0.0, |value| value.trim().parse().expect("a number"))
 }
