@@ -1,8 +1,9 @@
 //! Any body, decoded the way the ONNX engine decodes requests (a JSON
-//! array, CSV rows, or an Open Inference Protocol tensor) and fitted to an
-//! input: an error, or values that fill exactly the input's shape. The
-//! first byte picks the input's element type and shape. A body that the
-//! fast path for numbers reads is read the same by serde_json.
+//! array, CSV rows, or an Open Inference Protocol tensor, its data as JSON
+//! or as Triton's binary data) and fitted to an input: an error, or values
+//! that fill exactly the input's shape. The first byte picks the input's
+//! element type and shape. A body that the fast path for numbers reads is
+//! read the same by serde_json.
 
 #![no_main]
 
@@ -56,6 +57,9 @@ fuzz_target!(|data: &[u8]| {
     let mut decoded = vec![Sent::from_csv(body), json];
     if let Ok(request) = serde_json::from_slice::<InferRequest>(body) {
         decoded.extend(request.inputs.iter().map(|tensor| tensor.sent()));
+        // The same bytes as each tensor's binary data: whatever they hold,
+        // an error or values of the declared shape.
+        decoded.extend(request.inputs.iter().map(|tensor| tensor.sent_binary(body)));
     }
     for sent in decoded.into_iter().flatten() {
         let Ok(typed) = sent.fit(&wanted) else {

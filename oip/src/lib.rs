@@ -4,14 +4,16 @@
 //! each binary tensor's bytes in order (little-endian, row-major; `BOOL` one
 //! byte; `BYTES` a 4-byte length before each element).
 //!
-//! The host converts at the edge: a request's binary tensors become JSON
-//! `data` before the model sees them, and the outputs the client asked to
-//! get as binary leave the model's JSON answer as bytes. A guest speaks only
-//! v2 JSON, whatever the client sends, and a hostile binary body is refused
-//! here, outside the sandbox, before any model runs.
+//! The host reads and checks a request here, outside the sandbox, before
+//! any model runs, so that a hostile binary body is refused at the edge.
+//! A guest that reads binary tensors itself (the built-in ONNX engine) then
+//! gets the body as the client framed it; any other gets the request as
+//! JSON alone, its binary tensors turned into `data`. The outputs the client
+//! asked to get as binary leave the model's JSON answer as bytes.
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::ops::Range;
 
 use serde_json::{Map, Value};
 use thiserror::Error;
@@ -98,11 +100,40 @@ pub fn decode_request(
     body: Vec<u8>,
     header_length: Option<&str>,
 ) -> Result<(Vec<u8>, BinaryOutputs), BinaryError> {
+    let framed = read_request(body, header_length)?;
+    let wanted = framed.wanted.clone();
+    Ok((framed.into_json()?, wanted))
+}
+
+/// A v2 request read and checked, kept as the client framed it: a guest
+/// that reads binary tensors itself gets the bytes unchanged
+/// ([`Framed::into_binary`]), any other the request as JSON alone
+/// ([`Framed::into_json`]).
+#[derive(Debug)]
+pub struct Framed {
+    /// The body as it arrived.
+    body: Vec<u8>,
+    /// The JSON header, parsed, with the binary output choices taken out;
+    /// `None` for a plain JSON body that asks for nothing binary, which is
+    /// passed on unparsed.
+    header: Option<Map<String, Value>>,
+    /// The JSON header's length, when binary tensors follow it.
+    header_length: Option<usize>,
+    /// Where each binary input's bytes are in `body`, by its place in `inputs`.
+    tensors: Vec<(usize, Range<usize>)>,
+    wanted: BinaryOutputs,
+}
+
+/// Reads a v2 request: the JSON header, the outputs wanted as binary, and
+/// each binary input's bytes, checked against its datatype and shape (a
+/// hostile body is refused here, before any model runs).
+/// `header_length` is the `Inference-Header-Content-Length` header, if sent.
+pub fn read_request(body: Vec<u8>, header_length: Option<&str>) -> Result<Framed, BinaryError> {
     let Some(length) = header_length else {
         // Plain JSON: it can still ask for binary outputs, but most requests
         // do not, and are passed on unparsed.
         if memchr::memmem::find(&body, b"binary_data").is_none() {
-            return Ok((body, BinaryOutputs::default()));
+            return Ok(Framed::plain(body, None, BinaryOutputs::default()));
         }
         let mut request = object(&body)?;
         let wanted = binary_outputs(&mut request)?;
@@ -111,7 +142,7 @@ pub fn decode_request(
                 "input {input:?} has binary_data_size but the request has no Inference-Header-Content-Length header"
             ));
         }
-        return Ok((to_json(&request)?, wanted));
+        return Ok(Framed::plain(body, Some(request), wanted));
     };
     let length: usize = length.trim().parse().or_else(|_| {
         fail(format!(
@@ -124,50 +155,99 @@ pub fn decode_request(
             body.len()
         ));
     }
-    let (header, mut rest) = body.split_at(length);
-    let mut request = object(header)?;
+    let mut request = object(&body[..length])?;
     let wanted = binary_outputs(&mut request)?;
-    if let Some(Value::Array(inputs)) = request.get_mut("inputs") {
-        for input in inputs.iter_mut() {
-            let Value::Object(input) = input else {
-                continue;
-            };
-            let Some(size) = take_parameter(input, "binary_data_size") else {
-                continue;
-            };
-            let name = input
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string();
-            let size = size
-                .as_u64()
-                .and_then(|s| usize::try_from(s).ok())
-                .ok_or_else(|| {
-                    BinaryError(format!(
-                        "input {name:?}: binary_data_size must be a count of bytes"
-                    ))
-                })?;
-            if size > rest.len() {
-                return fail(format!(
-                    "input {name:?}: binary_data_size is {size} but only {} bytes follow",
-                    rest.len()
-                ));
-            }
-            let (bytes, after) = rest.split_at(size);
-            rest = after;
-            let data = tensor_values(input, bytes)
-                .map_err(|reason| BinaryError(format!("input {name:?}: {reason}")))?;
-            input.insert("data".into(), Value::Array(data));
+    let mut tensors = Vec::new();
+    let mut at = length;
+    let inputs = request.get("inputs").and_then(Value::as_array);
+    for (index, input) in inputs.into_iter().flatten().enumerate() {
+        let Value::Object(input) = input else {
+            continue;
+        };
+        let Some(size) = input
+            .get("parameters")
+            .and_then(|p| p.get("binary_data_size"))
+        else {
+            continue;
+        };
+        let name = input.get("name").and_then(Value::as_str).unwrap_or("?");
+        let size = size
+            .as_u64()
+            .and_then(|s| usize::try_from(s).ok())
+            .ok_or_else(|| {
+                BinaryError(format!(
+                    "input {name:?}: binary_data_size must be a count of bytes"
+                ))
+            })?;
+        let left = body.len() - at;
+        if size > left {
+            return fail(format!(
+                "input {name:?}: binary_data_size is {size} but only {left} bytes follow"
+            ));
         }
+        check_tensor(input, &body[at..at + size])
+            .map_err(|reason| BinaryError(format!("input {name:?}: {reason}")))?;
+        tensors.push((index, at..at + size));
+        at += size;
     }
-    if !rest.is_empty() {
+    if at != body.len() {
         return fail(format!(
             "{} bytes follow the last binary input: the binary_data_size values and the body disagree",
-            rest.len()
+            body.len() - at
         ));
     }
-    Ok((to_json(&request)?, wanted))
+    Ok(Framed {
+        body,
+        header: Some(request),
+        header_length: Some(length),
+        tensors,
+        wanted,
+    })
+}
+
+impl Framed {
+    fn plain(body: Vec<u8>, header: Option<Map<String, Value>>, wanted: BinaryOutputs) -> Self {
+        Framed {
+            body,
+            header,
+            header_length: None,
+            tensors: Vec::new(),
+            wanted,
+        }
+    }
+
+    /// The outputs the client wants as binary data.
+    pub fn wanted(&self) -> &BinaryOutputs {
+        &self.wanted
+    }
+
+    /// The body as the client sent it (checked), and the JSON header's
+    /// length when binary tensors follow it.
+    pub fn into_binary(self) -> (Vec<u8>, Option<usize>) {
+        (self.body, self.header_length)
+    }
+
+    /// The request as JSON alone: each binary input's values as `data`,
+    /// and no binary parameters left.
+    pub fn into_json(self) -> Result<Vec<u8>, BinaryError> {
+        let Some(mut request) = self.header else {
+            return Ok(self.body);
+        };
+        if let Some(Value::Array(inputs)) = request.get_mut("inputs") {
+            for (index, range) in &self.tensors {
+                let Some(Value::Object(input)) = inputs.get_mut(*index) else {
+                    continue;
+                };
+                take_parameter(input, "binary_data_size");
+                let data = tensor_values(input, &self.body[range.clone()]).map_err(|reason| {
+                    let name = input.get("name").and_then(Value::as_str).unwrap_or("?");
+                    BinaryError(format!("input {name:?}: {reason}"))
+                })?;
+                input.insert("data".into(), Value::Array(data));
+            }
+        }
+        to_json(&request)
+    }
 }
 
 /// The model's v2 answer with the outputs in `wanted` as binary data: the
@@ -281,7 +361,7 @@ fn binary_outputs(request: &mut Map<String, Value>) -> Result<BinaryOutputs, Bin
 
 /// The bytes of one element of `datatype`; `None` for `BYTES`, whose
 /// elements carry their own length.
-fn element_size(datatype: &str) -> Result<Option<usize>, String> {
+pub fn element_size(datatype: &str) -> Result<Option<usize>, String> {
     Ok(Some(match datatype {
         "BOOL" | "UINT8" | "INT8" => 1,
         "UINT16" | "INT16" => 2,
@@ -295,9 +375,8 @@ fn element_size(datatype: &str) -> Result<Option<usize>, String> {
     }))
 }
 
-/// The values of a binary tensor, as JSON, after checking its bytes against
-/// its datatype and shape.
-fn tensor_values(input: &Map<String, Value>, bytes: &[u8]) -> Result<Vec<Value>, String> {
+/// The datatype and element count of a binary input, as its JSON says.
+fn datatype_and_count(input: &Map<String, Value>) -> Result<(&str, usize), String> {
     let datatype = input
         .get("datatype")
         .and_then(Value::as_str)
@@ -313,16 +392,33 @@ fn tensor_values(input: &Map<String, Value>, bytes: &[u8]) -> Result<Vec<Value>,
                 .and_then(|d| n.checked_mul(d))
         })
         .ok_or("its shape must be a list of sizes")?;
-    let Some(size) = element_size(datatype)? else {
-        return strings(bytes, count);
-    };
-    if count.checked_mul(size) != Some(bytes.len()) {
-        return Err(format!(
+    Ok((datatype, count))
+}
+
+/// Checks a binary input's bytes against its datatype and shape.
+fn check_tensor(input: &Map<String, Value>, bytes: &[u8]) -> Result<(), String> {
+    let (datatype, count) = datatype_and_count(input)?;
+    match element_size(datatype)? {
+        None => strings(bytes, count).map(drop),
+        Some(size) if count.checked_mul(size) == Some(bytes.len()) => Ok(()),
+        Some(size) => Err(format!(
             "binary_data_size is {} bytes, but {count} {datatype} elements (its shape) take {}",
             bytes.len(),
             count.saturating_mul(size)
-        ));
+        )),
     }
+}
+
+/// The values of a binary tensor as JSON; its bytes were checked against
+/// its datatype and shape when the request was read.
+fn tensor_values(input: &Map<String, Value>, bytes: &[u8]) -> Result<Vec<Value>, String> {
+    let (datatype, count) = datatype_and_count(input)?;
+    let Some(size) = element_size(datatype)? else {
+        return Ok(strings(bytes, count)?
+            .into_iter()
+            .map(|s| Value::String(s.to_string()))
+            .collect());
+    };
     let chunks = bytes.chunks_exact(size);
     let value = |c: &[u8]| -> Result<Value, String> {
         Ok(match datatype {
@@ -358,8 +454,9 @@ fn finite(x: f64) -> Result<Value, String> {
         .ok_or_else(|| format!("{x} is not a number JSON can carry; send finite values"))
 }
 
-/// `count` BYTES elements, each a 4-byte little-endian length and its bytes.
-fn strings(mut bytes: &[u8], count: usize) -> Result<Vec<Value>, String> {
+/// `count` BYTES elements, each a 4-byte little-endian length and its
+/// bytes, which must be UTF-8: JSON and the models' string inputs take text.
+pub fn strings(mut bytes: &[u8], count: usize) -> Result<Vec<&str>, String> {
     let mut values = Vec::new();
     while !bytes.is_empty() {
         let Some((length, rest)) = bytes.split_first_chunk::<4>() else {
@@ -375,7 +472,7 @@ fn strings(mut bytes: &[u8], count: usize) -> Result<Vec<Value>, String> {
         let (text, rest) = rest.split_at(length);
         let text = std::str::from_utf8(text)
             .map_err(|_| "a BYTES element is not UTF-8 text, which JSON cannot carry")?;
-        values.push(Value::String(text.to_string()));
+        values.push(text);
         bytes = rest;
     }
     if values.len() != count {

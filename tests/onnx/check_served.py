@@ -92,14 +92,15 @@ def check_model(host, name, record, problems):
     (port,) = metadata["inputs"]
     if [o["name"] for o in metadata["outputs"]] != list(ort):
         problems.append(f"{name}: metadata outputs {metadata['outputs']} are not onnxruntime's {list(ort)}")
-    if any(v is None for v in np.ravel(np.asarray(rows, dtype=object))):
-        # JSON has no NaN, and Triton's client writes a missing value as a bare
-        # NaN token that JSON parsers refuse: such rows go only as plain JSON (null).
-        return
     numpy_type = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32, "BYTES": np.object_}
-    x = np.asarray(rows, dtype=numpy_type[port["datatype"]])
+    cells = np.asarray(rows, dtype=object)
+    missing = cells == None  # noqa: E711 (element-wise)
     # As JSON, then with the client's defaults: binary tensors both ways.
-    for binary in (False, True):
+    # JSON has no NaN, and Triton's client writes a missing value as a bare
+    # NaN token that JSON parsers refuse: rows with missing values go as
+    # binary data alone, where a missing value is NaN (what an Imputer reads).
+    x = np.where(missing, np.nan, cells).astype(numpy_type[port["datatype"]])
+    for binary in (True,) if missing.any() else (False, True):
         seen = check_v2(client, name, port, x, ort, binary, problems)
     check_native(name, native, seen, problems)
 

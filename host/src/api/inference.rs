@@ -17,7 +17,7 @@ use super::v2::OIP_JSON;
 use super::{ApiError, AppState};
 use crate::metrics::RequestLabels;
 use crate::registry::{LoadedModel, Reload};
-use crate::runtime::{METADATA_CONTENT_TYPE, Request};
+use crate::runtime::{METADATA_CONTENT_TYPE, OIP_BINARY, Request};
 
 /// The `model` label of requests for models that are not loaded.
 const UNKNOWN_MODEL_LABEL: &str = "_unknown";
@@ -201,21 +201,18 @@ pub(super) async fn predict(
         Ok(body) => body,
         Err(error) => return (None, Err(encoding_error(error))),
     };
-    // Binary tensors become JSON here, before a model is loaded for them.
-    let (body, binary_outputs) = if protocol == Protocol::OpenInference {
+    // A binary request is read and checked here, before a model is loaded
+    // for it; its tensors become JSON only for a model that cannot read them.
+    let (mut body, framed) = if protocol == Protocol::OpenInference {
         let length = headers
             .get(binary::HEADER_LENGTH)
             .map(|value| value.to_str().unwrap_or("(not text)"));
-        match binary::decode_request(body, length) {
-            Ok(decoded) => decoded,
-            Err(error) => {
-                let error =
-                    ApiError::new(StatusCode::BAD_REQUEST, "InvalidInput", error.to_string());
-                return (None, Err(error));
-            }
+        match binary::read_request(body, length) {
+            Ok(framed) => (Vec::new(), Some(framed)),
+            Err(error) => return (None, Err(invalid_binary(error))),
         }
     } else {
-        (body, BinaryOutputs::default())
+        (body, None)
     };
     let loaded = match loading {
         Loading::OnDemand | Loading::Single => None,
@@ -242,11 +239,27 @@ pub(super) async fn predict(
             }
         }
     };
-    let content_type = match protocol {
+    let mut content_type = match protocol {
         Protocol::Plain => header_text(headers, header::CONTENT_TYPE.as_str()),
         Protocol::OpenInference => OIP_JSON.to_string(),
         Protocol::Metadata => METADATA_CONTENT_TYPE.to_string(),
     };
+    let mut binary_outputs = BinaryOutputs::default();
+    if let Some(framed) = framed {
+        binary_outputs = framed.wanted().clone();
+        if loaded.reads_binary_tensors() {
+            let (raw, header_length) = framed.into_binary();
+            body = raw;
+            if let Some(length) = header_length {
+                content_type = format!("{OIP_BINARY}; header-length={length}");
+            }
+        } else {
+            match framed.into_json() {
+                Ok(json) => body = json,
+                Err(error) => return (None, Err(invalid_binary(error))),
+            }
+        }
+    }
     if protocol != Protocol::Metadata && content_type.eq_ignore_ascii_case(METADATA_CONTENT_TYPE) {
         return (
             None,
@@ -284,6 +297,11 @@ pub(super) async fn predict(
         Ok(http)
     });
     (served_by, response)
+}
+
+/// A binary request that cannot be read, as the HTTP answer.
+fn invalid_binary(error: binary::BinaryError) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "InvalidInput", error.to_string())
 }
 
 /// A `Content-Encoding` the server cannot undo, or a body that is not

@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use super::room::MakeRoom;
 use super::{LoadError, PredictError, RegistryConfig};
 use crate::metrics::Metrics;
-use crate::package::{CodeError, Package, Properties, PropertiesError};
+use crate::package::{CodeError, ModelCode, Package, Properties, PropertiesError};
 use crate::runtime::{
     CallError, Charge, Compiled, GuestError, Instance, LogBudget, MemoryMeter, Request, Response,
     Runtime, RuntimeError, Sandbox, Tier,
@@ -58,6 +58,11 @@ impl LoadedModel {
     /// The hash of the model's wasm.
     pub fn wasm_hash(&self) -> &str {
         &self.queue.backend().hash
+    }
+
+    /// Whether its code reads Triton's binary tensors itself.
+    pub fn reads_binary_tensors(&self) -> bool {
+        self.queue.backend().reads_binary_tensors()
     }
 
     /// Its queue and workers now.
@@ -137,10 +142,17 @@ pub struct WasmBackend {
     /// Takes back another model's spare instance when the pool is full.
     make_room: MakeRoom,
     /// Keeps the unpacked folder alive as long as instances may read it.
-    _package: Package,
+    package: Package,
 }
 
 impl WasmBackend {
+    /// Whether the model's code reads Triton's binary tensors itself: the
+    /// built-in ONNX engine does, so that a binary request's tensors reach
+    /// it as bytes, not as JSON numbers it would parse again.
+    pub fn reads_binary_tensors(&self) -> bool {
+        matches!(self.package.code(), ModelCode::Onnx { .. })
+    }
+
     /// The shared compiled component that new instances start from.
     pub fn compiled(&self) -> Arc<Compiled> {
         let mut compiled = self
@@ -360,7 +372,7 @@ pub fn open_model(
         models_loaded: metrics.models_loaded.clone(),
         package_bytes: package.unpacked_bytes(),
         make_room,
-        _package: package,
+        package,
     };
     Ok(Opened {
         backend,

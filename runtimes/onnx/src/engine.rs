@@ -142,8 +142,10 @@ impl OnnxModel {
     }
 
     /// An Open Inference Protocol request: a tensor per input, by name.
-    fn predict_v2(&self, request: &Request) -> Result<Response, Error> {
-        let infer: InferRequest = serde_json::from_slice(&request.body).map_err(|e| {
+    /// `header` is its JSON; `binary`, the bytes of the tensors that
+    /// follow it as binary data, in the order of `inputs`.
+    fn predict_v2(&self, header: &[u8], binary: &[u8]) -> Result<Response, Error> {
+        let infer: InferRequest = serde_json::from_slice(header).map_err(|e| {
             Error::invalid_input(format!(
                 "not an Open Inference Protocol request ({{\"inputs\": [{{\"name\", \"shape\", \"datatype\", \"data\"}}]}}): {e}"
             ))
@@ -153,21 +155,25 @@ impl OnnxModel {
                 "the request has more than one tensor named {name:?}; send one per input"
             )));
         }
+        let mut sent = binary_tensors(&infer, binary)?;
         let single = self.graph.inputs.len() == 1 && infer.inputs.len() == 1;
         let mut feeds = TVec::new();
         for port in &self.graph.inputs {
-            let tensor = infer
+            let at = infer
                 .inputs
                 .iter()
-                .find(|t| single || t.name == port.name)
+                .position(|t| single || t.name == port.name)
                 .ok_or_else(|| {
                     Error::invalid_input(format!(
                         "the request has no tensor for input {:?}",
                         port.name
                     ))
                 })?;
-            let sent = tensor.sent().map_err(Error::invalid_input)?;
-            feeds.push(tensors::tensor_for(sent, port).map_err(Error::invalid_input)?);
+            let values = match sent[at].take() {
+                Some(values) => values,
+                None => infer.inputs[at].sent().map_err(Error::invalid_input)?,
+            };
+            feeds.push(tensors::tensor_for(values, port).map_err(Error::invalid_input)?);
         }
         if let Some(extra) = infer
             .inputs
@@ -223,6 +229,39 @@ impl OnnxModel {
             outputs,
         })
     }
+}
+
+/// The values of the request's binary tensors, by their place in
+/// `inputs` (`None` for a tensor sent as JSON), after checking that their
+/// sizes take up `binary` exactly.
+fn binary_tensors(infer: &InferRequest, mut binary: &[u8]) -> Result<Vec<Option<Sent>>, Error> {
+    let mut sent = Vec::with_capacity(infer.inputs.len());
+    for tensor in &infer.inputs {
+        let Some(size) = tensor.parameters.binary_data_size else {
+            sent.push(None);
+            continue;
+        };
+        let bytes = usize::try_from(size)
+            .ok()
+            .and_then(|size| binary.split_off(..size))
+            .ok_or_else(|| {
+                Error::invalid_input(format!(
+                    "input {:?}: binary_data_size is {size} but only {} bytes follow",
+                    tensor.name,
+                    binary.len()
+                ))
+            })?;
+        sent.push(Some(
+            tensor.sent_binary(bytes).map_err(Error::invalid_input)?,
+        ));
+    }
+    if !binary.is_empty() {
+        return Err(Error::invalid_input(format!(
+            "{} bytes follow the last binary input: the binary_data_size values and the body disagree",
+            binary.len()
+        )));
+    }
+    Ok(sent)
 }
 
 /// One output's answer on the plain routes.
@@ -293,8 +332,13 @@ impl Model for OnnxModel {
     }
 
     fn predict(&self, request: Request) -> Result<Response, Error> {
-        if request.is_open_inference() {
-            self.predict_v2(&request)
+        if let Some(length) = request.binary_header_length() {
+            let (header, binary) = request.body.split_at_checked(length).ok_or_else(|| {
+                Error::invalid_input("the binary request is shorter than its JSON header")
+            })?;
+            self.predict_v2(header, binary)
+        } else if request.is_open_inference() {
+            self.predict_v2(&request.body, &[])
         } else {
             self.predict_plain(&request)
         }

@@ -5,9 +5,11 @@
 //!
 //! The models are made by `cargo xtask test`, which sets `MME_ONNX_MODELS`.
 
+#![allow(clippy::unwrap_used)] // A test that cannot set up should stop loudly.
+
 use std::path::PathBuf;
 
-use mme_guest::{Model, OIP_JSON, Request};
+use mme_guest::{Model, OIP_BINARY, OIP_JSON, Request};
 use mme_onnx::OnnxModel;
 use serde_json::{Value, json};
 
@@ -62,6 +64,69 @@ fn zipmap_values(rows: &Value) -> Value {
     Value::Array(out)
 }
 
+/// A v2 request's JSON header and binary data for one tensor of `data`.
+fn binary_request(shape: &[usize], datatype: &str, data: &[Value]) -> (Vec<u8>, Vec<u8>) {
+    let mut bytes = Vec::new();
+    for value in data {
+        match datatype {
+            "BYTES" => {
+                let text = value.as_str().unwrap_or_default();
+                bytes.extend_from_slice(&u32::try_from(text.len()).unwrap().to_le_bytes());
+                bytes.extend_from_slice(text.as_bytes());
+            }
+            "INT64" => bytes.extend_from_slice(&value.as_i64().unwrap().to_le_bytes()),
+            // JSON's null, a missing value, is NaN in binary.
+            _ => {
+                bytes.extend_from_slice(&(value.as_f64().unwrap_or(f64::NAN) as f32).to_le_bytes())
+            }
+        }
+    }
+    let header = json!({"id": "t", "inputs": [{"name": "ignored", "shape": shape, "datatype": datatype,
+        "parameters": {"binary_data_size": bytes.len()}}]});
+    (header.to_string().into_bytes(), bytes)
+}
+
+/// Checks a v2 answer: every output a tensor; a ZipMap is its FP32 values.
+fn check_v2(
+    name: &str,
+    answer: Result<mme_guest::Response, mme_guest::Error>,
+    ort: &serde_json::Map<String, Value>,
+    failures: &mut Vec<String>,
+) {
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(e) => return failures.push(format!("{name}: v2: {e:?}")),
+    };
+    let got: Value = serde_json::from_slice(&answer.body).unwrap();
+    for (output, want) in ort {
+        let tensor = got["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| &t["name"] == output);
+        let Some(tensor) = tensor else {
+            failures.push(format!("{name}: v2 has no output {output}: {got}"));
+            continue;
+        };
+        let mut want_flat = Vec::new();
+        if want
+            .as_array()
+            .and_then(|a| a.first())
+            .is_some_and(Value::is_object)
+        {
+            flatten(&zipmap_values(want), &mut want_flat);
+        } else {
+            flatten(want, &mut want_flat);
+        }
+        if !close(&tensor["data"], &Value::Array(want_flat.clone())) {
+            failures.push(format!(
+                "{name}: v2 output {output} {}\n  onnxruntime {want_flat:?}",
+                tensor["data"]
+            ));
+        }
+    }
+}
+
 #[test]
 fn every_converted_model_matches_onnxruntime() {
     let dir = models_dir();
@@ -111,7 +176,7 @@ fn every_converted_model_matches_onnxruntime() {
             Err(e) => failures.push(format!("{name}: plain: {e:?}")),
         }
 
-        // v2: every output a tensor; a ZipMap is its FP32 values.
+        // v2, as JSON.
         let mut shape = Vec::new();
         let mut at = rows;
         while let Value::Array(items) = at {
@@ -128,45 +193,29 @@ fn every_converted_model_matches_onnxruntime() {
             "FP32"
         };
         let request = json!({"id": "t", "inputs": [{"name": "ignored", "shape": shape, "datatype": datatype, "data": data}]});
-        let v2 = model.predict(Request {
+        let json_request = Request {
             content_type: OIP_JSON.into(),
             accept: String::new(),
             body: request.to_string().into_bytes(),
             attributes: String::new(),
-        });
-        match v2 {
-            Ok(answer) => {
-                let got: Value = serde_json::from_slice(&answer.body).unwrap();
-                for (output, want) in ort {
-                    let tensor = got["outputs"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .find(|t| &t["name"] == output);
-                    let Some(tensor) = tensor else {
-                        failures.push(format!("{name}: v2 has no output {output}: {got}"));
-                        continue;
-                    };
-                    let mut want_flat = Vec::new();
-                    if want
-                        .as_array()
-                        .and_then(|a| a.first())
-                        .is_some_and(Value::is_object)
-                    {
-                        flatten(&zipmap_values(want), &mut want_flat);
-                    } else {
-                        flatten(want, &mut want_flat);
-                    }
-                    if !close(&tensor["data"], &Value::Array(want_flat.clone())) {
-                        failures.push(format!(
-                            "{name}: v2 output {output} {}\n  onnxruntime {want_flat:?}",
-                            tensor["data"]
-                        ));
-                    }
-                }
-            }
-            Err(e) => failures.push(format!("{name}: v2: {e:?}")),
-        }
+        };
+        check_v2(&name, model.predict(json_request), ort, &mut failures);
+
+        // The same tensor as Triton's binary data, as tritonclient sends it
+        // by default and the host passes it to the engine.
+        let (header, binary) = binary_request(&shape, datatype, &data);
+        let binary_request = Request {
+            content_type: format!("{OIP_BINARY}; header-length={}", header.len()),
+            accept: String::new(),
+            body: [header, binary].concat(),
+            attributes: String::new(),
+        };
+        check_v2(
+            &format!("{name} (binary)"),
+            model.predict(binary_request),
+            ort,
+            &mut failures,
+        );
         checked += 1;
     }
     assert!(checked >= 40, "only {checked} models in {}", dir.display());

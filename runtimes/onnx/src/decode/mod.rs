@@ -119,6 +119,9 @@ pub enum Values {
     Numbers(Vec<f64>),
     /// Any mix of numbers, strings, booleans and nulls.
     Scalars(Vec<Scalar>),
+    /// 32-bit floats as a binary tensor carries them: a float input takes
+    /// them as they are.
+    F32(Vec<f32>),
 }
 
 impl Values {
@@ -127,6 +130,7 @@ impl Values {
         match self {
             Values::Numbers(v) => v.len(),
             Values::Scalars(v) => v.len(),
+            Values::F32(v) => v.len(),
         }
     }
 
@@ -253,6 +257,14 @@ fn typed(name: &str, element: Element, shape: &[usize], values: Values) -> Resul
         ));
     }
     let values = match (values, element) {
+        (Values::F32(floats), Element::F32) => return Ok(Data::F32(floats)),
+        (Values::F32(floats), Element::F64) => {
+            return Ok(Data::F64(floats.into_iter().map(f64::from).collect()));
+        }
+        (Values::F32(floats), _) => floats
+            .into_iter()
+            .map(|x| Scalar::Number(f64::from(x)))
+            .collect(),
         (Values::Numbers(numbers), Element::F64) => return Ok(Data::F64(numbers)),
         (Values::Numbers(numbers), Element::F32) => {
             return Ok(Data::F32(numbers.iter().map(|&x| x as f32).collect()));
@@ -332,7 +344,21 @@ pub struct InferTensor {
     pub datatype: String,
     /// Its values, flat or nested (the shape says how they group), as
     /// JSON text: [`InferTensor::sent`] reads numbers alone in one pass.
-    pub data: Box<serde_json::value::RawValue>,
+    /// Absent when they follow the JSON as binary data.
+    #[serde(default)]
+    pub data: Option<Box<serde_json::value::RawValue>>,
+    /// What the protocol's extensions say of it.
+    #[serde(default)]
+    pub parameters: TensorParameters,
+}
+
+/// The parameters of an input tensor that the engine reads; others are ignored.
+#[derive(Deserialize, Default)]
+pub struct TensorParameters {
+    /// How many bytes of binary data after the JSON are this tensor's
+    /// (Triton's binary tensor extension).
+    #[serde(default)]
+    pub binary_data_size: Option<u64>,
 }
 
 /// An output that a v2 request asks for by name.
@@ -356,17 +382,89 @@ impl InferRequest {
 }
 
 impl InferTensor {
-    /// The tensor's values, checked against its declared shape and datatype.
-    pub fn sent(&self) -> Result<Sent, String> {
-        let shape = self
-            .shape
+    /// Its dimensions, checked to be sizes.
+    fn dimensions(&self) -> Result<Vec<usize>, String> {
+        self.shape
             .iter()
             .map(|&d| {
                 usize::try_from(d)
                     .map_err(|_| format!("input {:?} has a negative dimension {d}", self.name))
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let raw = self.data.get();
+            .collect()
+    }
+
+    /// The tensor's values from its binary data (little-endian, row-major;
+    /// `BOOL` one byte; `BYTES` a 4-byte length before each element),
+    /// checked against its declared shape and datatype.
+    pub fn sent_binary(&self, bytes: &[u8]) -> Result<Sent, String> {
+        let shape = self.dimensions()?;
+        let in_input = |reason: String| format!("input {:?}: {reason}", self.name);
+        let count = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| in_input("its shape holds too many values".into()))?;
+        let datatype = self.datatype.as_str();
+        let Some(size) = mme_oip::element_size(datatype).map_err(in_input)? else {
+            let texts = mme_oip::strings(bytes, count).map_err(in_input)?;
+            let values = texts
+                .into_iter()
+                .map(|text| Scalar::Text(text.to_string()))
+                .collect();
+            return Ok(Sent {
+                shape,
+                values: Values::Scalars(values),
+            });
+        };
+        if count.checked_mul(size) != Some(bytes.len()) {
+            return Err(in_input(format!(
+                "its binary data is {} bytes, but {count} {datatype} elements (its shape) take {}",
+                bytes.len(),
+                count.saturating_mul(size)
+            )));
+        }
+        let elements = bytes.chunks_exact(size);
+        let number = |c: &[u8]| -> f64 {
+            let mut le = [0u8; 8];
+            le[..size].copy_from_slice(c);
+            let signed = |bits: u32| {
+                let shift = 64 - bits;
+                ((i64::from_le_bytes(le) << shift) >> shift) as f64
+            };
+            match datatype {
+                "FP64" => f64::from_le_bytes(le),
+                "INT8" => signed(8),
+                "INT16" => signed(16),
+                "INT32" => signed(32),
+                "INT64" => signed(64),
+                // BOOL and the unsigned types.
+                _ => u64::from_le_bytes(le) as f64,
+            }
+        };
+        let values = if datatype == "FP32" {
+            Values::F32(
+                elements
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            )
+        } else {
+            Values::Numbers(elements.map(number).collect())
+        };
+        Ok(Sent { shape, values })
+    }
+
+    /// The tensor's values, checked against its declared shape and datatype.
+    pub fn sent(&self) -> Result<Sent, String> {
+        let shape = self.dimensions()?;
+        let raw = self
+            .data
+            .as_ref()
+            .ok_or_else(|| {
+                format!(
+                    "input {:?} has no data; send \"data\", or binary data with the binary_data_size parameter",
+                    self.name
+                )
+            })?
+            .get();
         let values = match numbers::numbers_only(raw.as_bytes()) {
             Some((_, numbers)) => Values::Numbers(numbers),
             None => Values::Scalars(
@@ -377,7 +475,7 @@ impl InferTensor {
         let text = |v: &Scalar| matches!(v, Scalar::Text(_));
         let (all_strings, any_string) = match &values {
             // Never empty: an empty array is left to the general walk.
-            Values::Numbers(_) => (false, false),
+            Values::Numbers(_) | Values::F32(_) => (false, false),
             Values::Scalars(v) => (v.iter().all(text), v.iter().any(text)),
         };
         match self.datatype.as_str() {
@@ -524,6 +622,85 @@ mod tests {
             let err = sent(datatype, data.clone()).unwrap_err();
             assert!(err.contains(words), "{datatype} {data}: {err}");
         }
+    }
+
+    #[test]
+    fn binary_tensors_of_every_datatype_are_read_little_endian() {
+        let tensor = |datatype: &str, shape: Value| {
+            v2(json!({"name": "x", "shape": shape, "datatype": datatype,
+                      "parameters": {"binary_data_size": 0}}))
+        };
+        let floats: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let sent = tensor("FP32", json!([1, 2])).sent_binary(&floats).unwrap();
+        assert_eq!(sent.values, Values::F32(vec![1.5, -2.0]));
+        let f32_input = sent
+            .clone()
+            .fit(&wanted(Element::F32, &[None, Some(2)]))
+            .unwrap();
+        assert_eq!(f32_input.data, Data::F32(vec![1.5, -2.0]));
+        let f64_input = sent.fit(&wanted(Element::F64, &[None, Some(2)])).unwrap();
+        assert_eq!(f64_input.data, Data::F64(vec![1.5, -2.0]));
+        for (datatype, bytes, expected) in [
+            ("INT8", vec![0xff], -1.0),
+            ("UINT8", vec![0xff], 255.0),
+            ("INT16", (-300i16).to_le_bytes().to_vec(), -300.0),
+            ("UINT16", 60000u16.to_le_bytes().to_vec(), 60000.0),
+            ("INT32", (-70000i32).to_le_bytes().to_vec(), -70000.0),
+            ("UINT32", 4_000_000_000u32.to_le_bytes().to_vec(), 4.0e9),
+            ("INT64", (-5i64).to_le_bytes().to_vec(), -5.0),
+            ("UINT64", 7u64.to_le_bytes().to_vec(), 7.0),
+            ("FP64", 0.25f64.to_le_bytes().to_vec(), 0.25),
+            ("BOOL", vec![1], 1.0),
+        ] {
+            let sent = tensor(datatype, json!([1])).sent_binary(&bytes).unwrap();
+            assert_eq!(sent.values, Values::Numbers(vec![expected]), "{datatype}");
+        }
+        let mut labels = Vec::new();
+        for text in ["setosa", ""] {
+            labels.extend_from_slice(&u32::try_from(text.len()).unwrap().to_le_bytes());
+            labels.extend_from_slice(text.as_bytes());
+        }
+        let sent = tensor("BYTES", json!([2])).sent_binary(&labels).unwrap();
+        let strings = sent.fit(&wanted(Element::String, &[None])).unwrap().data;
+        assert_eq!(strings, Data::String(vec!["setosa".into(), String::new()]));
+    }
+
+    #[test]
+    fn binary_tensors_that_disagree_with_their_shape_or_type_are_refused() {
+        let tensor = |datatype: &str, shape: Value| {
+            v2(json!({"name": "x", "shape": shape, "datatype": datatype}))
+        };
+        for (datatype, shape, bytes, words) in [
+            ("FP32", json!([2]), vec![0u8; 7], "2 FP32 elements"),
+            (
+                "FP32",
+                json!([4_000_000_000u64, 4_000_000_000u64, 4_000_000_000u64]),
+                vec![],
+                "too many",
+            ),
+            ("FP32", json!([-1]), vec![], "negative"),
+            ("FP16", json!([1]), vec![0, 0], "FP16 is not supported"),
+            ("FP8", json!([1]), vec![0], "unknown datatype"),
+            (
+                "BYTES",
+                json!([1]),
+                vec![9, 0, 0, 0, b'a'],
+                "claims 9 bytes",
+            ),
+            ("BYTES", json!([2]), vec![1, 0, 0, 0, b'a'], "shape says 2"),
+            ("BYTES", json!([1]), vec![1, 0, 0, 0, 0xff], "UTF-8"),
+        ] {
+            let err = tensor(datatype, shape.clone())
+                .sent_binary(&bytes)
+                .unwrap_err();
+            assert!(err.contains(words), "{datatype} {shape}: {err}");
+            assert!(err.contains("\"x\""), "names the input: {err}");
+        }
+        let no_data = tensor("FP32", json!([1])).sent().unwrap_err();
+        assert!(no_data.contains("binary_data_size"), "{no_data}");
     }
 
     #[test]
