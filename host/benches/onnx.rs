@@ -1,5 +1,6 @@
 //! The ONNX engine's cost per prediction, inside its sandbox: a `predict`
-//! call on an instance of the engine, JSON decoding and encoding included,
+//! call on an instance of the engine, JSON decoding and encoding included
+//! (and, as `{model}_binary`, with the rows as Triton's binary FP32 tensor),
 //! with batches of 1 and 64 rows, for the models `bench/onnx.sh` compares
 //! with onnxruntime (a linear model, a 100-tree random forest, a 100-tree
 //! XGBoost model and an MLP).
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mme_host::package::{Limits, Package};
 use mme_host::registry::sandbox_for;
-use mme_host::runtime::{Instance, Request, Runtime, RuntimeConfig, Tiering};
+use mme_host::runtime::{Instance, OIP_BINARY, Request, Runtime, RuntimeConfig, Tiering};
 
 /// The models compared with onnxruntime, by the name make_models.py gives them.
 const MODELS: &[&str] = &[
@@ -38,6 +39,33 @@ fn request(rows: &serde_json::Value, count: usize) -> Request {
         content_type: "application/json".into(),
         accept: String::new(),
         body: serde_json::to_vec(&batch).expect("json"),
+        attributes: String::new(),
+    }
+}
+
+/// The same rows as a v2 request with Triton's binary FP32 tensor, as
+/// `tritonclient` sends it by default and the host passes it to the engine:
+/// no JSON numbers to parse, as onnxruntime is given a ready array.
+fn binary_request(rows: &serde_json::Value, count: usize) -> Request {
+    let rows = rows.as_array().expect("rows");
+    let batch: Vec<&serde_json::Value> = rows.iter().cycle().take(count).collect();
+    let features = batch[0].as_array().map_or(1, Vec::len);
+    let mut data = Vec::new();
+    for row in &batch {
+        for value in row.as_array().expect("a row") {
+            let x = value.as_f64().unwrap_or(f64::NAN) as f32;
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    let header = serde_json::json!({"inputs": [{"name": "X", "shape": [count, features],
+        "datatype": "FP32", "parameters": {"binary_data_size": data.len()}}]});
+    let mut body = serde_json::to_vec(&header).expect("json");
+    let header_length = body.len();
+    body.extend_from_slice(&data);
+    Request {
+        content_type: format!("{OIP_BINARY}; header-length={header_length}"),
+        accept: String::new(),
+        body,
         attributes: String::new(),
     }
 }
@@ -76,14 +104,23 @@ fn engine(c: &mut Criterion) {
         let mut instance: Instance = runtime.instantiate(&compiled, &sandbox).expect("instance");
         instance.load(&package.load_options()).expect("load");
         for rows in [1usize, 64] {
-            let batch = [request(&record["rows"], rows)];
-            group.throughput(Throughput::Elements(rows as u64));
-            group.bench_with_input(BenchmarkId::new(*name, rows), &batch, |b, batch| {
-                b.iter(|| {
-                    let answers = instance.predict(batch).expect("predict");
-                    assert!(answers[0].is_ok(), "{:?}", answers[0]);
-                })
-            });
+            let forms = [
+                (name.to_string(), request(&record["rows"], rows)),
+                (
+                    format!("{name}_binary"),
+                    binary_request(&record["rows"], rows),
+                ),
+            ];
+            for (id, request) in forms {
+                let batch = [request];
+                group.throughput(Throughput::Elements(rows as u64));
+                group.bench_with_input(BenchmarkId::new(id, rows), &batch, |b, batch| {
+                    b.iter(|| {
+                        let answers = instance.predict(batch).expect("predict");
+                        assert!(answers[0].is_ok(), "{:?}", answers[0]);
+                    })
+                });
+            }
         }
     }
     group.finish();
