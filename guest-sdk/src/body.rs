@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::oip::{OIP_BINARY, OIP_JSON};
+use crate::oip::OIP_JSON;
 use crate::{Error, Request, Response};
 
 /// The content type of JSON bodies, and the default when a request names none.
@@ -90,21 +90,6 @@ impl Request {
     /// answer the SDK wraps as the protocol's response.
     pub fn is_open_inference(&self) -> bool {
         media_type(&self.content_type) == OIP_JSON
-    }
-
-    /// For an Open Inference Protocol request with Triton's binary tensors
-    /// ([`OIP_BINARY`]), the length of the JSON header that the tensors'
-    /// bytes follow; `None` for any other request.
-    pub fn binary_header_length(&self) -> Option<usize> {
-        if media_type(&self.content_type) != OIP_BINARY {
-            return None;
-        }
-        self.content_type.split(';').skip(1).find_map(|parameter| {
-            let (key, value) = parameter.split_once('=')?;
-            key.trim()
-                .eq_ignore_ascii_case("header-length")
-                .then(|| value.trim().parse().ok())?
-        })
     }
 }
 
@@ -201,20 +186,6 @@ mod tests {
             .matrix()
             .unwrap();
         assert_eq!(m.data, vec![0.5]);
-    }
-
-    #[test]
-    fn only_a_binary_request_has_a_header_length() {
-        let length = |content_type: &str| request(content_type, "").binary_header_length();
-        assert_eq!(length(&format!("{OIP_BINARY}; header-length=42")), Some(42));
-        assert_eq!(
-            length(&format!("{OIP_BINARY};Header-Length = 7;x=1")),
-            Some(7)
-        );
-        assert_eq!(length(OIP_BINARY), None);
-        assert_eq!(length(&format!("{OIP_BINARY}; header-length=-1")), None);
-        assert_eq!(length(&format!("{OIP_JSON}; header-length=42")), None);
-        assert_eq!(length("application/json; header-length=42"), None);
     }
 
     #[test]

@@ -48,7 +48,7 @@ mod oip;
 
 pub use body::{CSV, JSON, Matrix};
 pub use config::Config;
-pub use oip::{METADATA, OIP_BINARY, OIP_JSON, OUTPUT_NAME};
+pub use oip::{METADATA, OIP_JSON, OUTPUT_NAME};
 
 /// The bindings of the `mme:model` world, generated from `wit/`.
 ///

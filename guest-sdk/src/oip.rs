@@ -13,12 +13,6 @@ use crate::{Error, Response};
 /// The content type of a v2 inference request, as the host passes it on.
 pub const OIP_JSON: &str = "application/vnd.oip.v2+json";
 
-/// The content type of a v2 request with Triton's binary tensors, with a
-/// `header-length` parameter: the JSON header, then the tensors' bytes. The
-/// host sends it only to a model that reads binary tensors itself (the
-/// built-in ONNX engine); any other gets the same request as [`OIP_JSON`].
-pub const OIP_BINARY: &str = "application/vnd.oip.v2+octet-stream";
-
 /// The content type of the host's request for a model's metadata
 /// ([`Model::metadata`](crate::Model::metadata)); clients cannot send it.
 pub const METADATA: &str = "application/vnd.mme.metadata+json";

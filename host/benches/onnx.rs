@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mme_host::package::{Limits, Package};
 use mme_host::registry::sandbox_for;
-use mme_host::runtime::{Instance, OIP_BINARY, Request, Runtime, RuntimeConfig, Tiering};
+use mme_host::runtime::{Instance, Request, Runtime, RuntimeConfig, Tiering};
 
 /// The models compared with onnxruntime, by the name make_models.py gives them.
 const MODELS: &[&str] = &[
@@ -63,7 +63,7 @@ fn binary_request(rows: &serde_json::Value, count: usize) -> Request {
     let header_length = body.len();
     body.extend_from_slice(&data);
     Request {
-        content_type: format!("{OIP_BINARY}; header-length={header_length}"),
+        content_type: mme_oip::framed_content_type(header_length),
         accept: String::new(),
         body,
         attributes: String::new(),

@@ -21,6 +21,35 @@ use thiserror::Error;
 /// The request and response header that gives the JSON header's length.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
+/// The content type under which a v2 request or answer framed as Triton's
+/// binary tensors crosses into and out of the sandbox, with a
+/// `header-length` parameter: the JSON header, then the tensors' bytes.
+/// Only a guest that reads binary tensors itself (the built-in ONNX engine)
+/// gets or gives it (see `wit/model.wit`).
+pub const OIP_BINARY: &str = "application/vnd.oip.v2+octet-stream";
+
+/// [`OIP_BINARY`] for a JSON header of `header_length` bytes.
+pub fn framed_content_type(header_length: usize) -> String {
+    format!("{OIP_BINARY}; header-length={header_length}")
+}
+
+/// The JSON header's length of a body of [`OIP_BINARY`]; `None` for any
+/// other content type, or one without a valid `header-length`.
+pub fn framed_header_length(content_type: &str) -> Option<usize> {
+    let mut parts = content_type.split(';');
+    if !parts.next()?.trim().eq_ignore_ascii_case(OIP_BINARY) {
+        return None;
+    }
+    parts.find_map(|parameter| {
+        let (key, value) = parameter.split_once('=')?;
+        if key.trim().eq_ignore_ascii_case("header-length") {
+            value.trim().parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
 /// Why a binary request cannot be read, in words a client can act on.
 #[derive(Debug, Error, PartialEq)]
 #[error("{0}")]

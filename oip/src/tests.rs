@@ -280,3 +280,19 @@ fn compressed_bodies_are_decompressed_under_the_same_cap() {
         Err(EncodingError::Unsupported("br".into()))
     );
 }
+
+#[test]
+fn only_a_framed_content_type_has_a_header_length() {
+    assert_eq!(framed_header_length(&framed_content_type(42)), Some(42));
+    let spaced = format!("{OIP_BINARY};Header-Length = 7;x=1");
+    assert_eq!(framed_header_length(&spaced), Some(7));
+    assert_eq!(framed_header_length(OIP_BINARY), None);
+    assert_eq!(
+        framed_header_length(&format!("{OIP_BINARY}; header-length=-1")),
+        None
+    );
+    assert_eq!(
+        framed_header_length("application/json; header-length=42"),
+        None
+    );
+}

@@ -17,7 +17,7 @@ use super::v2::OIP_JSON;
 use super::{ApiError, AppState};
 use crate::metrics::RequestLabels;
 use crate::registry::{LoadedModel, Reload};
-use crate::runtime::{METADATA_CONTENT_TYPE, OIP_BINARY, Request};
+use crate::runtime::{METADATA_CONTENT_TYPE, Request};
 
 /// The `model` label of requests for models that are not loaded.
 const UNKNOWN_MODEL_LABEL: &str = "_unknown";
@@ -251,7 +251,7 @@ pub(super) async fn predict(
             let (raw, header_length) = framed.into_binary();
             body = raw;
             if let Some(length) = header_length {
-                content_type = format!("{OIP_BINARY}; header-length={length}");
+                content_type = binary::framed_content_type(length);
             }
         } else {
             match framed.into_json() {
@@ -282,8 +282,12 @@ pub(super) async fn predict(
     let response = result.map_err(ApiError::from).and_then(|mut response| {
         let mut header_length = None;
         if let (Protocol::OpenInference, Some(model)) = (protocol, &served_by) {
-            (response.body, header_length) =
-                finish_open_inference(response.body, &model.name, &binary_outputs)?;
+            (response.body, header_length) = finish_open_inference(
+                response.body,
+                &response.content_type,
+                &model.name,
+                &binary_outputs,
+            )?;
         }
         let mut http = http_response(response);
         if let Some(length) = header_length {
@@ -319,27 +323,41 @@ fn encoding_error(error: EncodingError) -> ApiError {
 
 /// An Open Inference answer as the client asked for it: with `model_name`
 /// (which the model cannot know) and, where the client asked, outputs as
-/// binary data after the JSON, whose length is then returned. A body that
-/// is not a JSON object is left as it is.
+/// binary data after the JSON, whose length is then returned. A model that
+/// wrote its binary outputs itself framed its answer so (`content_type`);
+/// a body that is not a JSON object is left as it is.
 fn finish_open_inference(
-    body: Vec<u8>,
+    mut body: Vec<u8>,
+    content_type: &str,
     model: &str,
     binary_outputs: &BinaryOutputs,
 ) -> Result<(Vec<u8>, Option<usize>), ApiError> {
-    let Ok(mut answer) =
-        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
-    else {
+    type Object = serde_json::Map<String, serde_json::Value>;
+    let model_error =
+        |message: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ModelError", message);
+    if let Some(length) = binary::framed_header_length(content_type) {
+        let header = body
+            .get(..length)
+            .and_then(|header| serde_json::from_slice::<Object>(header).ok());
+        let Some(mut header) = header else {
+            return Err(model_error(format!(
+                "the model answered binary data after a JSON header of {length} bytes, but its body does not start with one"
+            )));
+        };
+        header.insert("model_name".into(), model.into());
+        let mut json = serde_json::to_vec(&header)
+            .map_err(|e| model_error(format!("cannot write the answer's header: {e}")))?;
+        let length_now = json.len();
+        json.extend_from_slice(&body.split_off(length));
+        return Ok((json, Some(length_now)));
+    }
+    let Ok(mut answer) = serde_json::from_slice::<Object>(&body) else {
         return Ok((body, None));
     };
     answer.insert("model_name".into(), model.into());
     let tail = if binary_outputs.any() {
-        binary::encode_response(&mut answer, binary_outputs).map_err(|error| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "ModelError",
-                error.to_string(),
-            )
-        })?
+        binary::encode_response(&mut answer, binary_outputs)
+            .map_err(|error| model_error(error.to_string()))?
     } else {
         None
     };
@@ -405,4 +423,37 @@ fn header_text(headers: &HeaderMap, name: &str) -> String {
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_framed_answer_gets_the_model_name_and_keeps_its_binary_data() {
+        let header = br#"{"outputs":[{"name":"y","datatype":"FP32","shape":[1],"parameters":{"binary_data_size":4}}]}"#;
+        let mut body = header.to_vec();
+        body.extend_from_slice(&2.5f32.to_le_bytes());
+        let framed = binary::framed_content_type(header.len());
+        let (answer, length) =
+            finish_open_inference(body, &framed, "m", &BinaryOutputs::default()).unwrap();
+        let length = length.expect("a header length");
+        let json: serde_json::Value = serde_json::from_slice(&answer[..length]).unwrap();
+        assert_eq!(json["model_name"], "m");
+        assert_eq!(json["outputs"][0]["name"], "y");
+        assert_eq!(answer[length..], 2.5f32.to_le_bytes());
+    }
+
+    #[test]
+    fn a_framed_answer_whose_header_is_not_json_is_a_model_error() {
+        for (body, length) in [(b"{}".to_vec(), 3), (b"[1]xxxx".to_vec(), 3)] {
+            let framed = binary::framed_content_type(length);
+            let Err(error) = finish_open_inference(body, &framed, "m", &BinaryOutputs::default())
+            else {
+                panic!("a broken frame was accepted");
+            };
+            assert_eq!(error.status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(error.message.contains("JSON header"), "{}", error.message);
+        }
+    }
 }

@@ -49,11 +49,6 @@ pub use bindings::mme::model::types::Response;
 /// The content type under which a v2 request reaches the model (see `wit/model.wit`).
 pub const OIP_JSON: &str = "application/vnd.oip.v2+json";
 
-/// The content type under which a v2 request with Triton's binary tensors
-/// reaches a model that reads them itself, with a `header-length`
-/// parameter (see `wit/model.wit`).
-pub const OIP_BINARY: &str = "application/vnd.oip.v2+octet-stream";
-
 /// The content type of the host's own request for a model's metadata
 /// (`mme-guest`'s `Model::metadata`): the inputs and outputs it lists.
 pub const METADATA_CONTENT_TYPE: &str = "application/vnd.mme.metadata+json";

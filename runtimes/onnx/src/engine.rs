@@ -143,8 +143,9 @@ impl OnnxModel {
 
     /// An Open Inference Protocol request: a tensor per input, by name.
     /// `header` is its JSON; `binary`, the bytes of the tensors that
-    /// follow it as binary data, in the order of `inputs`.
-    fn predict_v2(&self, header: &[u8], binary: &[u8]) -> Result<Response, Error> {
+    /// follow it as binary data, in the order of `inputs`. A request that
+    /// came `framed` as binary may be answered so.
+    fn predict_v2(&self, header: &[u8], binary: &[u8], framed: bool) -> Result<Response, Error> {
         let infer: InferRequest = serde_json::from_slice(header).map_err(|e| {
             Error::invalid_input(format!(
                 "not an Open Inference Protocol request ({{\"inputs\": [{{\"name\", \"shape\", \"datatype\", \"data\"}}]}}): {e}"
@@ -215,18 +216,45 @@ impl OnnxModel {
             }
             cells.push((port, tensor, data_of(tensor).map_err(Error::internal)?));
         }
-        let outputs = cells
-            .iter()
-            .map(|(port, tensor, cells)| OutputTensor {
+        // The outputs the client wants as binary data leave as bytes after
+        // the JSON, when the request came framed so (the host answers the
+        // others); the rest as JSON `data`.
+        let mut tail = Vec::new();
+        let mut outputs = Vec::with_capacity(cells.len());
+        for (port, tensor, cells) in &cells {
+            let datatype = tensors::datatype(tensor.datum_type());
+            // FP16 has no binary writer here: such an output stays JSON.
+            let writable = mme_oip::element_size(datatype).is_ok();
+            let (data, parameters) = if framed && writable && infer.wants_binary(&port.name) {
+                let start = tail.len();
+                tensors::write_binary(cells, datatype, &mut tail);
+                let binary_data_size = tail.len() - start;
+                (None, Some(BinaryParameters { binary_data_size }))
+            } else {
+                (Some(Flat(cells)), None)
+            };
+            outputs.push(OutputTensor {
                 name: &port.name,
-                datatype: tensors::datatype(tensor.datum_type()),
+                datatype,
                 shape: tensor.shape(),
-                data: Flat(cells),
-            })
-            .collect();
-        Response::json(&InferAnswer {
+                data,
+                parameters,
+            });
+        }
+        let answer = Response::json(&InferAnswer {
             id: infer.id,
             outputs,
+        })?;
+        if tail.is_empty() {
+            return Ok(answer);
+        }
+        let header_length = answer.body.len();
+        let mut body = answer.body;
+        body.extend_from_slice(&tail);
+        Ok(Response {
+            content_type: mme_oip::framed_content_type(header_length),
+            body,
+            attributes: String::new(),
         })
     }
 }
@@ -300,13 +328,23 @@ struct InferAnswer<'a> {
     outputs: Vec<OutputTensor<'a>>,
 }
 
-/// One v2 output tensor.
+/// One v2 output tensor: its values as JSON `data`, or as binary data
+/// after the JSON, whose size its parameters give.
 #[derive(Serialize)]
 struct OutputTensor<'a> {
     name: &'a str,
     datatype: &'static str,
     shape: &'a [usize],
-    data: Flat<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Flat<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryParameters>,
+}
+
+/// Where an output's binary data is: its size in bytes, in output order.
+#[derive(Serialize)]
+struct BinaryParameters {
+    binary_data_size: usize,
 }
 
 fn media_type(content_type: &str) -> String {
@@ -332,13 +370,13 @@ impl Model for OnnxModel {
     }
 
     fn predict(&self, request: Request) -> Result<Response, Error> {
-        if let Some(length) = request.binary_header_length() {
+        if let Some(length) = mme_oip::framed_header_length(&request.content_type) {
             let (header, binary) = request.body.split_at_checked(length).ok_or_else(|| {
                 Error::invalid_input("the binary request is shorter than its JSON header")
             })?;
-            self.predict_v2(header, binary)
+            self.predict_v2(header, binary, true)
         } else if request.is_open_inference() {
-            self.predict_v2(&request.body, &[])
+            self.predict_v2(&request.body, &[], false)
         } else {
             self.predict_plain(&request)
         }

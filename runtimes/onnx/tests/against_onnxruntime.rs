@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use mme_guest::{Model, OIP_BINARY, OIP_JSON, Request};
+use mme_guest::{Model, OIP_JSON, Request};
 use mme_onnx::OnnxModel;
 use serde_json::{Value, json};
 
@@ -82,8 +82,62 @@ fn binary_request(shape: &[usize], datatype: &str, data: &[Value]) -> (Vec<u8>, 
         }
     }
     let header = json!({"id": "t", "inputs": [{"name": "ignored", "shape": shape, "datatype": datatype,
-        "parameters": {"binary_data_size": bytes.len()}}]});
+        "parameters": {"binary_data_size": bytes.len()}}], "parameters": {"binary_data_output": true}});
     (header.to_string().into_bytes(), bytes)
+}
+
+/// A v2 answer with binary outputs as JSON alone: each output's bytes
+/// after the header read back as `data`.
+fn unframe(body: &[u8], header_length: usize) -> Value {
+    let mut answer: Value = serde_json::from_slice(&body[..header_length]).unwrap();
+    let mut binary = &body[header_length..];
+    for output in answer["outputs"].as_array_mut().unwrap() {
+        let Some(size) = output.pointer("/parameters/binary_data_size") else {
+            continue;
+        };
+        let (bytes, rest) = binary.split_at(usize::try_from(size.as_u64().unwrap()).unwrap());
+        binary = rest;
+        let datatype = output["datatype"].as_str().unwrap().to_string();
+        let data: Vec<Value> = match datatype.as_str() {
+            "FP32" => bytes
+                .chunks_exact(4)
+                .map(|c| json!(f32::from_le_bytes(c.try_into().unwrap())))
+                .collect(),
+            "FP64" => bytes
+                .chunks_exact(8)
+                .map(|c| json!(f64::from_le_bytes(c.try_into().unwrap())))
+                .collect(),
+            "INT64" => bytes
+                .chunks_exact(8)
+                .map(|c| json!(i64::from_le_bytes(c.try_into().unwrap())))
+                .collect(),
+            "INT32" => bytes
+                .chunks_exact(4)
+                .map(|c| json!(i32::from_le_bytes(c.try_into().unwrap())))
+                .collect(),
+            "BOOL" => bytes.iter().map(|&b| json!(b != 0)).collect(),
+            "BYTES" => strings_of(bytes),
+            other => panic!("no reader for {other}"),
+        };
+        output["data"] = Value::Array(data);
+    }
+    assert!(
+        binary.is_empty(),
+        "{} bytes after the last output",
+        binary.len()
+    );
+    answer
+}
+
+/// BYTES elements, each a 4-byte length and its text.
+fn strings_of(mut bytes: &[u8]) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Some((length, rest)) = bytes.split_first_chunk::<4>() {
+        let (text, rest) = rest.split_at(u32::from_le_bytes(*length) as usize);
+        out.push(json!(std::str::from_utf8(text).unwrap()));
+        bytes = rest;
+    }
+    out
 }
 
 /// Checks a v2 answer: every output a tensor; a ZipMap is its FP32 values.
@@ -91,13 +145,23 @@ fn check_v2(
     name: &str,
     answer: Result<mme_guest::Response, mme_guest::Error>,
     ort: &serde_json::Map<String, Value>,
-    failures: &mut Vec<String>,
+    (binary, failures): (bool, &mut Vec<String>),
 ) {
     let answer = match answer {
         Ok(answer) => answer,
         Err(e) => return failures.push(format!("{name}: v2: {e:?}")),
     };
-    let got: Value = serde_json::from_slice(&answer.body).unwrap();
+    let framed = mme_oip::framed_header_length(&answer.content_type);
+    if framed.is_some() != binary {
+        failures.push(format!(
+            "{name}: answered as {}, asked for binary outputs: {binary}",
+            answer.content_type
+        ));
+    }
+    let got = match framed {
+        Some(length) => unframe(&answer.body, length),
+        None => serde_json::from_slice(&answer.body).unwrap(),
+    };
     for (output, want) in ort {
         let tensor = got["outputs"]
             .as_array()
@@ -199,13 +263,18 @@ fn every_converted_model_matches_onnxruntime() {
             body: request.to_string().into_bytes(),
             attributes: String::new(),
         };
-        check_v2(&name, model.predict(json_request), ort, &mut failures);
+        check_v2(
+            &name,
+            model.predict(json_request),
+            ort,
+            (false, &mut failures),
+        );
 
         // The same tensor as Triton's binary data, as tritonclient sends it
         // by default and the host passes it to the engine.
         let (header, binary) = binary_request(&shape, datatype, &data);
         let binary_request = Request {
-            content_type: format!("{OIP_BINARY}; header-length={}", header.len()),
+            content_type: mme_oip::framed_content_type(header.len()),
             accept: String::new(),
             body: [header, binary].concat(),
             attributes: String::new(),
@@ -214,7 +283,7 @@ fn every_converted_model_matches_onnxruntime() {
             &format!("{name} (binary)"),
             model.predict(binary_request),
             ort,
-            &mut failures,
+            (true, &mut failures),
         );
         checked += 1;
     }

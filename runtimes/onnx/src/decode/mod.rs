@@ -331,6 +331,18 @@ pub struct InferRequest {
     /// The outputs wanted; all of them when absent.
     #[serde(default)]
     pub outputs: Option<Vec<RequestedOutput>>,
+    /// What the protocol's extensions say of the whole request.
+    #[serde(default)]
+    pub parameters: RequestParameters,
+}
+
+/// The parameters of a request that the engine reads; others are ignored.
+#[derive(Deserialize, Default)]
+pub struct RequestParameters {
+    /// Every output as binary data, unless an output says otherwise
+    /// (Triton's binary tensor extension).
+    #[serde(default)]
+    pub binary_data_output: Option<bool>,
 }
 
 /// One input tensor of a v2 request.
@@ -366,9 +378,33 @@ pub struct TensorParameters {
 pub struct RequestedOutput {
     /// The output's graph name.
     pub name: String,
+    /// What the protocol's extensions say of it.
+    #[serde(default)]
+    pub parameters: OutputParameters,
+}
+
+/// The parameters of a requested output that the engine reads.
+#[derive(Deserialize, Default)]
+pub struct OutputParameters {
+    /// Whether it is wanted as binary data.
+    #[serde(default)]
+    pub binary_data: Option<bool>,
 }
 
 impl InferRequest {
+    /// Whether the client wants output `name` as binary data: as the
+    /// output says if it is named with `binary_data`, else as
+    /// `binary_data_output` says for all.
+    pub fn wants_binary(&self, name: &str) -> bool {
+        self.outputs
+            .iter()
+            .flatten()
+            .find(|output| output.name == name)
+            .and_then(|output| output.parameters.binary_data)
+            .or(self.parameters.binary_data_output)
+            .unwrap_or(false)
+    }
+
     /// The name of an input sent twice, if one was: which of the two to
     /// feed is the caller's mistake to fix, not the engine's to guess.
     pub fn duplicate_input(&self) -> Option<&str> {

@@ -50,6 +50,39 @@ pub fn data_of(tensor: &Tensor) -> Result<Data, String> {
     })
 }
 
+/// Appends `data` as binary data of `datatype` (Triton's binary tensor
+/// extension: little-endian, row-major; `BOOL` one byte; `BYTES` a 4-byte
+/// length before each element). An integer is written at the width of its
+/// output's type, which it came from.
+pub fn write_binary(data: &Data, datatype: &str, out: &mut Vec<u8>) {
+    match data {
+        Data::F32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::F64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
+        Data::String(v) => {
+            for text in v {
+                let length = u32::try_from(text.len()).unwrap_or(u32::MAX);
+                out.extend_from_slice(&length.to_le_bytes());
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+        Data::Int(v) => {
+            let width = mme_oip::element_size(datatype)
+                .ok()
+                .flatten()
+                .unwrap_or(8)
+                .min(8);
+            for x in v {
+                out.extend_from_slice(&x.to_le_bytes()[..width]);
+            }
+        }
+    }
+}
+
 /// Writes value `at` of `data`.
 fn write<S: Serializer>(data: &Data, at: usize, serializer: S) -> Result<S::Ok, S::Error> {
     match data {
