@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The ONNX engine against onnxruntime, per prediction: the same models and
 # rows, batches of 1 and 64, onnxruntime natively on one thread (Python) and
-# the engine inside its wasm sandbox (criterion, JSON in and out included).
+# the engine inside its wasm sandbox (criterion: JSON in and out included,
+# and as `{model}_binary` with Triton's binary tensors in and out).
 # Then the engine's compile and cold-start figures. Needs the converters that
 # .ci/run pins.
 set -euo pipefail

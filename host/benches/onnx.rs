@@ -43,9 +43,10 @@ fn request(rows: &serde_json::Value, count: usize) -> Request {
     }
 }
 
-/// The same rows as a v2 request with Triton's binary FP32 tensor, as
-/// `tritonclient` sends it by default and the host passes it to the engine:
-/// no JSON numbers to parse, as onnxruntime is given a ready array.
+/// The same rows as a v2 request with Triton's binary FP32 tensor that asks
+/// for binary outputs, as `tritonclient` sends it by default and the host
+/// passes it to the engine: no JSON numbers to parse or print, as
+/// onnxruntime is given a ready array and gives one back.
 fn binary_request(rows: &serde_json::Value, count: usize) -> Request {
     let rows = rows.as_array().expect("rows");
     let batch: Vec<&serde_json::Value> = rows.iter().cycle().take(count).collect();
@@ -58,7 +59,8 @@ fn binary_request(rows: &serde_json::Value, count: usize) -> Request {
         }
     }
     let header = serde_json::json!({"inputs": [{"name": "X", "shape": [count, features],
-        "datatype": "FP32", "parameters": {"binary_data_size": data.len()}}]});
+        "datatype": "FP32", "parameters": {"binary_data_size": data.len()}}],
+        "parameters": {"binary_data_output": true}});
     let mut body = serde_json::to_vec(&header).expect("json");
     let header_length = body.len();
     body.extend_from_slice(&data);
