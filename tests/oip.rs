@@ -46,7 +46,27 @@ async fn a_triton_client_gets_the_same_predictions_as_predictions() {
         assert_eq!(seen[key], true, "{key}: {seen}");
     }
     assert_eq!(seen["server"], "wasm-mme");
-    assert_eq!(seen["metadata_name"], "sklearn-0");
+    // The example declares its tensors through the SDK's `Model::metadata`.
+    let metadata = &seen["metadata"];
+    assert_eq!(metadata["name"], "sklearn-0");
+    let port = |side: &str| {
+        let ports = metadata[side].as_array().unwrap();
+        assert_eq!(ports.len(), 1, "{metadata}");
+        let port = &ports[0];
+        (
+            port["name"].clone(),
+            port["datatype"].clone(),
+            port["shape"].clone(),
+        )
+    };
+    assert_eq!(
+        port("inputs"),
+        ("input-0".into(), "FP64".into(), serde_json::json!([-1, 1]))
+    );
+    assert_eq!(
+        port("outputs"),
+        ("output-0".into(), "FP64".into(), serde_json::json!([-1]))
+    );
     assert_eq!(
         (&seen["id"], &seen["model_name"]),
         (&Value::from("r-1"), &Value::from("sklearn-0"))

@@ -70,6 +70,21 @@ fn package_then_inspect_reports_the_model_and_a_sample_answer() {
             "missing {expected:?} in:\n{report}"
         );
     }
+    // Without a body, the sample is made from the inputs the model declares.
+    let output = mme().arg("inspect").arg(&out).output().unwrap();
+    let report = text(&output);
+    assert!(output.status.success(), "{report}");
+    for expected in [
+        "input-0",
+        "FP64",
+        "sample:       [[0.5]]",
+        "answer:       [2.0",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in:\n{report}"
+        );
+    }
 }
 
 #[test]

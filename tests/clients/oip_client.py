@@ -30,7 +30,7 @@ def main():
         "ready": client.is_server_ready(),
         "server": client.get_server_metadata()["name"],
         "model_ready": client.is_model_ready(model),
-        "metadata_name": client.get_model_metadata(model)["name"],
+        "metadata": client.get_model_metadata(model),
     }
 
     rows = np.array([[0.5], [2.0], [-1.0]], dtype=np.float64)

@@ -5,7 +5,7 @@
 
 use linfa::traits::Predict;
 use linfa_linear::FittedLinearRegression;
-use mme_guest::{Config, Error, Model, Request, Response, export_model};
+use mme_guest::{Config, Error, Model, OUTPUT_NAME, Request, Response, export_model};
 use ndarray::Array2;
 
 /// The artifact the trainer writes, unless `option.model_file` names another.
@@ -42,6 +42,17 @@ impl Model for LinearRegression {
             .map_err(|e| Error::internal(format!("cannot shape the input: {e}")))?;
         let y = self.fitted.predict(&x);
         Response::json(&y.to_vec())
+    }
+
+    /// Declared, so that clients that build requests from the model's
+    /// metadata (Triton's perf_analyzer, KServe's clients) know what to send:
+    /// rows of as many features as the fit had, one number back per row.
+    fn metadata(&self) -> serde_json::Value {
+        let features = self.fitted.params().len();
+        serde_json::json!({
+            "inputs": [{ "name": "input-0", "datatype": "FP64", "shape": [-1, features] }],
+            "outputs": [{ "name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1] }],
+        })
     }
 }
 
