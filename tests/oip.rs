@@ -75,6 +75,7 @@ async fn a_triton_client_gets_the_same_predictions_as_predictions() {
         "predictions",
         "default_outputs",
         "fp32",
+        "fp16",
         "binary",
         "gzip",
         "deflate",

@@ -2,7 +2,8 @@
 //! HTTP (`extension_binary_data.md`), which `tritonclient.http` uses by
 //! default: a JSON header of `Inference-Header-Content-Length` bytes, then
 //! each binary tensor's bytes in order (little-endian, row-major; `BOOL` one
-//! byte; `BYTES` a 4-byte length before each element).
+//! byte; `BYTES` a 4-byte length before each element; `FP16` and `BF16`
+//! two bytes, which JSON carries as numbers).
 //!
 //! The host reads and checks a request here, outside the sandbox, before
 //! any model runs, so that a hostile binary body is refused at the edge.
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::ops::Range;
 
+use half::{bf16, f16};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
@@ -393,13 +395,10 @@ fn binary_outputs(request: &mut Map<String, Value>) -> Result<BinaryOutputs, Bin
 pub fn element_size(datatype: &str) -> Result<Option<usize>, String> {
     Ok(Some(match datatype {
         "BOOL" | "UINT8" | "INT8" => 1,
-        "UINT16" | "INT16" => 2,
+        "UINT16" | "INT16" | "FP16" | "BF16" => 2,
         "UINT32" | "INT32" | "FP32" => 4,
         "UINT64" | "INT64" | "FP64" => 8,
         "BYTES" => return Ok(None),
-        "FP16" | "BF16" => {
-            return Err(format!("{datatype} is not supported; send FP32"));
-        }
         other => return Err(format!("unknown datatype {other:?}")),
     }))
 }
@@ -460,6 +459,8 @@ fn tensor_values(input: &Map<String, Value>, bytes: &[u8]) -> Result<Vec<Value>,
             "INT32" => i32::from_le_bytes(bytes_of(c)?).into(),
             "UINT64" => u64::from_le_bytes(bytes_of(c)?).into(),
             "INT64" => i64::from_le_bytes(bytes_of(c)?).into(),
+            "FP16" => finite(f16::from_le_bytes(bytes_of(c)?).to_f64())?,
+            "BF16" => finite(bf16::from_le_bytes(bytes_of(c)?).to_f64())?,
             "FP32" => finite(f64::from(f32::from_le_bytes(bytes_of(c)?)))?,
             _ => finite(f64::from_le_bytes(bytes_of(c)?))?,
         })
@@ -535,6 +536,14 @@ fn write_values(datatype: &str, data: &Value, out: &mut Vec<u8>) -> Result<(), S
             ("FP32", _, Value::Number(n)) => n
                 .as_f64()
                 .map(|x| out.extend_from_slice(&(x as f32).to_le_bytes()))
+                .is_some(),
+            ("FP16", _, Value::Number(n)) => n
+                .as_f64()
+                .map(|x| out.extend_from_slice(&f16::from_f64(x).to_le_bytes()))
+                .is_some(),
+            ("BF16", _, Value::Number(n)) => n
+                .as_f64()
+                .map(|x| out.extend_from_slice(&bf16::from_f64(x).to_le_bytes()))
                 .is_some(),
             ("FP64", _, Value::Number(n)) => n
                 .as_f64()

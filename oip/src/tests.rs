@@ -132,8 +132,8 @@ fn hostile_binary_bodies_are_refused_with_what_is_wrong() {
             (b, Some(l), "shape must be a list of sizes")
         },
         {
-            let (b, l) = binary_request(&input(json!(4), "FP16", json!([2])), &four);
-            (b, Some(l), "FP16 is not supported")
+            let (b, l) = binary_request(&input(json!(4), "FP16", json!([1])), &four);
+            (b, Some(l), "1 FP16 elements (its shape) take 2")
         },
         {
             let (b, l) = binary_request(&input(json!(4), "COMPLEX", json!([1])), &four);
@@ -295,4 +295,37 @@ fn only_a_framed_content_type_has_a_header_length() {
         framed_header_length("application/json; header-length=42"),
         None
     );
+}
+
+#[test]
+fn half_precision_tensors_become_numbers_and_numbers_half_precision() {
+    let mut tail = Vec::new();
+    for x in [0.5f32, -1.25] {
+        tail.extend_from_slice(&half::f16::from_f32(x).to_le_bytes());
+    }
+    tail.extend_from_slice(&half::bf16::from_f32(3.0).to_le_bytes());
+    let header = json!({
+        "inputs": [
+            {"name": "h", "datatype": "FP16", "shape": [2], "parameters": {"binary_data_size": 4}},
+            {"name": "b", "datatype": "BF16", "shape": [1], "parameters": {"binary_data_size": 2}},
+        ],
+    });
+    let (body, length) = binary_request(&header, &tail);
+    let (request, _) = decoded(body, Some(&length));
+    assert_eq!(request["inputs"][0]["data"], json!([0.5, -1.25]));
+    assert_eq!(request["inputs"][1]["data"], json!([3.0]));
+
+    let mut answer: Map<String, Value> = serde_json::from_value(json!({
+        "outputs": [
+            {"name": "h", "datatype": "FP16", "shape": [2], "data": [0.5, -1.25]},
+            {"name": "b", "datatype": "BF16", "shape": [1], "data": [3.0]},
+        ]
+    }))
+    .expect("answer");
+    let all = BinaryOutputs {
+        all: true,
+        named: HashMap::new(),
+    };
+    let written = encode_response(&mut answer, &all).expect("encodes");
+    assert_eq!(written, Some(tail));
 }

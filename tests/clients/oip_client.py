@@ -59,6 +59,11 @@ def main():
     tensor32.set_data_from_numpy(single, binary_data=False)
     seen["fp32"] = client.infer(model, [tensor32]).as_numpy("output-0").tolist()
 
+    # Half precision, as binary data (JSON carries it as numbers).
+    half = http.InferInput("x", list(rows.shape), "FP16")
+    half.set_data_from_numpy(rows.astype(np.float16))
+    seen["fp16"] = client.infer(model, [half], outputs=outputs).as_numpy("output-0").tolist()
+
     seen["absent_model"] = failure(lambda: client.infer("absent-model", [tensor]))
     words = http.InferInput("x", [1], "BYTES")
     words.set_data_from_numpy(np.array([b"a"], dtype=np.object_), binary_data=False)

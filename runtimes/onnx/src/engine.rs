@@ -223,9 +223,7 @@ impl OnnxModel {
         let mut outputs = Vec::with_capacity(cells.len());
         for (port, tensor, cells) in &cells {
             let datatype = tensors::datatype(tensor.datum_type());
-            // FP16 has no binary writer here: such an output stays JSON.
-            let writable = mme_oip::element_size(datatype).is_ok();
-            let (data, parameters) = if framed && writable && infer.wants_binary(&port.name) {
+            let (data, parameters) = if framed && infer.wants_binary(&port.name) {
                 let start = tail.len();
                 tensors::write_binary(cells, datatype, &mut tail);
                 let binary_data_size = tail.len() - start;

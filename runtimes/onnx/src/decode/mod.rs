@@ -482,6 +482,18 @@ impl InferTensor {
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
             )
+        } else if datatype == "FP16" {
+            Values::F32(
+                elements
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+            )
+        } else if datatype == "BF16" {
+            Values::F32(
+                elements
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+            )
         } else {
             Values::Numbers(elements.map(number).collect())
         };
@@ -694,6 +706,13 @@ mod tests {
             let sent = tensor(datatype, json!([1])).sent_binary(&bytes).unwrap();
             assert_eq!(sent.values, Values::Numbers(vec![expected]), "{datatype}");
         }
+        for (datatype, bytes) in [
+            ("FP16", half::f16::from_f32(-1.5).to_le_bytes()),
+            ("BF16", half::bf16::from_f32(-1.5).to_le_bytes()),
+        ] {
+            let sent = tensor(datatype, json!([1])).sent_binary(&bytes).unwrap();
+            assert_eq!(sent.values, Values::F32(vec![-1.5]), "{datatype}");
+        }
         let mut labels = Vec::new();
         for text in ["setosa", ""] {
             labels.extend_from_slice(&u32::try_from(text.len()).unwrap().to_le_bytes());
@@ -718,7 +737,7 @@ mod tests {
                 "too many",
             ),
             ("FP32", json!([-1]), vec![], "negative"),
-            ("FP16", json!([1]), vec![0, 0], "FP16 is not supported"),
+            ("FP16", json!([2]), vec![0, 0], "2 FP16 elements"),
             ("FP8", json!([1]), vec![0], "unknown datatype"),
             (
                 "BYTES",

@@ -52,13 +52,17 @@ pub fn data_of(tensor: &Tensor) -> Result<Data, String> {
 
 /// Appends `data` as binary data of `datatype` (Triton's binary tensor
 /// extension: little-endian, row-major; `BOOL` one byte; `BYTES` a 4-byte
-/// length before each element). An integer is written at the width of its
-/// output's type, which it came from.
+/// length before each element; `FP16` two bytes). An integer is written at
+/// the width of its output's type, which it came from.
 pub fn write_binary(data: &Data, datatype: &str, out: &mut Vec<u8>) {
     match data {
         Data::F32(v) => v
             .iter()
             .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        // Half-precision outputs are read out as f64, and written back at their width.
+        Data::F64(v) if datatype == "FP16" => v
+            .iter()
+            .for_each(|&x| out.extend_from_slice(&half::f16::from_f64(x).to_le_bytes())),
         Data::F64(v) => v
             .iter()
             .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
@@ -271,6 +275,29 @@ mod tests {
             json!([{"0": 1, "b": 2}, {"0": 3, "b": 4}])
         );
         assert_eq!(json_of(&Flat(&cells)), json!([1, 2, 3, 4]));
+    }
+
+    #[test]
+    fn binary_outputs_are_written_at_their_datatype_s_width() {
+        let written = |data: Data, datatype: &str| {
+            let mut out = Vec::new();
+            write_binary(&data, datatype, &mut out);
+            out
+        };
+        assert_eq!(written(Data::F32(vec![0.5]), "FP32"), 0.5f32.to_le_bytes());
+        assert_eq!(written(Data::F64(vec![0.5]), "FP64"), 0.5f64.to_le_bytes());
+        assert_eq!(
+            written(Data::F64(vec![0.5]), "FP16"),
+            half::f16::from_f32(0.5).to_le_bytes()
+        );
+        assert_eq!(written(Data::Int(vec![-2]), "INT32"), (-2i32).to_le_bytes());
+        assert_eq!(written(Data::Int(vec![-2]), "INT64"), (-2i64).to_le_bytes());
+        assert_eq!(written(Data::Int(vec![200]), "UINT8"), [200]);
+        assert_eq!(written(Data::Bool(vec![true, false]), "BOOL"), [1, 0]);
+        assert_eq!(
+            written(Data::String(vec!["ab".into()]), "BYTES"),
+            [2, 0, 0, 0, b'a', b'b']
+        );
     }
 
     #[test]
