@@ -207,7 +207,8 @@ pub struct DenseChain {
 
 impl DenseChain {
     /// The chain `graph` is, if it is one: one `float` (or cast to `float`)
-    /// input of rank 2, then only `MatMul` or `Gemm` by constant weights,
+    /// input of rank 2, then only `MatMul` or `Gemm` by constant weights (or
+    /// ONNX-ML's `LinearRegressor`),
     /// `Add` of a constant bias, `Relu`, `Sigmoid`, `Tanh`, `Identity`, and a
     /// last `Reshape` that keeps the shape, ending in the one output.
     pub fn recognise(graph: &pb::GraphProto) -> Option<DenseChain> {
@@ -241,7 +242,11 @@ impl DenseChain {
                 return None;
             };
             let constant = |i: usize| constants.get(rest.get(i)?.as_str()).copied();
-            if !node.domain.is_empty() && node.domain != "ai.onnx" {
+            // Of ONNX-ML, only a linear regressor is a dense layer.
+            let ml = node.domain == "ai.onnx.ml";
+            if !node.domain.is_empty() && node.domain != "ai.onnx" && !ml
+                || ml && node.op_type != "LinearRegressor"
+            {
                 return None;
             }
             match node.op_type.as_str() {
@@ -262,6 +267,12 @@ impl DenseChain {
                     }
                     layers.push(Layer::new(&weights, k, n));
                     width = n;
+                    open = true;
+                }
+                "LinearRegressor" if ml && first == current && rest.is_empty() => {
+                    let layer = linear_regressor(node, width)?;
+                    width = layer.outputs;
+                    layers.push(layer);
                     open = true;
                 }
                 "Gemm" if first == current && (1..=2).contains(&rest.len()) => {
@@ -422,6 +433,43 @@ fn gemm(
         for j in 0..n {
             layer.bias[j / COLS][j % COLS] = beta * if one { c[0] } else { c[j] };
         }
+    }
+    Some(layer)
+}
+
+/// A `LinearRegressor` (ONNX-ML, what skl2onnx writes for LinearRegression
+/// and Ridge) as a layer: `x · coefficientsᵀ + intercepts`, one column per
+/// target; only with no post-transform.
+fn linear_regressor(node: &pb::NodeProto, width: usize) -> Option<Layer> {
+    let mut coefficients: &[f32] = &[];
+    let mut intercepts: &[f32] = &[];
+    let mut targets = 1;
+    for a in &node.attribute {
+        match a.name.as_str() {
+            "coefficients" => coefficients = &a.floats,
+            "intercepts" => intercepts = &a.floats,
+            "targets" => targets = usize::try_from(a.i).ok()?,
+            "post_transform" if a.s == b"NONE" => {}
+            _ => return None,
+        }
+    }
+    if targets == 0 || Some(coefficients.len()) != width.checked_mul(targets) {
+        return None;
+    }
+    // Coefficients come a target's row at a time; a layer's weights, an
+    // input's row at a time.
+    let weights: Vec<f32> = (0..width * targets)
+        .map(|i| coefficients[(i % targets) * width + i / targets])
+        .collect();
+    let mut layer = Layer::new(&weights, width, targets);
+    match intercepts.len() {
+        0 => {}
+        n if n == targets => {
+            for (j, b) in intercepts.iter().enumerate() {
+                layer.bias[j / COLS][j % COLS] = *b;
+            }
+        }
+        _ => return None,
     }
     Some(layer)
 }

@@ -164,6 +164,23 @@ fn every_layer_kind() -> Vec<u8> {
     )
 }
 
+/// Asserts that the fused answer is tract's, within float rounding.
+fn assert_close(fused: &Tensor, planned: &Tensor, rows: usize) {
+    let floats = |t: &Tensor| -> Vec<f32> {
+        t.try_as_plain_ram()
+            .expect("plain")
+            .as_slice::<f32>()
+            .expect("f32")
+            .to_vec()
+    };
+    for (f, p) in floats(fused).iter().zip(floats(planned)) {
+        assert!(
+            (f - p).abs() <= 1e-5 * p.abs().max(1.0),
+            "{rows} rows: {f} against {p}"
+        );
+    }
+}
+
 #[test]
 fn a_fused_chain_answers_as_tract_does_at_every_batch_size() {
     let graph = Graph::load(&every_layer_kind()).expect("graph");
@@ -177,22 +194,7 @@ fn a_fused_chain_answers_as_tract_does_at_every_batch_size() {
         let fused = graph.run(tvec!(input.clone().into())).expect("fused");
         let planned = graph.run_on_tract(tvec!(input.into())).expect("tract");
         assert_eq!(fused[0].shape(), planned[0].shape(), "{rows} rows");
-        let fused = fused[0]
-            .try_as_plain_ram()
-            .expect("plain")
-            .as_slice::<f32>()
-            .expect("f32");
-        let planned = planned[0]
-            .try_as_plain_ram()
-            .expect("plain")
-            .as_slice::<f32>()
-            .expect("f32");
-        for (f, p) in fused.iter().zip(planned) {
-            assert!(
-                (f - p).abs() <= 1e-5 * p.abs().max(1.0),
-                "{rows} rows: {f} against {p}"
-            );
-        }
+        assert_close(&fused[0], &planned[0], rows);
     }
 }
 
@@ -262,4 +264,72 @@ fn weights_whose_size_disagrees_with_their_shape_are_not_fused() {
     short.raw_data.push(0);
     assert!(DenseChain::recognise(&graph_with(short)).is_none());
     assert!(DenseChain::recognise(&graph_with(constant("w", &[4, 4], &values(16, 1)))).is_some());
+}
+
+fn ml_attribute(name: &str, build: impl FnOnce(&mut pb::AttributeProto)) -> pb::AttributeProto {
+    let mut attribute = pb::AttributeProto {
+        name: name.into(),
+        ..Default::default()
+    };
+    build(&mut attribute);
+    attribute
+}
+
+/// skl2onnx's LinearRegression of 3 features and 2 targets: one
+/// `LinearRegressor` node, with `post_transform`.
+fn linear_regressor(post_transform: &str) -> Vec<u8> {
+    let mut regressor = node(
+        "LinearRegressor",
+        &["x"],
+        "y",
+        vec![
+            ml_attribute("coefficients", |a| {
+                a.floats = values(6, 11);
+                a.r#type = 6;
+            }),
+            ml_attribute("intercepts", |a| {
+                a.floats = vec![0.25, -3.0];
+                a.r#type = 6;
+            }),
+            ml_attribute("targets", |a| {
+                a.i = 2;
+                a.r#type = 2;
+            }),
+            ml_attribute("post_transform", |a| {
+                a.s = post_transform.as_bytes().to_vec();
+                a.r#type = 3;
+            }),
+        ],
+    );
+    regressor.domain = "ai.onnx.ml".into();
+    let mut model = pb::ModelProto::decode(
+        model(
+            value("x", DataType::Float, &[None, Some(3)]),
+            vec![regressor],
+            vec![],
+            "y",
+        )
+        .as_slice(),
+    )
+    .expect("model");
+    model.opset_import.push(pb::OperatorSetIdProto {
+        domain: "ai.onnx.ml".into(),
+        version: 1,
+    });
+    model.encode_to_vec()
+}
+
+#[test]
+fn a_linear_regressor_is_one_fused_layer_that_answers_as_tract_does() {
+    let graph = Graph::load(&linear_regressor("NONE")).expect("graph");
+    assert!(graph.is_fused());
+    for rows in [1, 5, 64] {
+        let input = Tensor::from_shape(&[rows, 3], &values(rows * 3, 3)).expect("input");
+        let fused = graph.run(tvec!(input.clone().into())).expect("fused");
+        let planned = graph.run_on_tract(tvec!(input.into())).expect("tract");
+        assert_eq!(fused[0].shape(), planned[0].shape(), "{rows} rows");
+        assert_close(&fused[0], &planned[0], rows);
+    }
+    let transformed = Graph::load(&linear_regressor("SOFTMAX")).expect("graph");
+    assert!(!transformed.is_fused());
 }
