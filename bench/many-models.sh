@@ -28,6 +28,8 @@ budget_kib() { # KiB the memory budget counts, all kinds
 # RSS counts a page of the compiled code's memory image once per instance
 # that maps it; PSS divides it among them, so it is the memory really used.
 pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
+# CPU time (user + system) the process has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 run() { # minWorkers
   local min=$1 store="$work/store-min$1"
@@ -50,10 +52,18 @@ run() { # minWorkers
   "$mme" bench cold --url "http://127.0.0.1:$port" --models "$models" --prefix m
   elapsed=$(echo "$(date +%s.%N) - $started" | bc)
   sleep 4 # idle workers retire on the next housekeeping ticks
+  # What holding them costs an idle server: housekeeping and page sampling.
+  # The window also lets the pages be sampled again (every 10 s while the
+  # budget is less than half used), so the budget below is measured.
+  local ticks_before ticks_after
+  ticks_before=$(cpu_ticks $pid)
+  sleep 11
+  ticks_after=$(cpu_ticks $pid)
   after=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
   pss_after=$(pss_kib $pid)
   counted_after=$(budget_kib)
   echo "== minWorkers=$min: $models models touched once in ${elapsed}s"
+  echo "   idle CPU: $(( (ticks_after - ticks_before) * 1000 / $(getconf CLK_TCK) )) ms in 11 s"
   echo "   RSS with one model loaded: $((before / 1024)) MiB; with $models: $((after / 1024)) MiB"
   echo "   RSS per loaded idle model: $(( (after - before) / (models - 1) )) KiB"
   echo "   PSS with one model loaded: $((pss_before / 1024)) MiB; with $models: $((pss_after / 1024)) MiB"
