@@ -124,15 +124,17 @@ async fn every_converted_model_answers_as_its_library_and_onnxruntime_do() {
         "{answer}"
     );
 
-    // Every model, through /predictions and through Triton's client, against
-    // the library's own predictions and onnxruntime's.
+    // Every model, through /predictions and through Triton's clients (HTTP
+    // and gRPC), against the library's own predictions and onnxruntime's.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/onnx/check_served.py");
     let host = server.url.trim_start_matches("http://").to_string();
+    let grpc = server.grpc.clone();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .arg(script)
             .arg(host)
             .arg(models)
+            .args(["--grpc", &grpc])
             .output()
             .unwrap()
     })

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 /// Default listen address: SageMaker's port, on every interface.
 pub const DEFAULT_BIND: &str = "0.0.0.0:8080";
+/// Default address of the gRPC service: KServe's gRPC port.
+pub const DEFAULT_GRPC_BIND: &str = "0.0.0.0:8081";
 /// Default cap on a request body: SageMaker's real-time payload limit.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 6 << 20;
 /// Default cap on a response body.
@@ -15,6 +17,8 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 6 << 20;
 pub struct ServerConfig {
     /// Where to listen.
     pub bind: SocketAddr,
+    /// Where the gRPC service listens; `None` turns it off.
+    pub grpc_bind: Option<SocketAddr>,
     /// The folder that holds `<model>.tar.gz` packages or `<model>/`
     /// folders, or `s3://bucket/prefix` that holds `<model>.tar.gz` objects.
     pub model_store: String,

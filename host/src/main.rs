@@ -71,6 +71,9 @@ struct ServeArgs {
     /// Address to listen on [default: 0.0.0.0:8080, or the port in SAGEMAKER_BIND_TO_PORT].
     #[arg(long, env = "MME_BIND")]
     bind: Option<SocketAddr>,
+    /// Address of the Open Inference Protocol's gRPC service (KServe's port), or `off`.
+    #[arg(long, env = "MME_GRPC_BIND", default_value = config::DEFAULT_GRPC_BIND)]
+    grpc_bind: String,
     /// Folder for compiled components and unpacked packages [default: $XDG_CACHE_HOME/mme or ~/.cache/mme].
     #[arg(long, env = "MME_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -291,6 +294,16 @@ fn parse_property(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected key=value, got {text:?}"))
 }
 
+/// `--grpc-bind`: an address, or `off`.
+fn parse_grpc_bind(text: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse().map(Some).with_context(|| {
+        format!("--grpc-bind {text:?} is neither an address such as 0.0.0.0:8081 nor off")
+    })
+}
+
 fn default_bind() -> anyhow::Result<SocketAddr> {
     let mut bind: SocketAddr = config::DEFAULT_BIND.parse()?;
     if let Ok(port) = std::env::var("SAGEMAKER_BIND_TO_PORT") {
@@ -372,6 +385,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(bind) => bind,
             None => default_bind()?,
         },
+        grpc_bind: parse_grpc_bind(&args.grpc_bind)?,
         model_store: args.model_store,
         s3: mme_host::store::S3Options {
             endpoint: args.s3_endpoint,

@@ -115,6 +115,32 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         pooled = runtime.is_pooled(),
         "serving"
     );
+    // A second listener that cannot bind is an error at start, as the first is.
+    let grpc_listener = match config.grpc_bind {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for gRPC on {address} (--grpc-bind)"))?,
+        ),
+        None => None,
+    };
+    let (stop_grpc, grpc_stopped) = tokio::sync::watch::channel(false);
+    let grpc = match grpc_listener {
+        Some(listener) => {
+            tracing::info!(address = %listener.local_addr()?, "serving gRPC");
+            let mut stopped = grpc_stopped.clone();
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            let served = api::serve_grpc(state.clone(), listener, shutdown);
+            Some(tokio::spawn(async move {
+                if let Err(error) = served.await {
+                    tracing::error!(%error, "the gRPC service stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let connections = http1_builder(&config);
     let app = api::router(state);
     let graceful = GracefulShutdown::new();
@@ -145,9 +171,15 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     }
     // New connections are refused from here; those open finish their requests.
     drop(listener);
+    let _ = stop_grpc.send(true);
     let signalled = Instant::now();
+    let grpc_done = async {
+        if let Some(grpc) = grpc {
+            let _ = grpc.await;
+        }
+    };
     tokio::select! {
-        () = graceful.shutdown() => {}
+        ((), ()) = async { tokio::join!(graceful.shutdown(), grpc_done) } => {}
         () = tokio::time::sleep(config.shutdown_timeout) => {
             tracing::warn!(timeout = ?config.shutdown_timeout, "requests still in flight at the shutdown timeout; exiting");
             // The compute threads may be inside a guest call until its own

@@ -53,6 +53,8 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:<port>`.
     pub url: String,
+    /// `127.0.0.1:<port>` of its gRPC service.
+    pub grpc: String,
     /// Where its log goes.
     pub log: PathBuf,
 }
@@ -87,6 +89,7 @@ impl Server {
         env: &[(&str, &str)],
     ) -> Server {
         let port = free_port();
+        let grpc = format!("127.0.0.1:{}", free_port());
         let log = cache.with_extension(format!("{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = command
@@ -100,6 +103,8 @@ impl Server {
             // Only the ONNX tests need the ONNX engine; they ask for its
             // precompilation themselves (an argument wins over this).
             .env("MME_ONNX_PRECOMPILE", "false")
+            // Not KServe's default port: tests run side by side.
+            .env("MME_GRPC_BIND", &grpc)
             .args(extra)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
@@ -110,6 +115,7 @@ impl Server {
         let server = Server {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            grpc,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -8,8 +8,10 @@ Each answer is compared with the library's own predictions (`predict`,
 numbers within 1e-4 relative. Prints one line per mismatch and exits 1 if
 there was any.
 
-    python3 tests/onnx/check_served.py HOST:PORT MODELS_DIR [PREFIX]
+    python3 tests/onnx/check_served.py HOST:PORT MODELS_DIR [--prefix P] [--grpc HOST:PORT]
 """
+
+import argparse
 
 import json
 import sys
@@ -17,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import tritonclient.grpc as grpc
 import tritonclient.http as http
 
 TOLERANCE = 1e-4
@@ -74,7 +77,7 @@ def check_plain(host, name, rows, ort, problems):
     return plain
 
 
-def check_model(host, name, record, problems):
+def check_model(host, grpc_host, name, record, problems):
     ort = record["ort"]
     native = record["native"]
     rows = record["rows"]
@@ -103,6 +106,27 @@ def check_model(host, name, record, problems):
     for binary in (True,) if missing.any() else (False, True):
         seen = check_v2(client, name, port, x, ort, binary, problems)
     check_native(name, native, seen, problems)
+    if grpc_host:
+        check_grpc(grpc_host, name, port, x, ort, missing.any(), problems)
+
+
+def check_grpc(host, name, port, x, ort, missing, problems):
+    """The same over gRPC: the client's default raw tensors, then typed
+    contents (`fp32_contents`, ...) where the rows can be typed values."""
+    client = grpc.InferenceServerClient(url=host)
+    metadata = client.get_model_metadata(name, as_json=True)
+    if [o["name"] for o in metadata["outputs"]] != list(ort):
+        problems.append(f"{name}: gRPC metadata outputs {metadata['outputs']} are not onnxruntime's {list(ort)}")
+    typed = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT64": "int64_contents", "INT32": "int_contents"}
+    for how in ("gRPC raw",) if missing or port["datatype"] not in typed else ("gRPC raw", "gRPC typed"):
+        tensor = grpc.InferInput(port["name"], list(x.shape), port["datatype"])
+        if how == "gRPC raw":
+            tensor.set_data_from_numpy(x)
+        else:
+            getattr(tensor._get_tensor().contents, typed[port["datatype"]]).extend(x.ravel().tolist())
+        wanted = [grpc.InferRequestedOutput(output) for output in ort]
+        result = client.infer(name, [tensor], outputs=wanted, request_id=name)
+        compare(name, how, result, ort, problems)
 
 
 def check_v2(client, name, port, x, ort, binary, problems):
@@ -112,6 +136,11 @@ def check_v2(client, name, port, x, ort, binary, problems):
     tensor.set_data_from_numpy(x, binary_data=binary)
     wanted = [http.InferRequestedOutput(output, binary_data=binary) for output in ort]
     result = client.infer(name, [tensor], outputs=wanted, request_id=name)
+    return compare(name, how, result, ort, problems)
+
+
+def compare(name, how, result, ort, problems):
+    """Checks a v2 result (HTTP's or gRPC's) against onnxruntime's outputs; returns what it got."""
     seen = {}
     for output, want in ort.items():
         got = result.as_numpy(output)
@@ -133,14 +162,19 @@ def check_v2(client, name, port, x, ort, binary, problems):
 
 
 def main():
-    host, directory = sys.argv[1], Path(sys.argv[2])
-    prefix = sys.argv[3] if len(sys.argv) > 3 else ""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("host")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--prefix", default="")
+    parser.add_argument("--grpc", help="HOST:PORT of the gRPC service, to check it too")
+    args = parser.parse_args()
+    host, directory, prefix = args.host, args.directory, args.prefix
     problems = []
     checked = 0
     for path in sorted(directory.glob("*.json")):
         name = path.stem
         try:
-            check_model(host, prefix + name, json.loads(path.read_text()), problems)
+            check_model(host, args.grpc, prefix + name, json.loads(path.read_text()), problems)
         except Exception as error:  # noqa: BLE001 - every failure is a finding, reported by model
             problems.append(f"{name}: {type(error).__name__}: {error}")
         checked += 1

@@ -150,7 +150,38 @@ pub(super) async fn answer(
     if let Some(target) = target_model(headers) {
         tracing::debug!(model, target, "target model");
     }
-    let (served_by, result) = predict(state, model, headers, body, (loading, protocol)).await;
+    let served = predict(state, model, headers, body, (loading, protocol)).await;
+    match (counted(state, served), protocol) {
+        (Ok(response), _) => response,
+        (Err(error), Protocol::Plain) => error.into_response(),
+        (Err(error), Protocol::OpenInference | Protocol::Metadata) => {
+            error.into_open_inference_response()
+        }
+    }
+}
+
+/// Runs one Open Inference request whose body was read already (a gRPC
+/// call's, say), loading the model on demand, and counts it as
+/// [`answer`] does.
+pub(super) async fn answer_read(
+    state: &AppState,
+    model: &str,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+) -> Result<Response, ApiError> {
+    let modes = (Loading::OnDemand, Protocol::OpenInference);
+    counted(
+        state,
+        predict_read(state, model, headers, body, modes).await,
+    )
+}
+
+/// The answer of the model that took the request, counted by model and
+/// status, with a full queue's status as the server is configured.
+fn counted(
+    state: &AppState,
+    (served_by, result): (Option<Arc<LoadedModel>>, Result<Response, ApiError>),
+) -> Result<Response, ApiError> {
     let result = result.map_err(|mut error| {
         if error.kind == QUEUE_FULL {
             error.status = StatusCode::from_u16(state.queue_full_status)
@@ -172,13 +203,7 @@ pub(super) async fn answer(
             status: status.as_u16(),
         })
         .inc();
-    match (result, protocol) {
-        (Ok(response), _) => response,
-        (Err(error), Protocol::Plain) => error.into_response(),
-        (Err(error), Protocol::OpenInference | Protocol::Metadata) => {
-            error.into_open_inference_response()
-        }
-    }
+    result
 }
 
 /// The model that took the request, if one did, and the answer.
@@ -201,6 +226,17 @@ pub(super) async fn predict(
         Ok(body) => body,
         Err(error) => return (None, Err(encoding_error(error))),
     };
+    predict_read(state, model, headers, body, (loading, protocol)).await
+}
+
+/// [`predict`] of a body read and decompressed already.
+async fn predict_read(
+    state: &AppState,
+    model: &str,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+    (loading, protocol): (Loading, Protocol),
+) -> (Option<Arc<LoadedModel>>, Result<Response, ApiError>) {
     // A binary request is read and checked here, before a model is loaded
     // for it; its tensors become JSON only for a model that cannot read them.
     let (mut body, framed) = if protocol == Protocol::OpenInference {

@@ -2,6 +2,7 @@
 //! reads the shared [`AppState`] and maps errors through [`ApiError`].
 
 mod error;
+pub mod grpc;
 mod health;
 mod inference;
 mod management;
@@ -15,6 +16,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{get, post};
 
 pub use error::ApiError;
+pub use grpc::serve as serve_grpc;
 pub use inference::SINGLE_MODEL;
 
 use crate::metrics::Metrics;

@@ -35,6 +35,31 @@ async fn index_entries(state: &AppState, body: Body) -> Result<Vec<Value>, ApiEr
         Some(Value::Bool(ready)) => *ready,
         Some(_) => return Err(invalid("\"ready\" must be true or false")),
     };
+    Ok(entries(state, ready_only)
+        .await?
+        .into_iter()
+        .map(|entry| {
+            json!({ "name": entry.name, "version": MODEL_VERSION, "state": entry.state, "reason": entry.reason })
+        })
+        .collect())
+}
+
+/// One model of the repository index.
+pub(super) struct IndexEntry {
+    /// The model's name.
+    pub name: String,
+    /// `READY`, `LOADING` or `UNAVAILABLE`.
+    pub state: &'static str,
+    /// Why it is unavailable, if it failed.
+    pub reason: String,
+}
+
+/// The store's models and the loaded ones, by name, each with its state;
+/// only the loaded ones with `ready_only`.
+pub(super) async fn entries(
+    state: &AppState,
+    ready_only: bool,
+) -> Result<Vec<IndexEntry>, ApiError> {
     let loaded: Vec<String> = state
         .registry
         .list()
@@ -65,7 +90,11 @@ async fn index_entries(state: &AppState, body: Body) -> Result<Vec<Value>, ApiEr
                     None => ("UNAVAILABLE", "unloaded".to_string()),
                 }
             };
-            json!({ "name": name, "version": MODEL_VERSION, "state": state, "reason": reason })
+            IndexEntry {
+                name,
+                state,
+                reason,
+            }
         })
         .collect())
 }
@@ -75,22 +104,35 @@ async fn index_entries(state: &AppState, body: Body) -> Result<Vec<Value>, ApiEr
 pub async fn load(State(state): State<AppState>, Path(name): Path<String>, body: Body) -> Response {
     let loaded = async {
         let request = request_object(&state, body).await?;
-        if let Some(Value::Object(parameters)) = request.get("parameters")
-            && let Some(key) = parameters
-                .keys()
-                .find(|k| *k == "config" || k.starts_with("file:"))
-        {
-            return Err(invalid(format!(
-                "parameter {key:?} is not supported: models load from their package in the store as it is"
-            )));
-        }
-        state.registry.get_or_load(&name).await?;
-        Ok::<_, ApiError>(())
+        let parameters = match request.get("parameters") {
+            Some(Value::Object(parameters)) => parameters.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
+        };
+        load_model(&state, &name, parameters).await
     };
     match loaded.await {
         Ok(()) => Json(json!({})).into_response(),
         Err(error) => error.into_open_inference_response(),
     }
+}
+
+/// Loads `name` from the store; `parameters` are the names of the load's
+/// parameters, none of which may ask for another configuration or files.
+pub(super) async fn load_model<'a>(
+    state: &AppState,
+    name: &str,
+    parameters: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ApiError> {
+    if let Some(key) = parameters
+        .into_iter()
+        .find(|k| *k == "config" || k.starts_with("file:"))
+    {
+        return Err(invalid(format!(
+            "parameter {key:?} is not supported: models load from their package in the store as it is"
+        )));
+    }
+    state.registry.get_or_load(name).await?;
+    Ok(())
 }
 
 /// `POST /v2/repository/models/{name}/unload`: unloads `name`; a model that
@@ -102,14 +144,19 @@ pub async fn unload(
 ) -> Response {
     let unloaded = async {
         request_object(&state, body).await?;
-        match state.registry.unload(&name).await {
-            Ok(()) | Err(LoadError::NotLoaded(_)) => Ok(()),
-            Err(error) => Err(ApiError::from(error)),
-        }
+        unload_model(&state, &name).await
     };
     match unloaded.await {
         Ok(()) => Json(json!({})).into_response(),
         Err(error) => error.into_open_inference_response(),
+    }
+}
+
+/// Unloads `name`; a model that is not loaded is already unloaded.
+pub(super) async fn unload_model(state: &AppState, name: &str) -> Result<(), ApiError> {
+    match state.registry.unload(name).await {
+        Ok(()) | Err(LoadError::NotLoaded(_)) => Ok(()),
+        Err(error) => Err(ApiError::from(error)),
     }
 }
 

@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -19,12 +19,17 @@ pub use crate::runtime::OIP_JSON;
 /// The version every model has: models here are not versioned.
 pub(super) const MODEL_VERSION: &str = "1";
 
+/// The server's name in its v2 metadata.
+pub(super) const SERVER_NAME: &str = "wasm-mme";
+/// The protocol's extensions the server speaks.
+pub(super) const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "model_repository"];
+
 /// `GET /v2`: server metadata.
 pub async fn server_metadata() -> Json<Value> {
     Json(json!({
-        "name": "wasm-mme",
+        "name": SERVER_NAME,
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data", "model_repository"],
+        "extensions": EXTENSIONS,
     }))
 }
 
@@ -41,13 +46,21 @@ pub async fn ready() -> Json<Value> {
 /// The most a model's metadata may take; real ones are a few hundred bytes.
 const MAX_METADATA_BYTES: usize = 1 << 20;
 
-/// `GET /v2/models/{name}`: the model's metadata, loading it on demand. The
-/// inputs and outputs are the model's own (the ONNX engine lists its
-/// graph's); a model that says nothing lists none.
+/// `GET /v2/models/{name}`: the model's metadata, loading it on demand.
 pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    match metadata(&state, &name).await {
+        Ok(metadata) => Json(metadata).into_response(),
+        Err(error) => error.into_open_inference_response(),
+    }
+}
+
+/// Model `name`'s v2 metadata, loading it on demand. The inputs and outputs
+/// are the model's own (the ONNX engine lists its graph's); a model that
+/// says nothing lists none.
+pub(super) async fn metadata(state: &AppState, name: &str) -> Result<Value, ApiError> {
     let (_, answer) = predict(
-        &state,
-        &name,
+        state,
+        name,
         &HeaderMap::new(),
         Body::empty(),
         (Loading::OnDemand, Protocol::Metadata),
@@ -62,20 +75,32 @@ pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<Stri
         // A model built with an SDK that predates metadata takes the request
         // for an input and refuses it: it lists nothing.
         Err(error) if matches!(error.kind, "InvalidInput" | "ModelError") => json!({}),
-        Err(error) => return error.into_open_inference_response(),
+        Err(error) => return Err(error),
     };
     let listed = |key: &str| match own.get(key) {
         Some(Value::Array(items)) => Value::Array(items.clone()),
         _ => json!([]),
     };
-    Json(json!({
+    Ok(json!({
         "name": name,
         "versions": [MODEL_VERSION],
         "platform": own.get("platform").and_then(Value::as_str).unwrap_or("wasm"),
         "inputs": listed("inputs"),
         "outputs": listed("outputs"),
     }))
-    .into_response()
+}
+
+/// Whether model `name` has `version`: every model has one, [`MODEL_VERSION`];
+/// asking for another is the 404 of a model that does not exist.
+pub(super) fn check_version(name: &str, version: &str) -> Result<(), ApiError> {
+    if version.is_empty() || version == MODEL_VERSION {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ModelNotFound",
+        format!("model {name:?} has no version {version:?}; it has version {MODEL_VERSION}"),
+    ))
 }
 
 /// `GET /v2/models/{name}/ready`: 200 once the model is loaded (this loads
@@ -114,10 +139,13 @@ pub async fn infer(
 /// `POST /v2/models/{name}/versions/{version}/infer`: every model has one version.
 pub async fn infer_version(
     State(state): State<AppState>,
-    Path((name, _version)): Path<(String, String)>,
+    Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Err(error) = check_version(&name, &version) {
+        return error.into_open_inference_response();
+    }
     infer_model(state, name, headers, body).await
 }
 

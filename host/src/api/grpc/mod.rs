@@ -1,0 +1,260 @@
+//! The Open Inference Protocol over gRPC: Triton's
+//! `inference.GRPCInferenceService`, as `tritonclient.grpc` and KServe's
+//! `grpc-v2` speak it, and `grpc.health.v1` for Kubernetes' probes.
+//!
+//! Every call goes through the HTTP surface's own functions: an inference
+//! becomes the v2 request with binary tensors that an HTTP client could
+//! have sent, so the same checks, models, queues, limits and metrics apply,
+//! and an error keeps its meaning ([`status_of`]).
+
+mod tensors;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status};
+
+use super::inference::answer_read;
+use super::repository::{entries, load_model, unload_model};
+use super::v2::{MODEL_VERSION, check_version, metadata};
+use super::{ApiError, AppState};
+use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+use proto::*;
+
+/// The messages and service generated from `proto/triton/grpc_service.proto`.
+#[allow(missing_docs, clippy::all, clippy::unwrap_used)]
+pub mod proto {
+    tonic::include_proto!("inference");
+}
+
+/// The service over `state`, and the health service that says it serves.
+pub async fn services(
+    state: AppState,
+) -> (
+    GrpcInferenceServiceServer<InferenceService>,
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    // A message may be as large as an HTTP body may be; beyond it tonic
+    // answers RESOURCE_EXHAUSTED before the message is decoded.
+    let limit = state.max_request_bytes;
+    let inference = GrpcInferenceServiceServer::new(InferenceService { state })
+        .max_decoding_message_size(limit)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Deflate);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<GrpcInferenceServiceServer<InferenceService>>()
+        .await;
+    (inference, reporter, health)
+}
+
+/// Serves `state` over gRPC on `listener` until `shutdown` resolves, then
+/// finishes the calls in flight.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (inference, reporter, health) = services(state).await;
+    let shutdown = async move {
+        shutdown.await;
+        // Probes see the drain before the listener closes.
+        reporter
+            .set_not_serving::<GrpcInferenceServiceServer<InferenceService>>()
+            .await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    };
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(inference)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await
+}
+
+/// `inference.GRPCInferenceService` over the server's models.
+pub struct InferenceService {
+    state: AppState,
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse { ready: true }))
+    }
+
+    /// Loads the model on demand, as `GET /v2/models/{m}/ready` does; a
+    /// model that cannot load is not ready.
+    async fn model_ready(
+        &self,
+        request: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        let request = request.into_inner();
+        let ready = check_version(&request.name, &request.version).is_ok()
+            && self.state.registry.get_or_load(&request.name).await.is_ok();
+        Ok(Response::new(ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: super::v2::SERVER_NAME.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            extensions: super::v2::EXTENSIONS
+                .iter()
+                .map(|e| e.to_string())
+                .collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        check_version(&request.name, &request.version).map_err(status_of)?;
+        let metadata = metadata(&self.state, &request.name)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(tensors::metadata_response(&metadata)))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        let request = request.into_inner();
+        let name = request.model_name.clone();
+        if name.is_empty() {
+            return Err(Status::invalid_argument(
+                "model_name is empty: name the model",
+            ));
+        }
+        check_version(&name, &request.model_version).map_err(status_of)?;
+        let (body, header_length) = tensors::framed_request(request)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(mme_oip::HEADER_LENGTH, HeaderValue::from(header_length));
+        let answer = answer_read(&self.state, &name, &headers, body)
+            .await
+            .map_err(status_of)?;
+        let header_length = answer
+            .headers()
+            .get(mme_oip::HEADER_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok());
+        let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
+            .await
+            .map_err(|e| Status::internal(format!("cannot read the model's answer: {e}")))?;
+        let response = tensors::infer_response(&body, header_length)?;
+        Ok(Response::new(response))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let ready_only = request.into_inner().ready;
+        let models = entries(&self.state, ready_only)
+            .await
+            .map_err(status_of)?
+            .into_iter()
+            .map(|entry| repository_index_response::ModelIndex {
+                name: entry.name,
+                version: MODEL_VERSION.to_string(),
+                state: entry.state.to_string(),
+                reason: entry.reason,
+            })
+            .collect();
+        Ok(Response::new(RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let request = request.into_inner();
+        let parameters = request.parameters.keys().map(String::as_str);
+        load_model(&self.state, &request.model_name, parameters)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        let request = request.into_inner();
+        unload_model(&self.state, &request.model_name)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
+    }
+}
+
+/// An HTTP surface's error as the gRPC status of the same meaning, with
+/// the same message.
+fn status_of(error: ApiError) -> Status {
+    let message = error.message;
+    match error.status {
+        StatusCode::NOT_FOUND => Status::not_found(message),
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        | StatusCode::UNPROCESSABLE_ENTITY => Status::invalid_argument(message),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::INSUFFICIENT_STORAGE => {
+            Status::resource_exhausted(message)
+        }
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+            Status::unavailable(message)
+        }
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
+            Status::deadline_exceeded(message)
+        }
+        StatusCode::CONFLICT => Status::failed_precondition(message),
+        StatusCode::METHOD_NOT_ALLOWED => Status::unimplemented(message),
+        StatusCode::INTERNAL_SERVER_ERROR => Status::internal(message),
+        _ => Status::unknown(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn errors_keep_their_meaning_over_grpc() {
+        for (status, code) in [
+            (StatusCode::NOT_FOUND, Code::NotFound),
+            (StatusCode::BAD_REQUEST, Code::InvalidArgument),
+            (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable),
+            (StatusCode::TOO_MANY_REQUESTS, Code::Unavailable),
+            (StatusCode::GATEWAY_TIMEOUT, Code::DeadlineExceeded),
+            (StatusCode::PAYLOAD_TOO_LARGE, Code::ResourceExhausted),
+            (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal),
+        ] {
+            let grpc = status_of(ApiError::new(status, "Kind", "what happened"));
+            assert_eq!(grpc.code(), code, "{status}");
+            assert_eq!(grpc.message(), "what happened");
+        }
+    }
+}
