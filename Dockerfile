@@ -26,6 +26,7 @@ ENV MME_CACHE_DIR=/var/cache/mme \
     RUST_LOG=info
 USER 10001
 RUN ["/usr/local/bin/mme", "precompile"]
-EXPOSE 8080
+# HTTP (SageMaker's port) and gRPC (KServe's).
+EXPOSE 8080 8081
 ENTRYPOINT ["/usr/local/bin/mme"]
 CMD ["serve"]

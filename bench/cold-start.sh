@@ -18,7 +18,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 
 run() { # label, extra serve flags...
   local label=$1; shift
-  RUST_LOG=info "$mme" serve --model-store "$work/store" --bind "127.0.0.1:$port" --cache-dir "$work/cache" "$@" 2>"$work/serve.log" &
+  RUST_LOG=info "$mme" serve --grpc-bind off --model-store "$work/store" --bind "127.0.0.1:$port" --cache-dir "$work/cache" "$@" 2>"$work/serve.log" &
   local pid=$!
   for _ in $(seq 100); do curl -sf "127.0.0.1:$port/ping" >/dev/null && break; sleep 0.1; done
   echo "== $label"

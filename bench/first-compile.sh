@@ -18,7 +18,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 
 first() { # --baseline-tier value: prints the first request's seconds
   rm -rf "$work/cache"
-  "$mme" serve --model-store "$work/store" --bind "127.0.0.1:$port" --cache-dir "$work/cache" \
+  "$mme" serve --grpc-bind off --model-store "$work/store" --bind "127.0.0.1:$port" --cache-dir "$work/cache" \
     --baseline-tier "$1" 2>"$work/serve.log" &
   local pid=$!
   for _ in $(seq 100); do curl -sf "127.0.0.1:$port/ping" >/dev/null && break; sleep 0.05; done

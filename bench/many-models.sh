@@ -39,7 +39,7 @@ run() { # minWorkers
   rm -rf "$store" && mkdir -p "$store"
   for i in $(seq 0 $((models - 1))); do ln "$work/min$min.tar.gz" "$store/m$i.tar.gz"; done
   # The compile cache is warm: this measures holding models, not compiling.
-  "$mme" serve --model-store "$store" --bind "127.0.0.1:$port" --cache-dir "$work/cache" \
+  "$mme" serve --grpc-bind off --model-store "$store" --bind "127.0.0.1:$port" --cache-dir "$work/cache" \
     --unpack-dir /dev/shm --memory-limit 16GiB --max-instances $((models + 64)) 2>"$work/serve.log" &
   local pid=$!
   for _ in $(seq 100); do curl -sf "127.0.0.1:$port/ping" >/dev/null && break; sleep 0.1; done

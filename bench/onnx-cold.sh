@@ -17,7 +17,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 
 start() { # store, extra serve flags...
   local store=$1; shift
-  RUST_LOG=info "$mme" serve --model-store "$store" --bind "127.0.0.1:$port" --cache-dir "$work/cache" \
+  RUST_LOG=info "$mme" serve --grpc-bind off --model-store "$store" --bind "127.0.0.1:$port" --cache-dir "$work/cache" \
     --unpack-dir /dev/shm --max-instances $((models + 64)) "$@" 2>"$work/serve.log" &
   pid=$!
   for _ in $(seq 100); do curl -sf "127.0.0.1:$port/ping" >/dev/null && break; sleep 0.1; done

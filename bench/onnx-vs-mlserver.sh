@@ -71,7 +71,7 @@ kill -TERM $pid
 for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
 pkill -KILL -P $pid 2>/dev/null || true; kill -KILL $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
 
-"$mme" serve --model-store "$work/mme" --bind "127.0.0.1:$port" --cache-dir target/bench-cache 2>"$work/mme.log" &
+"$mme" serve --grpc-bind off --model-store "$work/mme" --bind "127.0.0.1:$port" --cache-dir target/bench-cache 2>"$work/mme.log" &
 pid=$!
 for _ in $(seq 100); do curl -sf "127.0.0.1:$port/ping" >/dev/null && break; sleep 0.1; done
 "$mme" bench cold --url "http://127.0.0.1:$port" --models "$models" --prefix lr- --body '[[0.5]]' >/dev/null

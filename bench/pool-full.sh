@@ -18,7 +18,7 @@ work=target/bench-pool-full
 rm -rf "$work/store" && mkdir -p "$work/store"
 for i in $(seq 0 $((models - 1))); do ln "$work/examples/linear-regression.tar.gz" "$work/store/m$i.tar.gz"; done
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$mme" serve --model-store "$work/store" --bind "127.0.0.1:$port" --cache-dir "$work/cache" \
+"$mme" serve --grpc-bind off --model-store "$work/store" --bind "127.0.0.1:$port" --cache-dir "$work/cache" \
   --unpack-dir /dev/shm --max-instances $((models + slack)) 2>"$work/serve.log" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT

@@ -26,7 +26,7 @@ export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-
 
 run() { # label
   echo "== $1"
-  RUST_LOG=info "$mme" serve --model-store s3://models/prod --s3-endpoint "http://127.0.0.1:$s3_port" --s3-path-style \
+  RUST_LOG=info "$mme" serve --grpc-bind off --model-store s3://models/prod --s3-endpoint "http://127.0.0.1:$s3_port" --s3-path-style \
     --bind "127.0.0.1:$port" --cache-dir "$work/cache" --unpack-dir /dev/shm 2>"$work/serve.log" &
   local pid=$!
   for _ in $(seq 100); do curl -sf "127.0.0.1:$port/ping" >/dev/null && break; sleep 0.1; done

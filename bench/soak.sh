@@ -28,7 +28,7 @@ for i in 0 1; do
 done
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 log="$work/serve.log"
-RUST_LOG=info "$mme" serve --model-store "$store" --bind "127.0.0.1:$port" \
+RUST_LOG=info "$mme" serve --grpc-bind off --model-store "$store" --bind "127.0.0.1:$port" \
   --cache-dir "$work/cache" 2>"$log" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT

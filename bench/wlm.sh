@@ -22,7 +22,7 @@ cp "$work/examples/linear-regression.tar.gz" "$work/store/trickle-0.tar.gz"
 mme=target/release/mme
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
-RUST_LOG=warn "$mme" serve --model-store "$work/store" --bind "127.0.0.1:$port" --cache-dir "$work/cache" &
+RUST_LOG=warn "$mme" serve --grpc-bind off --model-store "$work/store" --bind "127.0.0.1:$port" --cache-dir "$work/cache" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf "$url/ping" >/dev/null && break; sleep 0.1; done

@@ -53,8 +53,9 @@ fn the_manifests_are_valid_against_kserves_schemas() {
     assert_eq!(manifests.len(), 3, "{manifests:?}");
     let (documents, errors) = validate(&manifests);
     assert!(errors.is_empty(), "{errors:#?}");
-    // The runtime, a single-model service, and a pool with two TrainedModels.
-    assert_eq!(documents, 5);
+    // The runtime, a single-model service over HTTP and over gRPC, and a
+    // pool with two TrainedModels.
+    assert_eq!(documents, 6);
 }
 
 #[test]
@@ -106,7 +107,13 @@ fn the_runtime_starts_the_server_with_flags_it_has() {
         );
     }
     // The probes use routes the server has, and the port it listens on.
-    for route in ["/v2/health/ready", "/v2/health/live", "containerPort: 8080"] {
+    for route in [
+        "/v2/health/ready",
+        "/v2/health/live",
+        "containerPort: 8080",
+        "- grpc-v2",
+        "- 0.0.0.0:8081",
+    ] {
         assert!(runtime.contains(route), "{route}");
     }
 }

@@ -6,10 +6,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::{Server, guest};
+use common::{Server, guest, python_client};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -23,24 +20,9 @@ async fn a_triton_client_gets_the_same_predictions_as_predictions() {
     assert_eq!(status, 200);
     let expected: Vec<f64> = serde_json::from_str(&plain).unwrap();
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients/oip_client.py");
-    let host_port = server.url.trim_start_matches("http://").to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg(host_port)
-            .arg("sklearn-0")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the client failed (pip install 'tritonclient[http]'):\n{stderr}"
-    );
-    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let host_port = server.url.trim_start_matches("http://");
+    let args = [host_port, "sklearn-0"];
+    let seen = python_client("oip_client.py", &args, "tritonclient[http]").await;
 
     for key in ["live", "ready", "model_ready"] {
         assert_eq!(seen[key], true, "{key}: {seen}");

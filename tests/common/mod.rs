@@ -332,3 +332,29 @@ pub fn metric_in(text: &str, series: &str) -> f64 {
         })
         .map_or(0.0, |value| value.trim().parse().expect("a number"))
 }
+
+/// Runs the client script `tests/clients/{script}` with `args`, and gives
+/// the one JSON object it prints of what it saw; fails with its error,
+/// naming the pip package it needs, if it fails.
+#[allow(dead_code)] // Not every test binary drives a Python client.
+pub async fn python_client(script: &str, args: &[&str], package: &str) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/clients")
+        .join(script);
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .args(args)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .expect("the client's thread");
+    assert!(
+        output.status.success(),
+        "the client failed (pip install '{package}'):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the client prints one JSON object")
+}

@@ -361,6 +361,9 @@ fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyho
             .arg(&store)
             .arg("--bind")
             .arg(address.to_string())
+            // The demo measures HTTP; its gRPC service stays on loopback too.
+            .arg("--grpc-bind")
+            .arg(free_loopback_address()?.to_string())
             .arg("--cache-dir")
             .arg(&cache)
             // The demo's models are wasm components: the ONNX engine's

@@ -1,5 +1,6 @@
-//! The HTTP surface: routers only, no state of their own. Every handler
-//! reads the shared [`AppState`] and maps errors through [`ApiError`].
+//! The HTTP surface, and the gRPC one over the same functions: no state of
+//! their own. Every handler reads the shared [`AppState`] and maps errors
+//! through [`ApiError`].
 
 mod error;
 pub mod grpc;

@@ -35,7 +35,7 @@ pub async fn services(
     tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
 ) {
     // A message may be as large as an HTTP body may be; beyond it tonic
-    // answers RESOURCE_EXHAUSTED before the message is decoded.
+    // answers OUT_OF_RANGE with the limit, before the message is decoded.
     let limit = state.max_request_bytes;
     let inference = GrpcInferenceServiceServer::new(InferenceService { state })
         .max_decoding_message_size(limit)

@@ -204,7 +204,9 @@ fn inputs_that_do_not_say_their_data_clearly_are_refused_with_the_reason() {
         let status = refused(request);
         assert_eq!(status.code(), Code::InvalidArgument, "{reason}");
         assert!(status.message().contains(reason), "{}", status.message());
-        assert!(status.message().contains("\"x\""), "{}", status.message());
+        // Each names the input, but for a count that belongs to no one input.
+        let named = status.message().contains("\"x\"") || reason.contains("entries");
+        assert!(named, "{}", status.message());
     }
 }
 
