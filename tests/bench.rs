@@ -163,11 +163,14 @@ async fn errors_are_shown_the_open_loop_keeps_its_rate_and_every_route_works() {
         "100 requests/s for 2 s: {sent}"
     );
 
-    // The models are loaded now, so SageMaker's invoke route finds them; v2 gets tensors.
-    for route in ["invoke", "v2"] {
+    // The models are loaded now, so SageMaker's invoke route finds them; v2
+    // gets tensors, as JSON, as binary data, and over gRPC.
+    for route in ["invoke", "v2", "v2-binary", "grpc"] {
         let (_, results) = bench(
             &server.url,
             &[
+                "--grpc",
+                &server.grpc,
                 "--models",
                 "4",
                 "--route",

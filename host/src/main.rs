@@ -202,10 +202,14 @@ struct BenchArgs {
     /// (relative weights of models 0, 1, … and of all the others); repeat to run several.
     #[arg(long = "pattern", default_value = "even")]
     patterns: Vec<Pattern>,
-    /// Inference route: predictions, invoke (models must be loaded), v2, or
-    /// v2-binary (Triton's binary tensors both ways).
+    /// Inference route: predictions, invoke (models must be loaded), v2,
+    /// v2-binary (Triton's binary tensors both ways), or grpc (ModelInfer
+    /// with raw tensors, to the service at --grpc).
     #[arg(long, default_value = "predictions")]
     route: bench::Route,
+    /// The gRPC service's address, for --route grpc.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    grpc: String,
     /// Open loop at this many requests per second (latency counted from when
     /// each request was due); without it, closed loop.
     #[arg(long)]
@@ -478,6 +482,7 @@ fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
         prefix: args.target.prefix.clone(),
         pattern: pattern.clone(),
         route: args.route,
+        grpc: Some(args.grpc.clone()),
         baseline_route,
         duration: args.duration,
         warmup: args.warmup,

@@ -8,6 +8,7 @@
 //! queueing (coordinated omission).
 
 mod cold;
+mod grpc;
 mod pattern;
 mod soak;
 
@@ -42,6 +43,9 @@ pub enum Route {
     /// The same with Triton's binary tensor extension both ways, as
     /// `tritonclient.http` sends by default.
     V2Binary,
+    /// `ModelInfer` of the gRPC service (`--grpc`), with raw tensors, as
+    /// `tritonclient.grpc` sends by default.
+    Grpc,
 }
 
 impl FromStr for Route {
@@ -53,8 +57,9 @@ impl FromStr for Route {
             "invoke" => Ok(Route::Invoke),
             "v2" => Ok(Route::V2),
             "v2-binary" => Ok(Route::V2Binary),
+            "grpc" => Ok(Route::Grpc),
             other => Err(format!(
-                "unknown route {other:?}: use predictions, invoke, v2 or v2-binary"
+                "unknown route {other:?}: use predictions, invoke, v2, v2-binary or grpc"
             )),
         }
     }
@@ -65,7 +70,7 @@ impl Route {
         match self {
             Route::Predictions => format!("/predictions/{model}"),
             Route::Invoke => format!("/models/{model}/invoke"),
-            Route::V2 | Route::V2Binary => format!("/v2/models/{model}/infer"),
+            Route::V2 | Route::V2Binary | Route::Grpc => format!("/v2/models/{model}/infer"),
         }
     }
 
@@ -137,6 +142,8 @@ pub struct BenchConfig {
     pub pattern: Pattern,
     /// Which inference route.
     pub route: Route,
+    /// The gRPC service's address (such as `127.0.0.1:8081`), for [`Route::Grpc`].
+    pub grpc: Option<String>,
     /// When set, every request is a `GET` of this path instead (such as
     /// `/ping`): the server's no-op cost, measured with the same client, so
     /// that each pattern can be reported as a ratio of it.
@@ -320,6 +327,8 @@ struct Sender {
     base: String,
     /// The body, and its `Inference-Header-Content-Length` when it has binary tensors.
     body: (Bytes, Option<usize>),
+    /// The gRPC clients, when the route is gRPC's.
+    grpc: Option<grpc::GrpcSender>,
 }
 
 impl Sender {
@@ -329,6 +338,9 @@ impl Sender {
             Some(route) => self.client.get(format!("{}{route}", self.base)),
             None => {
                 let name = format!("{}{model}", self.config.prefix);
+                if let Some(grpc) = &self.grpc {
+                    return grpc.send(name).await;
+                }
                 self.config
                     .route
                     .request(&self.client, &self.base, &name, &self.body)
@@ -370,11 +382,24 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         .timeout(Duration::from_secs(120))
         .build()
         .map_err(|e| BenchError::Config(format!("cannot build the HTTP client: {e}")))?;
+    let grpc = match (config.route, &config.grpc, &config.baseline_route) {
+        (Route::Grpc, _, Some(_)) => None,
+        (Route::Grpc, Some(address), None) => {
+            Some(grpc::GrpcSender::connect(address, config.connections, &config.body).await?)
+        }
+        (Route::Grpc, None, None) => {
+            return Err(BenchError::Config(
+                "--route grpc needs the service's address: --grpc 127.0.0.1:8081".into(),
+            ));
+        }
+        _ => None,
+    };
     let sender = Arc::new(Sender {
         client,
         base: config.url.trim_end_matches('/').to_string(),
         body: config.route.body(&config.body),
         config: config.clone(),
+        grpc,
     });
     let start = Instant::now();
     let window = Window {
@@ -500,6 +525,7 @@ mod tests {
             prefix: "m-".into(),
             pattern: Pattern::even(),
             route: Route::Predictions,
+            grpc: None,
             baseline_route: None,
             duration: Duration::from_millis(10),
             warmup: Duration::ZERO,

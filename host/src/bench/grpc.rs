@@ -1,0 +1,106 @@
+//! `mme bench --route grpc`: the same requests over the Open Inference
+//! Protocol's gRPC service, as `tritonclient.grpc` sends them (the rows as
+//! one FP64 tensor in `raw_input_contents`, raw outputs back), on one HTTP/2
+//! connection per bench connection, so that HTTP and gRPC compare at the
+//! same concurrency.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use super::BenchError;
+use crate::api::grpc::proto::ModelInferRequest;
+use crate::api::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crate::api::grpc::proto::model_infer_request::InferInputTensor;
+
+/// Clients of one gRPC service, taken in turn.
+pub(super) struct GrpcSender {
+    clients: Vec<GrpcInferenceServiceClient<Channel>>,
+    next: AtomicUsize,
+    request: ModelInferRequest,
+}
+
+impl GrpcSender {
+    /// Connects `connections` clients to `address` (such as
+    /// `127.0.0.1:8081`) that send `body`, rows such as `[[0.5]]`.
+    pub(super) async fn connect(
+        address: &str,
+        connections: usize,
+        body: &str,
+    ) -> Result<Self, BenchError> {
+        let rows: Vec<Vec<f64>> = serde_json::from_str(body).map_err(|e| {
+            BenchError::Config(format!(
+                "--route grpc sends the body's rows as one FP64 tensor, and {body:?} is not rows of numbers ({e})"
+            ))
+        })?;
+        let shape = [rows.len(), rows.first().map_or(0, Vec::len)];
+        let raw: Vec<u8> = rows
+            .iter()
+            .flatten()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let request = ModelInferRequest {
+            inputs: vec![InferInputTensor {
+                name: "input-0".into(),
+                datatype: "FP64".into(),
+                shape: shape.iter().map(|d| *d as i64).collect(),
+                ..Default::default()
+            }],
+            raw_input_contents: vec![raw],
+            ..Default::default()
+        };
+        let address = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("http://{address}")
+        };
+        let endpoint = Endpoint::from_shared(address.clone())
+            .map_err(|e| BenchError::Config(format!("--grpc {address:?}: {e}")))?
+            .tcp_nodelay(true);
+        let mut clients = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let channel = endpoint.connect().await.map_err(|e| {
+                BenchError::Config(format!(
+                    "cannot connect to the gRPC service at {address}: {e}"
+                ))
+            })?;
+            clients.push(
+                GrpcInferenceServiceClient::new(channel).max_decoding_message_size(usize::MAX),
+            );
+        }
+        Ok(GrpcSender {
+            clients,
+            next: AtomicUsize::new(0),
+            request,
+        })
+    }
+
+    /// Sends one inference to `model`: its status as HTTP would give it, or
+    /// `None` when the connection failed.
+    pub(super) async fn send(&self, model: String) -> Option<u16> {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        let mut client = self.clients[turn].clone();
+        let mut request = self.request.clone();
+        request.model_name = model;
+        match client.model_infer(request).await {
+            Ok(_) => Some(200),
+            Err(status) => http_status(status.code()),
+        }
+    }
+}
+
+/// A gRPC status as the HTTP status of the same meaning; `None` for a call
+/// that never reached the server.
+fn http_status(code: Code) -> Option<u16> {
+    Some(match code {
+        Code::NotFound => 404,
+        Code::InvalidArgument => 400,
+        Code::OutOfRange => 413,
+        Code::ResourceExhausted => 507,
+        Code::Unavailable => 503,
+        Code::DeadlineExceeded => 504,
+        Code::Cancelled => return None,
+        _ => 500,
+    })
+}
