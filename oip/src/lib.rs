@@ -12,6 +12,9 @@
 //! JSON alone, its binary tensors turned into `data`. The outputs the client
 //! asked to get as binary leave the model's JSON answer as bytes.
 
+#[cfg(feature = "grpc")]
+pub mod grpc;
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::ops::Range;

@@ -18,6 +18,7 @@ const TARGETS: &[&str] = &[
     "decode_request",
     "decode_tensors",
     "decode_binary",
+    "decode_grpc",
 ];
 
 const CARGO_FUZZ: &str = "cargo-fuzz@0.13.2";

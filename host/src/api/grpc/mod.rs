@@ -7,8 +7,6 @@
 //! have sent, so the same checks, models, queues, limits and metrics apply,
 //! and an error keeps its meaning ([`status_of`]).
 
-mod tensors;
-
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
@@ -17,12 +15,15 @@ use super::inference::answer_read;
 use super::repository::{entries, load_model, unload_model};
 use super::v2::{MODEL_VERSION, check_version, metadata};
 use super::{ApiError, AppState};
+use mme_oip::grpc::{self as tensors, GrpcError};
 use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use proto::*;
 
-/// The messages and service generated from `proto/triton/grpc_service.proto`.
+/// The service generated from Triton's `grpc_service.proto`, and its
+/// messages, which are [`mme_oip::grpc`]'s.
 #[allow(missing_docs, clippy::all, clippy::unwrap_used)]
 pub mod proto {
+    pub use mme_oip::grpc::proto::*;
     tonic::include_proto!("inference");
 }
 
@@ -150,7 +151,8 @@ impl GrpcInferenceService for InferenceService {
             ));
         }
         check_version(&name, &request.model_version).map_err(status_of)?;
-        let (body, header_length) = tensors::framed_request(request)?;
+        let (body, header_length) =
+            tensors::framed_request(request).map_err(status_of_conversion)?;
         let mut headers = HeaderMap::new();
         headers.insert(mme_oip::HEADER_LENGTH, HeaderValue::from(header_length));
         let answer = answer_read(&self.state, &name, &headers, body)
@@ -164,7 +166,11 @@ impl GrpcInferenceService for InferenceService {
         let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
             .await
             .map_err(|e| Status::internal(format!("cannot read the model's answer: {e}")))?;
-        let response = tensors::infer_response(&body, header_length)?;
+        let mut response =
+            tensors::infer_response(&body, header_length).map_err(status_of_conversion)?;
+        if response.model_version.is_empty() {
+            response.model_version = MODEL_VERSION.to_string();
+        }
         Ok(Response::new(response))
     }
 
@@ -208,6 +214,14 @@ impl GrpcInferenceService for InferenceService {
             .await
             .map_err(status_of)?;
         Ok(Response::new(RepositoryModelUnloadResponse {}))
+    }
+}
+
+/// A message that cannot be converted: the client's fault, or the model's.
+fn status_of_conversion(error: GrpcError) -> Status {
+    match error {
+        GrpcError::Invalid(message) => Status::invalid_argument(message),
+        GrpcError::Internal(message) => Status::internal(message),
     }
 }
 

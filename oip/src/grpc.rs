@@ -1,25 +1,46 @@
-//! gRPC's inference messages as the HTTP binary tensor extension frames
-//! them, both ways: a `ModelInferRequest` becomes a JSON header followed by
-//! every input's bytes (typed contents written out little-endian, as
-//! `raw_input_contents` already are), with every output asked for as binary
-//! data; the framed answer becomes a `ModelInferResponse` whose outputs are
-//! all in `raw_output_contents`, as Triton answers.
+//! gRPC's inference messages (Triton's `inference.GRPCInferenceService`)
+//! as the HTTP binary tensor extension frames them, both ways: a
+//! `ModelInferRequest` becomes a JSON header followed by every input's bytes
+//! (typed contents written out little-endian, as `raw_input_contents`
+//! already are), with every output asked for as binary data; the framed
+//! answer becomes a `ModelInferResponse` whose outputs are all in
+//! `raw_output_contents`, as Triton answers. The host's gRPC service is
+//! then the HTTP path under another codec, and this conversion of
+//! untrusted messages is fuzzed on its own.
+
+use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
-use tonic::Status;
+use thiserror::Error;
 
-use super::MODEL_VERSION;
-use super::proto::infer_parameter::ParameterChoice;
-use super::proto::model_infer_request::InferInputTensor;
-use super::proto::model_infer_response::InferOutputTensor;
-use super::proto::model_metadata_response::TensorMetadata;
-use super::proto::{
+use proto::infer_parameter::ParameterChoice;
+use proto::model_infer_request::InferInputTensor;
+use proto::model_infer_response::InferOutputTensor;
+use proto::model_metadata_response::TensorMetadata;
+use proto::{
     InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse,
     ModelMetadataResponse,
 };
 
+/// The messages generated from `proto/triton/grpc_service.proto`.
+#[allow(missing_docs, clippy::all, clippy::unwrap_used)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/inference.rs"));
+}
+
+/// A message that cannot be converted, by whose fault.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum GrpcError {
+    /// The client's request is wrong (gRPC's `INVALID_ARGUMENT`).
+    #[error("{0}")]
+    Invalid(String),
+    /// The model's answer is wrong (gRPC's `INTERNAL`).
+    #[error("{0}")]
+    Internal(String),
+}
+
 /// The request as a v2 body with binary tensors, and its JSON header's length.
-pub(super) fn framed_request(request: ModelInferRequest) -> Result<(Vec<u8>, usize), Status> {
+pub fn framed_request(request: ModelInferRequest) -> Result<(Vec<u8>, usize), GrpcError> {
     let ModelInferRequest {
         id,
         parameters,
@@ -29,7 +50,7 @@ pub(super) fn framed_request(request: ModelInferRequest) -> Result<(Vec<u8>, usi
         ..
     } = request;
     if !raw_input_contents.is_empty() && raw_input_contents.len() != inputs.len() {
-        return Err(Status::invalid_argument(format!(
+        return Err(GrpcError::Invalid(format!(
             "raw_input_contents has {} entries for {} inputs: send one per input, in their order",
             raw_input_contents.len(),
             inputs.len()
@@ -47,7 +68,7 @@ pub(super) fn framed_request(request: ModelInferRequest) -> Result<(Vec<u8>, usi
                     .as_ref()
                     .is_some_and(|c| !filled(c).is_empty()) =>
             {
-                return Err(Status::invalid_argument(format!(
+                return Err(GrpcError::Invalid(format!(
                     "input {:?} has both contents and raw_input_contents: send one",
                     input.name
                 )));
@@ -88,7 +109,7 @@ pub(super) fn framed_request(request: ModelInferRequest) -> Result<(Vec<u8>, usi
         header.insert("outputs".into(), wanted.into());
     }
     let mut body = serde_json::to_vec(&header)
-        .map_err(|e| Status::internal(format!("cannot write the request as JSON: {e}")))?;
+        .map_err(|e| GrpcError::Internal(format!("cannot write the request as JSON: {e}")))?;
     let header_length = body.len();
     body.extend_from_slice(&data);
     Ok((body, header_length))
@@ -114,10 +135,10 @@ fn filled(contents: &InferTensorContents) -> Vec<&'static str> {
 /// Appends an input's typed contents to `out` as the binary extension lays
 /// them out: little-endian at the datatype's width, BOOL as one byte,
 /// BYTES as a 4-byte length and the bytes.
-fn write_contents(input: &InferInputTensor, out: &mut Vec<u8>) -> Result<(), Status> {
+fn write_contents(input: &InferInputTensor, out: &mut Vec<u8>) -> Result<(), GrpcError> {
     let name = &input.name;
     let datatype = input.datatype.as_str();
-    let invalid = |reason: String| Status::invalid_argument(format!("input {name:?}: {reason}"));
+    let invalid = |reason: String| GrpcError::Invalid(format!("input {name:?}: {reason}"));
     let field = match datatype {
         "BOOL" => "bool_contents",
         "INT8" | "INT16" | "INT32" => "int_contents",
@@ -147,7 +168,7 @@ fn write_contents(input: &InferInputTensor, out: &mut Vec<u8>) -> Result<(), Sta
             "it has no data: send its values in contents.{field} or its bytes in raw_input_contents"
         )));
     }
-    let narrow = |x: i64| -> Result<[u8; 8], Status> {
+    let narrow = |x: i64| -> Result<[u8; 8], GrpcError> {
         let bits = match datatype {
             "INT8" => 8,
             "INT16" => 16,
@@ -157,7 +178,7 @@ fn write_contents(input: &InferInputTensor, out: &mut Vec<u8>) -> Result<(), Sta
         fits.then(|| x.to_le_bytes())
             .ok_or_else(|| invalid(format!("{x} does not fit {datatype}")))
     };
-    let width = mme_oip::element_size(datatype)
+    let width = crate::element_size(datatype)
         .map_err(invalid)?
         .unwrap_or_default();
     match datatype {
@@ -205,9 +226,7 @@ fn write_contents(input: &InferInputTensor, out: &mut Vec<u8>) -> Result<(), Sta
 }
 
 /// gRPC parameters as the JSON ones of the HTTP protocol.
-fn json_parameters(
-    parameters: &std::collections::HashMap<String, InferParameter>,
-) -> Map<String, Value> {
+fn json_parameters(parameters: &HashMap<String, InferParameter>) -> Map<String, Value> {
     parameters
         .iter()
         .map(|(key, parameter)| {
@@ -242,7 +261,7 @@ fn grpc_parameter(value: &Value) -> InferParameter {
 }
 
 /// The parameters of a JSON object, but for the binary extension's own.
-fn grpc_parameters(holder: &Value) -> std::collections::HashMap<String, InferParameter> {
+fn grpc_parameters(holder: &Value) -> HashMap<String, InferParameter> {
     holder
         .get("parameters")
         .and_then(Value::as_object)
@@ -254,17 +273,20 @@ fn grpc_parameters(holder: &Value) -> std::collections::HashMap<String, InferPar
 }
 
 /// The model's framed v2 answer (`header_length` bytes of JSON, then the
-/// outputs' bytes) as gRPC's.
-pub(super) fn infer_response(
+/// outputs' bytes) as gRPC's; its `model_version` is the answer's, if it
+/// says one.
+pub fn infer_response(
     body: &[u8],
     header_length: Option<usize>,
-) -> Result<ModelInferResponse, Status> {
+) -> Result<ModelInferResponse, GrpcError> {
     let header_end = header_length.unwrap_or(body.len());
     let header: Value = body
         .get(..header_end)
         .and_then(|header| serde_json::from_slice(header).ok())
         .filter(Value::is_object)
-        .ok_or_else(|| Status::internal("the model's answer is not a v2 inference answer"))?;
+        .ok_or_else(|| {
+            GrpcError::Internal("the model's answer is not a v2 inference answer".into())
+        })?;
     let mut data = body.get(header_end..).unwrap_or_default();
     let text = |key: &str| {
         header
@@ -291,7 +313,7 @@ pub(super) fn infer_response(
             .and_then(|size| usize::try_from(size).ok())
             .filter(|size| *size <= data.len())
             .ok_or_else(|| {
-                Status::internal(format!("output {name:?} came back without its data"))
+                GrpcError::Internal(format!("output {name:?} came back without its data"))
             })?;
         let (bytes, rest) = data.split_at(size);
         data = rest;
@@ -308,14 +330,9 @@ pub(super) fn infer_response(
             contents: None,
         });
     }
-    let version = text("model_version");
     Ok(ModelInferResponse {
         model_name: text("model_name"),
-        model_version: if version.is_empty() {
-            MODEL_VERSION.to_string()
-        } else {
-            version
-        },
+        model_version: text("model_version"),
         id: text("id"),
         parameters: grpc_parameters(&header),
         outputs,
@@ -335,7 +352,7 @@ fn shape(tensor: &Value) -> Vec<i64> {
 }
 
 /// The v2 metadata JSON as gRPC's.
-pub(super) fn metadata_response(metadata: &Value) -> ModelMetadataResponse {
+pub fn metadata_response(metadata: &Value) -> ModelMetadataResponse {
     let text = |value: Option<&Value>| {
         value
             .and_then(Value::as_str)
