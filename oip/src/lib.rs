@@ -444,47 +444,95 @@ fn check_tensor(input: &Map<String, Value>, bytes: &[u8]) -> Result<(), String> 
 /// its datatype and shape when the request was read.
 fn tensor_values(input: &Map<String, Value>, bytes: &[u8]) -> Result<Vec<Value>, String> {
     let (datatype, count) = datatype_and_count(input)?;
-    let Some(size) = element_size(datatype)? else {
+    if element_size(datatype)?.is_none() {
         return Ok(strings(bytes, count)?
             .into_iter()
             .map(|s| Value::String(s.to_string()))
             .collect());
-    };
-    let chunks = bytes.chunks_exact(size);
-    let value = |c: &[u8]| -> Result<Value, String> {
-        Ok(match datatype {
-            "BOOL" => Value::Bool(c[0] != 0),
-            "UINT8" => c[0].into(),
-            "INT8" => i8::from_le_bytes([c[0]]).into(),
-            "UINT16" => u16::from_le_bytes(bytes_of(c)?).into(),
-            "INT16" => i16::from_le_bytes(bytes_of(c)?).into(),
-            "UINT32" => u32::from_le_bytes(bytes_of(c)?).into(),
-            "INT32" => i32::from_le_bytes(bytes_of(c)?).into(),
-            "UINT64" => u64::from_le_bytes(bytes_of(c)?).into(),
-            "INT64" => i64::from_le_bytes(bytes_of(c)?).into(),
-            "FP16" => finite(f16::from_le_bytes(bytes_of(c)?).to_f64())?,
-            "BF16" => finite(bf16::from_le_bytes(bytes_of(c)?).to_f64())?,
-            "FP32" => finite(f64::from(f32::from_le_bytes(bytes_of(c)?)))?,
-            _ => finite(f64::from_le_bytes(bytes_of(c)?))?,
+    }
+    elements(datatype, bytes)?
+        .map(|element| match element {
+            Element::Bool(b) => Ok(Value::Bool(b)),
+            Element::Signed(i) => Ok(i.into()),
+            Element::Unsigned(u) => Ok(u.into()),
+            Element::Float(x) => serde_json::Number::from_f64(x)
+                .map(Value::Number)
+                .ok_or_else(|| format!("{x} is not a number JSON can carry; send finite values")),
         })
+        .collect()
+}
+
+/// One element of a fixed-width datatype, as the kind of number it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Element {
+    /// `BOOL`.
+    Bool(bool),
+    /// `INT8` to `INT64`.
+    Signed(i64),
+    /// `UINT8` to `UINT64`.
+    Unsigned(u64),
+    /// `FP16`, `BF16`, `FP32` and `FP64`, exactly.
+    Float(f64),
+}
+
+impl Element {
+    /// The element as a number (`BOOL` as 0 or 1; a 64-bit integer may round).
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Element::Bool(b) => f64::from(u8::from(b)),
+            Element::Signed(i) => i as f64,
+            Element::Unsigned(u) => u as f64,
+            Element::Float(x) => x,
+        }
+    }
+}
+
+/// The elements of `bytes` read as `datatype`, little-endian, in order; a
+/// last element cut short is left out (the caller checks the length
+/// against the shape). `BYTES`, whose elements have no fixed width, is an
+/// error: read it with [`strings`].
+pub fn elements<'a>(
+    datatype: &str,
+    bytes: &'a [u8],
+) -> Result<impl Iterator<Item = Element> + 'a, String> {
+    let size = element_size(datatype)?
+        .ok_or_else(|| format!("{datatype} elements have no fixed width"))?;
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Bool,
+        Signed(u32),
+        Unsigned,
+        F16,
+        Bf16,
+        F32,
+        F64,
+    }
+    let kind = match datatype {
+        "BOOL" => Kind::Bool,
+        "INT8" | "INT16" | "INT32" | "INT64" => Kind::Signed(8 * size as u32),
+        "FP16" => Kind::F16,
+        "BF16" => Kind::Bf16,
+        "FP32" => Kind::F32,
+        "FP64" => Kind::F64,
+        _ => Kind::Unsigned,
     };
-    chunks.map(value).collect()
-}
-
-/// One element's bytes as the array its type reads.
-fn bytes_of<const N: usize>(element: &[u8]) -> Result<[u8; N], String> {
-    element.try_into().map_err(|_| {
-        format!(
-            "an element of {} bytes where {N} were expected",
-            element.len()
-        )
-    })
-}
-
-fn finite(x: f64) -> Result<Value, String> {
-    serde_json::Number::from_f64(x)
-        .map(Value::Number)
-        .ok_or_else(|| format!("{x} is not a number JSON can carry; send finite values"))
+    Ok(bytes.chunks_exact(size).map(move |chunk| {
+        let mut le = [0u8; 8];
+        le[..size].copy_from_slice(chunk);
+        let bits = u64::from_le_bytes(le);
+        match kind {
+            Kind::Bool => Element::Bool(bits != 0),
+            Kind::Signed(width) => {
+                let shift = 64 - width;
+                Element::Signed(((bits << shift) as i64) >> shift)
+            }
+            Kind::Unsigned => Element::Unsigned(bits),
+            Kind::F16 => Element::Float(f16::from_bits(bits as u16).to_f64()),
+            Kind::Bf16 => Element::Float(bf16::from_bits(bits as u16).to_f64()),
+            Kind::F32 => Element::Float(f64::from(f32::from_bits(bits as u32))),
+            Kind::F64 => Element::Float(f64::from_bits(bits)),
+        }
+    }))
 }
 
 /// `count` BYTES elements, each a 4-byte little-endian length and its

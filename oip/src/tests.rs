@@ -329,3 +329,50 @@ fn half_precision_tensors_become_numbers_and_numbers_half_precision() {
     let written = encode_response(&mut answer, &all).expect("encodes");
     assert_eq!(written, Some(tail));
 }
+
+#[test]
+fn elements_read_every_fixed_width_datatype_at_its_extremes() {
+    use crate::{Element, elements};
+    let read = |datatype: &str, bytes: &[u8]| -> Vec<Element> {
+        elements(datatype, bytes).expect("a fixed width").collect()
+    };
+    assert_eq!(
+        read("BOOL", &[0, 1, 7]),
+        [false, true, true].map(Element::Bool)
+    );
+    assert_eq!(
+        read("INT8", &[0x80, 0x7f]),
+        [-128, 127].map(Element::Signed)
+    );
+    assert_eq!(read("INT16", &(-2i16).to_le_bytes()), [Element::Signed(-2)]);
+    assert_eq!(
+        read("INT32", &i32::MIN.to_le_bytes()),
+        [Element::Signed(i64::from(i32::MIN))]
+    );
+    assert_eq!(
+        read("INT64", &i64::MIN.to_le_bytes()),
+        [Element::Signed(i64::MIN)]
+    );
+    assert_eq!(read("UINT8", &[255]), [Element::Unsigned(255)]);
+    assert_eq!(
+        read("UINT64", &u64::MAX.to_le_bytes()),
+        [Element::Unsigned(u64::MAX)]
+    );
+    assert_eq!(
+        read("FP16", &half::f16::from_f32(1.5).to_le_bytes()),
+        [Element::Float(1.5)]
+    );
+    assert_eq!(
+        read("BF16", &half::bf16::from_f32(-3.0).to_le_bytes()),
+        [Element::Float(-3.0)]
+    );
+    assert_eq!(read("FP32", &0.25f32.to_le_bytes()), [Element::Float(0.25)]);
+    assert_eq!(
+        read("FP64", &1e300f64.to_le_bytes()),
+        [Element::Float(1e300)]
+    );
+    // A last element cut short is left out; BYTES has no fixed width.
+    assert_eq!(read("INT32", &[1, 0, 0, 0, 9]), [Element::Signed(1)]);
+    assert!(elements("BYTES", b"").is_err());
+    assert_eq!(Element::Bool(true).as_f64(), 1.0);
+}

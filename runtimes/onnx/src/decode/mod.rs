@@ -458,44 +458,28 @@ impl InferTensor {
                 count.saturating_mul(size)
             )));
         }
-        let elements = bytes.chunks_exact(size);
-        let number = |c: &[u8]| -> f64 {
-            let mut le = [0u8; 8];
-            le[..size].copy_from_slice(c);
-            let signed = |bits: u32| {
-                let shift = 64 - bits;
-                ((i64::from_le_bytes(le) << shift) >> shift) as f64
-            };
-            match datatype {
-                "FP64" => f64::from_le_bytes(le),
-                "INT8" => signed(8),
-                "INT16" => signed(16),
-                "INT32" => signed(32),
-                "INT64" => signed(64),
-                // BOOL and the unsigned types.
-                _ => u64::from_le_bytes(le) as f64,
-            }
-        };
-        let values = if datatype == "FP32" {
-            Values::F32(
-                elements
+        let values = match datatype {
+            // The common case, read as it lies: the generic reader of
+            // elements made the MLP at batch 64 about 40% slower per prediction.
+            "FP32" => Values::F32(
+                bytes
+                    .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
-            )
-        } else if datatype == "FP16" {
-            Values::F32(
-                elements
-                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            ),
+            // What the graph's float inputs take: no f64 vector on the way.
+            "FP16" | "BF16" => Values::F32(
+                mme_oip::elements(datatype, bytes)
+                    .map_err(in_input)?
+                    .map(|e| e.as_f64() as f32)
                     .collect(),
-            )
-        } else if datatype == "BF16" {
-            Values::F32(
-                elements
-                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            ),
+            _ => Values::Numbers(
+                mme_oip::elements(datatype, bytes)
+                    .map_err(in_input)?
+                    .map(mme_oip::Element::as_f64)
                     .collect(),
-            )
-        } else {
-            Values::Numbers(elements.map(number).collect())
+            ),
         };
         Ok(Sent { shape, values })
     }
