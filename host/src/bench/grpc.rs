@@ -1,8 +1,9 @@
 //! `mme bench --route grpc`: the same requests over the Open Inference
 //! Protocol's gRPC service, as `tritonclient.grpc` sends them (the rows as
-//! one FP64 tensor in `raw_input_contents`, raw outputs back), on one HTTP/2
-//! connection per bench connection, so that HTTP and gRPC compare at the
-//! same concurrency.
+//! one FP64 tensor in `raw_input_contents`, raw outputs back), with as many
+//! calls in flight as HTTP has connections, so that the two compare at the
+//! same concurrency. gRPC clients multiplex calls over few HTTP/2
+//! connections: here [`CALLS_PER_CONNECTION`] share each.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -14,6 +15,12 @@ use crate::api::grpc::proto::ModelInferRequest;
 use crate::api::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crate::api::grpc::proto::model_infer_request::InferInputTensor;
 
+/// Calls in flight on one HTTP/2 connection. Over 1,000 models on two
+/// cores, 8 gave the most calls per second: one connection per call 0.44
+/// of `/predictions`, 8 per connection 0.70, 16 0.52 to 0.71, all 64 on one
+/// 0.57 (BENCHMARKS.md).
+const CALLS_PER_CONNECTION: usize = 8;
+
 /// Clients of one gRPC service, taken in turn.
 pub(super) struct GrpcSender {
     clients: Vec<GrpcInferenceServiceClient<Channel>>,
@@ -22,11 +29,11 @@ pub(super) struct GrpcSender {
 }
 
 impl GrpcSender {
-    /// Connects `connections` clients to `address` (such as
+    /// Connects clients for `calls` calls in flight to `address` (such as
     /// `127.0.0.1:8081`) that send `body`, rows such as `[[0.5]]`.
     pub(super) async fn connect(
         address: &str,
-        connections: usize,
+        calls: usize,
         body: &str,
     ) -> Result<Self, BenchError> {
         let rows: Vec<Vec<f64>> = serde_json::from_str(body).map_err(|e| {
@@ -58,6 +65,7 @@ impl GrpcSender {
         let endpoint = Endpoint::from_shared(address.clone())
             .map_err(|e| BenchError::Config(format!("--grpc {address:?}: {e}")))?
             .tcp_nodelay(true);
+        let connections = calls.div_ceil(CALLS_PER_CONNECTION);
         let mut clients = Vec::with_capacity(connections);
         for _ in 0..connections {
             let channel = endpoint.connect().await.map_err(|e| {
