@@ -59,7 +59,14 @@ fn the_image_is_what_sagemaker_asks_for() {
     ] {
         assert!(text.contains(label), "label {label}");
     }
-    assert!(lines.contains(&"EXPOSE 8080"));
+    // SageMaker's port, and KServe's gRPC port beside it.
+    let exposed: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("EXPOSE "))
+        .flat_map(|ports| ports.split_whitespace())
+        .collect();
+    assert!(exposed.contains(&"8080"), "EXPOSE 8080: {exposed:?}");
+    assert!(exposed.contains(&"8081"), "EXPOSE 8081: {exposed:?}");
     assert!(lines.contains(&"CMD [\"serve\"]"), "CMD [\"serve\"]");
     let entrypoint = lines.iter().find(|l| l.starts_with("ENTRYPOINT ")).unwrap();
     let args: Vec<String> =

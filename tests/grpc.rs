@@ -16,6 +16,7 @@ use mme_host::api::grpc::proto::model_infer_request::InferInputTensor;
 use mme_host::api::grpc::proto::{InferTensorContents, ModelInferRequest};
 use serde_json::json;
 use tonic::Code;
+use tonic::codec::CompressionEncoding;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -193,6 +194,20 @@ async fn hostile_messages_get_clear_statuses_and_cost_nothing_else() {
         assert_eq!(status.code(), code, "{case}: {status:?}");
         assert!(status.message().contains(words), "{case}: {status:?}");
     }
+    // A gzip bomb: 1 MiB of zeros is a few hundred bytes compressed, and
+    // is refused at the limit while it is decompressed, not after.
+    let mut gzip = GrpcInferenceServiceClient::connect(endpoint.clone())
+        .await
+        .unwrap()
+        .send_compressed(CompressionEncoding::Gzip);
+    let bomb = with(&|r| r.raw_input_contents = vec![vec![0; 1 << 20]]);
+    let status = gzip.model_infer(bomb).await.unwrap_err();
+    assert!(
+        status
+            .message()
+            .contains("size limit, of 65536 bytes, exceeded"),
+        "{status:?}"
+    );
     // The connection, the model and the server still serve.
     let answer = client.model_infer(good).await.unwrap().into_inner();
     assert_eq!(answer.raw_output_contents[0].len(), 16);
