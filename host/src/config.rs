@@ -22,6 +22,11 @@ pub struct ServerConfig {
     /// The folder that holds `<model>.tar.gz` packages or `<model>/`
     /// folders, or `s3://bucket/prefix` that holds `<model>.tar.gz` objects.
     pub model_store: String,
+    /// The tenants file; `None`: no keys, anyone may do anything.
+    pub tenants: Option<PathBuf>,
+    /// Where packages may be registered from; empty: anywhere, or with
+    /// tenants, the model store alone.
+    pub allowed_urls: Vec<String>,
     /// How to reach S3 (or an S3-compatible server).
     pub s3: crate::store::S3Options,
     /// Cap on the local cache of downloaded packages, in bytes.

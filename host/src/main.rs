@@ -74,6 +74,14 @@ struct ServeArgs {
     /// Address of the Open Inference Protocol's gRPC service (KServe's port), or `off`.
     #[arg(long, env = "MME_GRPC_BIND", default_value = config::DEFAULT_GRPC_BIND)]
     grpc_bind: String,
+    /// Tenants, their keys, model names and quotas (TOML): every call but the
+    /// health checks then needs `Authorization: Bearer <token>`. Re-read on SIGHUP.
+    #[arg(long, env = "MME_TENANTS")]
+    tenants: Option<PathBuf>,
+    /// Where `POST /models` may load packages from: folders and s3:// prefixes,
+    /// comma-separated [default: anywhere; with --tenants, the model store alone].
+    #[arg(long, env = "MME_ALLOWED_URLS", value_delimiter = ',')]
+    allowed_urls: Vec<String>,
     /// Folder for compiled components and unpacked packages [default: $XDG_CACHE_HOME/mme or ~/.cache/mme].
     #[arg(long, env = "MME_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -391,6 +399,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         grpc_bind: parse_grpc_bind(&args.grpc_bind)?,
         model_store: args.model_store,
+        tenants: args.tenants,
+        allowed_urls: args.allowed_urls,
         s3: mme_host::store::S3Options {
             endpoint: args.s3_endpoint,
             path_style: args.s3_path_style,

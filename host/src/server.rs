@@ -10,6 +10,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::api::tenancy::{AllowedUrls, Tenancy};
 use crate::api::{self, AppState, SINGLE_MODEL};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
@@ -95,6 +96,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             }
         });
     }
+    let tenancy = load_tenancy(&config)?;
+    let allowed_urls = allowed_urls(&config, tenancy.is_some())?;
     let state = AppState {
         registry,
         metrics,
@@ -103,7 +106,17 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         queue_full_status: config.queue_full_status,
         multi_model: config.multi_model,
         single_model_dir: config.single_model_dir.clone(),
+        tenancy: tenancy.clone(),
+        allowed_urls,
     };
+    if let Some(tenancy) = tenancy {
+        tokio::spawn(reload_on_hangup(tenancy));
+    } else if !config.multi_model && !config.bind.ip().is_loopback() {
+        tracing::warn!(
+            address = %config.bind,
+            "no --tenants file: anyone who reaches this address may load, unload and run every model"
+        );
+    }
     let listener = TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -202,6 +215,51 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The tenants file, read.
+fn load_tenancy(config: &ServerConfig) -> anyhow::Result<Option<Arc<Tenancy>>> {
+    match &config.tenants {
+        Some(_) if config.multi_model => anyhow::bail!(
+            "--tenants does not apply in SageMaker's multi-model mode: SageMaker is the only caller there"
+        ),
+        Some(path) => Ok(Some(Arc::new(Tenancy::load(path)?))),
+        None => Ok(None),
+    }
+}
+
+/// The roots packages may be registered from: `--allowed-urls`, else with
+/// tenants the model store alone, else anywhere (`None`).
+fn allowed_urls(config: &ServerConfig, tenants: bool) -> anyhow::Result<Option<Arc<AllowedUrls>>> {
+    let roots = if config.allowed_urls.is_empty() && tenants {
+        vec![config.model_store.clone()]
+    } else {
+        config.allowed_urls.clone()
+    };
+    if roots.is_empty() {
+        return Ok(None);
+    }
+    let allowed = AllowedUrls::parse(&roots).context("--allowed-urls")?;
+    Ok(Some(Arc::new(allowed)))
+}
+
+/// Reads the tenants file again on each SIGHUP.
+async fn reload_on_hangup(tenancy: Arc<Tenancy>) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP: the tenants file is read only at start");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match tenancy.reload() {
+            Ok(tenants) => tracing::info!(tenants, "tenants file read again"),
+            Err(error) => {
+                tracing::error!(%error, "the tenants file was not read again; the tenants stay as they were")
+            }
+        }
+    }
 }
 
 /// HTTP/1.1 connections whose request head must arrive within

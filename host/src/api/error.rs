@@ -27,6 +27,9 @@ pub struct ApiError {
     pub kind: &'static str,
     /// What happened and what to do.
     pub message: String,
+    /// Seconds the client should wait before it retries, when the server
+    /// knows better than [`RETRY_AFTER_SECONDS`].
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -46,7 +49,14 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The error, asking the client to wait `seconds` before it retries.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 }
 
@@ -77,10 +87,16 @@ impl ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE
             || self.status == StatusCode::TOO_MANY_REQUESTS
         {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECONDS),
-            );
+            let seconds = match self.retry_after {
+                Some(seconds) => HeaderValue::from(seconds),
+                None => HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            };
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -69,7 +69,7 @@ pub async fn invocations(
 }
 
 /// The target-model header, if the caller sent one.
-fn target_model(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn target_model(headers: &HeaderMap) -> Option<&str> {
     TARGET_MODEL_HEADERS
         .iter()
         .find_map(|name| headers.get(*name))
@@ -78,7 +78,7 @@ fn target_model(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// SageMaker names the target by its archive (`m.tar.gz`); the model is `m`.
-fn model_of_target(target: &str) -> String {
+pub(super) fn model_of_target(target: &str) -> String {
     target.strip_suffix(".tar.gz").unwrap_or(target).to_string()
 }
 

@@ -8,12 +8,14 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::auth::{admit_url, check_quota};
 use super::inference::read_body;
+use super::tenancy::Caller;
 use super::{ApiError, AppState};
 use crate::package::Properties;
 use crate::registry::{LoadError, LoadedModel, NotReady, Overrides};
@@ -56,6 +58,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 /// to serve (202 at once for DJL's `synchronous=false`).
 pub async fn register(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<RegisterQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
@@ -78,7 +81,26 @@ pub async fn register(
             (request.model_name, request.url, Overrides::default(), true)
         }
     };
-    let source = package_source(&url)?;
+    if !caller.sees(&name) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "tenant {:?} may not register {name:?}: its models are named as the tenants file's patterns say",
+                caller.audit_name()
+            ),
+        ));
+    }
+    let source = PackageSource::parse(&url).map_err(|e| invalid(e.to_string()))?;
+    let source = package_source(
+        admit_url(state.allowed_urls.as_deref(), &caller, source)?,
+        &url,
+    )?;
+    if let Some(tenant) = caller.tenant()
+        && state.registry.get_loaded(&name).is_err()
+    {
+        check_quota(&state, tenant)?;
+    }
     if !synchronous {
         // Reserved here, so that a describe right after the 202 says PENDING.
         let reservation = state.registry.reserve(&name).map_err(register_error)?;
@@ -182,10 +204,9 @@ fn default_model_name(url: &str) -> Option<String> {
     (!stem.is_empty()).then(|| stem.to_string())
 }
 
-/// The package a url names: `s3://bucket/key`, or a local path or
+/// The package `url` names: `s3://bucket/key`, or a local path or
 /// `file://` url, which must exist.
-fn package_source(url: &str) -> Result<PackageSource, ApiError> {
-    let source = PackageSource::parse(url).map_err(|e| invalid(e.to_string()))?;
+fn package_source(source: PackageSource, url: &str) -> Result<PackageSource, ApiError> {
     let PackageSource::Path(path) = &source else {
         return Ok(source);
     };
@@ -243,6 +264,7 @@ fn entry(model: &LoadedModel) -> ModelEntry {
 /// `GET /models`: the loaded models, sorted by name, a page at a time.
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(page) = page.map_err(|e| {
@@ -270,7 +292,8 @@ pub async fn list(
             )
         })?,
     };
-    let models = state.registry.list();
+    let mut models = state.registry.list();
+    models.retain(|model| caller.sees(&model.name));
     let page: Vec<ModelEntry> = models
         .iter()
         .skip(start)

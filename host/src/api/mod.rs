@@ -2,12 +2,14 @@
 //! their own. Every handler reads the shared [`AppState`] and maps errors
 //! through [`ApiError`].
 
+mod auth;
 mod error;
 pub mod grpc;
 mod health;
 mod inference;
 mod management;
 mod repository;
+pub mod tenancy;
 mod v2;
 
 use std::sync::Arc;
@@ -40,6 +42,10 @@ pub struct AppState {
     pub multi_model: bool,
     /// The folder of the single model that `/invocations` serves otherwise.
     pub single_model_dir: std::path::PathBuf,
+    /// The tenants and their keys; `None`: anyone may do anything.
+    pub tenancy: Option<Arc<tenancy::Tenancy>>,
+    /// Where packages may be registered from; `None`: anywhere.
+    pub allowed_urls: Option<Arc<tenancy::AllowedUrls>>,
 }
 
 /// Every route of the server.
@@ -73,6 +79,10 @@ pub fn router(state: AppState) -> Router {
             "/v2/models/{model}/versions/{version}/infer",
             post(v2::infer_version),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::layer,
+        ))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)

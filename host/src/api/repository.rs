@@ -5,12 +5,13 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::inference::read_body;
+use super::tenancy::Caller;
 use super::v2::MODEL_VERSION;
 use super::{ApiError, AppState};
 use crate::registry::{LoadError, NotReady};
@@ -21,21 +22,29 @@ const MAX_INDEX: usize = 100_000;
 /// `POST /v2/repository/index`: the store's models, each with its state
 /// (`READY`, `LOADING`, `UNAVAILABLE` with the reason); with
 /// `{"ready": true}`, only the loaded ones.
-pub async fn index(State(state): State<AppState>, body: Body) -> Response {
-    match index_entries(&state, body).await {
+pub async fn index(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Response {
+    match index_entries(&state, &caller, body).await {
         Ok(entries) => Json(Value::Array(entries)).into_response(),
         Err(error) => error.into_open_inference_response(),
     }
 }
 
-async fn index_entries(state: &AppState, body: Body) -> Result<Vec<Value>, ApiError> {
+async fn index_entries(
+    state: &AppState,
+    caller: &Caller,
+    body: Body,
+) -> Result<Vec<Value>, ApiError> {
     let request = request_object(state, body).await?;
     let ready_only = match request.get("ready") {
         None => false,
         Some(Value::Bool(ready)) => *ready,
         Some(_) => return Err(invalid("\"ready\" must be true or false")),
     };
-    Ok(entries(state, ready_only)
+    Ok(entries(state, caller, ready_only)
         .await?
         .into_iter()
         .map(|entry| {
@@ -58,6 +67,7 @@ pub(super) struct IndexEntry {
 /// only the loaded ones with `ready_only`.
 pub(super) async fn entries(
     state: &AppState,
+    caller: &Caller,
     ready_only: bool,
 ) -> Result<Vec<IndexEntry>, ApiError> {
     let loaded: Vec<String> = state
@@ -78,6 +88,7 @@ pub(super) async fn entries(
         names.sort();
         names.dedup();
     }
+    names.retain(|name| caller.sees(name));
     Ok(names
         .into_iter()
         .map(|name| {

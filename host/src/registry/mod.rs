@@ -301,6 +301,11 @@ impl Registry {
         self.store.list(limit).await
     }
 
+    /// What the store answers for `name` when it has no such package.
+    pub fn missing(&self, name: &str) -> StoreError {
+        self.store.missing(name)
+    }
+
     /// The loaded model `name`, loading it from the store on first use.
     pub async fn get_or_load(&self, name: &str) -> Result<Arc<LoadedModel>, LoadError> {
         self.get_or_load_with(name, || self.store.source_of(name))

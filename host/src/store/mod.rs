@@ -170,6 +170,24 @@ impl ModelStore {
         }
     }
 
+    /// What a lookup of `name` answers when the store has no such package,
+    /// without looking: a model a caller may not see is answered as one that
+    /// does not exist.
+    pub fn missing(&self, name: &str) -> StoreError {
+        if let Err(invalid) = check_name(name) {
+            return invalid;
+        }
+        match &self.root {
+            StoreRoot::Folder(folder) => StoreError::NotFound {
+                name: name.to_string(),
+                store: folder.root().display().to_string(),
+            },
+            StoreRoot::S3(prefix) => StoreError::ObjectNotFound {
+                url: prefix.package(name).to_string(),
+            },
+        }
+    }
+
     /// The store, for log lines.
     pub fn describe(&self) -> String {
         match &self.root {

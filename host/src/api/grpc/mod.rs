@@ -11,8 +11,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
+use super::auth::{Missing, Verdict, admit, bearer_token};
 use super::inference::answer_read;
 use super::repository::{entries, load_model, unload_model};
+use super::tenancy::{Action, Caller};
 use super::v2::{MODEL_VERSION, check_version, metadata};
 use super::{ApiError, AppState};
 use mme_oip::grpc::{self as tensors, GrpcError};
@@ -85,6 +87,24 @@ pub struct InferenceService {
     state: AppState,
 }
 
+impl InferenceService {
+    /// The caller of `rpc`, by its `authorization` metadata, if it may do
+    /// `action` on `model`; the same decision as the HTTP surface's.
+    fn admit<T>(
+        &self,
+        request: &Request<T>,
+        rpc: &str,
+        (action, model, missing): (Action, Option<&str>, Option<Missing>),
+    ) -> Result<(Caller, Verdict), Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(bearer_token);
+        admit(&self.state, token, rpc, (action, model, missing)).map_err(status_of)
+    }
+}
+
 #[tonic::async_trait]
 impl GrpcInferenceService for InferenceService {
     async fn server_live(
@@ -107,7 +127,22 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
+        let checked = self.admit(
+            &request,
+            "ModelReady",
+            (
+                Action::Infer,
+                Some(&request.get_ref().name),
+                Some(Missing::InStore),
+            ),
+        );
         let request = request.into_inner();
+        // A model the caller may not see is as ready as one that is not there.
+        match checked {
+            Err(status) if status.code() != tonic::Code::NotFound => return Err(status),
+            Err(_) => return Ok(Response::new(ModelReadyResponse { ready: false })),
+            Ok(_) => {}
+        }
         let ready = check_version(&request.name, &request.version).is_ok()
             && self.state.registry.get_or_load(&request.name).await.is_ok();
         Ok(Response::new(ModelReadyResponse { ready }))
@@ -131,6 +166,12 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let model = Some(request.get_ref().name.as_str());
+        self.admit(
+            &request,
+            "ModelMetadata",
+            (Action::Infer, model, Some(Missing::InStore)),
+        )?;
         let request = request.into_inner();
         check_version(&request.name, &request.version).map_err(status_of)?;
         let metadata = metadata(&self.state, &request.name)
@@ -143,6 +184,12 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
+        let model = Some(request.get_ref().model_name.as_str());
+        self.admit(
+            &request,
+            "ModelInfer",
+            (Action::Infer, model, Some(Missing::InStore)),
+        )?;
         let request = request.into_inner();
         let name = request.model_name.clone();
         if name.is_empty() {
@@ -178,8 +225,9 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let (caller, _) = self.admit(&request, "RepositoryIndex", (Action::Manage, None, None))?;
         let ready_only = request.into_inner().ready;
-        let models = entries(&self.state, ready_only)
+        let models = entries(&self.state, &caller, ready_only)
             .await
             .map_err(status_of)?
             .into_iter()
@@ -197,6 +245,12 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let model = Some(request.get_ref().model_name.as_str());
+        self.admit(
+            &request,
+            "RepositoryModelLoad",
+            (Action::Manage, model, Some(Missing::InStore)),
+        )?;
         let request = request.into_inner();
         let parameters = request.parameters.keys().map(String::as_str);
         load_model(&self.state, &request.model_name, parameters)
@@ -209,6 +263,11 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        let model = Some(request.get_ref().model_name.as_str());
+        let checked = (Action::Manage, model, Some(Missing::NothingToDo));
+        if let (_, Verdict::NothingToDo) = self.admit(&request, "RepositoryModelUnload", checked)? {
+            return Ok(Response::new(RepositoryModelUnloadResponse {}));
+        }
         let request = request.into_inner();
         unload_model(&self.state, &request.model_name)
             .await
@@ -229,7 +288,12 @@ fn status_of_conversion(error: GrpcError) -> Status {
 /// the same message.
 fn status_of(error: ApiError) -> Status {
     let message = error.message;
+    if error.kind == "RateLimited" {
+        return Status::resource_exhausted(message);
+    }
     match error.status {
+        StatusCode::UNAUTHORIZED => Status::unauthenticated(message),
+        StatusCode::FORBIDDEN => Status::permission_denied(message),
         StatusCode::NOT_FOUND => Status::not_found(message),
         StatusCode::BAD_REQUEST
         | StatusCode::UNSUPPORTED_MEDIA_TYPE

@@ -1,0 +1,282 @@
+//! Authentication and tenancy at the HTTP edge: one layer that runs after
+//! routing, so it knows the route and its model, and decides before any
+//! handler runs. The gRPC service asks the same questions through
+//! [`authorize`].
+
+use std::collections::HashMap;
+
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::inference::SINGLE_MODEL;
+use super::tenancy::{Action, AllowedUrls, Caller, Denied, Tenant};
+use super::{ApiError, AppState};
+use crate::registry::LoadError;
+use crate::store::PackageSource;
+
+/// The log target of every management action and every refused call.
+pub const AUDIT: &str = "mme::audit";
+
+/// What the answer for a model is when it does not exist, which is also
+/// the answer for another tenant's model.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Missing {
+    /// The route loads on demand: the store has no such package.
+    InStore,
+    /// The route needs a loaded model: it is not loaded.
+    NotLoaded,
+    /// The route does nothing for a model that is not there (Triton's unload).
+    NothingToDo,
+}
+
+/// How a route is guarded.
+struct Guard {
+    action: Action,
+    /// Where the route names its model, and what a missing one gets.
+    model: Option<Missing>,
+    /// Whether errors take the Open Inference Protocol's shape.
+    open_inference: bool,
+}
+
+/// The guard of each route, by its pattern; `None` for routes open to all.
+fn guard_of(route: &str) -> Option<Guard> {
+    let guard = |action, model, open_inference| {
+        Some(Guard {
+            action,
+            model,
+            open_inference,
+        })
+    };
+    use Action::*;
+    use Missing::*;
+    match route {
+        "/ping" | "/v2" | "/v2/health/live" | "/v2/health/ready" => None,
+        "/metrics" => guard(Admin, None, false),
+        "/predictions/{model}" | "/invocations" => guard(Infer, Some(InStore), false),
+        "/models/{model}/invoke" => guard(Infer, Some(NotLoaded), false),
+        "/v2/models/{model}"
+        | "/v2/models/{model}/ready"
+        | "/v2/models/{model}/infer"
+        | "/v2/models/{model}/versions/{version}/infer" => guard(Infer, Some(InStore), true),
+        "/models/{model}" => guard(Manage, Some(NotLoaded), false),
+        "/v2/repository/models/{model}/load" => guard(Manage, Some(InStore), true),
+        "/v2/repository/models/{model}/unload" => guard(Manage, Some(NothingToDo), true),
+        // Listing and registering: the handler filters and checks by caller.
+        _ => guard(Manage, None, route.starts_with("/v2/")),
+    }
+}
+
+#[derive(Deserialize)]
+struct InvocationQuery {
+    model_name: Option<String>,
+}
+
+/// Whether the call goes on to its handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// It does.
+    Proceed,
+    /// It succeeds at once, doing nothing: what the route does for a
+    /// model that is not there.
+    NothingToDo,
+}
+
+/// The layer: identifies the caller, refuses what it may not do, and hands
+/// the handler a [`Caller`].
+pub(super) async fn layer(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    params: Option<Path<HashMap<String, String>>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if state.tenancy.is_none() {
+        request.extensions_mut().insert(Caller::Anyone);
+        return next.run(request).await;
+    }
+    let route = matched.as_ref().map_or("", MatchedPath::as_str);
+    let Some(guard) = guard_of(route) else {
+        return next.run(request).await;
+    };
+    let model = match guard.model {
+        None => None,
+        Some(_) if route == "/invocations" => Some(invocation_model(&request)),
+        Some(_) => params.and_then(|Path(params)| params.get("model").cloned()),
+    };
+    let token = bearer(request.headers());
+    let checked = admit(
+        &state,
+        token,
+        route,
+        (guard.action, model.as_deref(), guard.model),
+    );
+    let caller = match checked {
+        Ok((caller, Verdict::Proceed)) => caller,
+        Ok((_, Verdict::NothingToDo)) => return axum::Json(serde_json::json!({})).into_response(),
+        Err(answer) if guard.open_inference => return answer.into_open_inference_response(),
+        Err(answer) => return answer.into_response(),
+    };
+    request.extensions_mut().insert(caller.clone());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    if guard.action == Action::Manage && method != Method::GET {
+        tracing::info!(
+            target: AUDIT,
+            tenant = caller.audit_name(),
+            action = %method,
+            route,
+            model = model.as_deref().unwrap_or("-"),
+            outcome = response.status().as_u16(),
+        );
+    }
+    response
+}
+
+/// The caller holding `token`, if it may do `action` on `model` through
+/// `route`; every refusal is logged under [`AUDIT`]. Anyone may do anything
+/// on a server without tenants.
+pub(super) fn admit(
+    state: &AppState,
+    token: Option<&str>,
+    route: &str,
+    (action, model, missing): (Action, Option<&str>, Option<Missing>),
+) -> Result<(Caller, Verdict), ApiError> {
+    let Some(tenancy) = &state.tenancy else {
+        return Ok((Caller::Anyone, Verdict::Proceed));
+    };
+    let refused = |caller: &str, answer: ApiError| {
+        tracing::info!(
+            target: AUDIT,
+            tenant = caller,
+            route,
+            model = model.unwrap_or("-"),
+            outcome = answer.status.as_u16(),
+            reason = answer.kind,
+        );
+        answer
+    };
+    let caller = tenancy
+        .identify(token)
+        .map_err(|denied| refused("-", denial(&denied)))?;
+    match authorize(state, &caller, action, model, missing) {
+        Ok(verdict) => Ok((caller, verdict)),
+        Err(answer) => Err(refused(caller.audit_name(), answer)),
+    }
+}
+
+/// Whether `caller` may do `action` on `model`: a model it may not see is
+/// answered as `missing` says one that does not exist is; a model that is
+/// not loaded and would be loaded counts against the tenant's quota.
+fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    action: Action,
+    model: Option<&str>,
+    missing: Option<Missing>,
+) -> Result<Verdict, ApiError> {
+    if let (Some(model), Some(missing)) = (model, missing)
+        && !caller.sees(model)
+    {
+        return match missing {
+            Missing::InStore => Err(LoadError::Store(state.registry.missing(model)).into()),
+            Missing::NotLoaded => Err(LoadError::NotLoaded(model.to_string()).into()),
+            Missing::NothingToDo => Ok(Verdict::NothingToDo),
+        };
+    }
+    caller.permit(action).map_err(|denied| denial(&denied))?;
+    if let (Some(model), Some(Missing::InStore), Some(tenant)) = (model, missing, caller.tenant())
+        && state.registry.get_loaded(model).is_err()
+    {
+        check_quota(state, tenant)?;
+    }
+    Ok(Verdict::Proceed)
+}
+
+/// 403 `QuotaExceeded` if `tenant` has as many models loaded as it may.
+pub(super) fn check_quota(state: &AppState, tenant: &Tenant) -> Result<(), ApiError> {
+    let Some(max_models) = tenant.max_models else {
+        return Ok(());
+    };
+    let loaded = state
+        .registry
+        .list()
+        .iter()
+        .filter(|model| tenant.owns(&model.name))
+        .count();
+    if loaded >= max_models {
+        return Err(denial(&Denied::QuotaExceeded {
+            tenant: tenant.name.clone(),
+            max_models,
+        }));
+    }
+    Ok(())
+}
+
+/// The package `source` as it will be read, if the server's roots and the
+/// caller's tenant's allow it; 403 `UrlNotAllowed` otherwise, the same for a
+/// path that does not exist.
+pub(super) fn admit_url(
+    allowed: Option<&AllowedUrls>,
+    caller: &Caller,
+    source: PackageSource,
+) -> Result<PackageSource, ApiError> {
+    let refused = || denial(&Denied::UrlNotAllowed);
+    let source = match allowed {
+        Some(allowed) => allowed.admit(&source).ok_or_else(refused)?,
+        None => source,
+    };
+    match caller.tenant() {
+        Some(tenant) if !tenant.urls.is_empty() => tenant.urls.admit(&source).ok_or_else(refused),
+        _ => Ok(source),
+    }
+}
+
+/// A refusal as the HTTP surface answers it.
+pub(super) fn denial(denied: &Denied) -> ApiError {
+    let message = denied.to_string();
+    match denied {
+        Denied::NoKey | Denied::UnknownKey => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", message)
+        }
+        Denied::AdminOnly | Denied::InferenceOnly => {
+            ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message)
+        }
+        Denied::QuotaExceeded { .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, "QuotaExceeded", message)
+        }
+        Denied::UrlNotAllowed => ApiError::new(StatusCode::FORBIDDEN, "UrlNotAllowed", message),
+        Denied::RateLimited { retry_after, .. } => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "RateLimited", message)
+                .retry_after(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+        }
+    }
+}
+
+/// The model `/invocations` names: its query's, its header's, or the
+/// single model.
+fn invocation_model(request: &Request) -> String {
+    axum::extract::Query::<InvocationQuery>::try_from_uri(request.uri())
+        .ok()
+        .and_then(|axum::extract::Query(query)| query.model_name)
+        .or_else(|| {
+            super::inference::target_model(request.headers()).map(super::inference::model_of_target)
+        })
+        .unwrap_or_else(|| SINGLE_MODEL.to_string())
+}
+
+/// The token of `Authorization: Bearer <token>`, if one came.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    bearer_token(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
+}
+
+/// The token of an `authorization` value `Bearer <token>`.
+pub(super) fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}

@@ -1,0 +1,112 @@
+//! Bearer keys: kept as SHA-256 digests, so the tenants file need not hold
+//! a token, and compared in constant time, so timing tells nothing about a
+//! key.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The prefix of a key given as the digest of its token.
+const DIGEST_PREFIX: &str = "sha256:";
+
+/// A key: the SHA-256 digest of its token.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Key([u8; 32]);
+
+impl std::fmt::Debug for Key {
+    // A digest is no secret, but logs have no use for it either.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(…)")
+    }
+}
+
+/// How a key was written in the tenants file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// `sha256:<hex>`: the file holds no token.
+    AsDigest,
+    /// The token itself: anyone who reads the file can use it.
+    Literally,
+}
+
+/// Why a key in the tenants file cannot be one. The key itself is never part
+/// of the message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    /// An empty string.
+    #[error("a key is empty")]
+    Empty,
+    /// `sha256:` followed by something other than 64 hex digits.
+    #[error(
+        "a key starting with \"sha256:\" must continue with 64 hex digits (the SHA-256 of the token, as `sha256sum` prints it)"
+    )]
+    BadDigest,
+}
+
+impl Key {
+    /// The key of `written`: `sha256:<64 hex digits>`, or else a token given
+    /// literally.
+    pub fn parse(written: &str) -> Result<(Key, Written), KeyError> {
+        if written.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        match written.strip_prefix(DIGEST_PREFIX) {
+            Some(hex_digits) => {
+                let mut digest = [0u8; 32];
+                hex::decode_to_slice(hex_digits.trim(), &mut digest)
+                    .map_err(|_| KeyError::BadDigest)?;
+                Ok((Key(digest), Written::AsDigest))
+            }
+            None => Ok((Key::of_token(written), Written::Literally)),
+        }
+    }
+
+    /// The key a caller's token stands for.
+    pub fn of_token(token: &str) -> Key {
+        Key(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Whether `self` and `other` are the same key, in time that does not
+    /// depend on where they differ.
+    pub fn matches(&self, other: &Key) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_and_the_token_it_hashes_are_the_same_key() {
+        // printf %s secret | sha256sum
+        let written = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+        let (key, how) = Key::parse(written).unwrap();
+        assert_eq!(how, Written::AsDigest);
+        assert!(key.matches(&Key::of_token("secret")));
+        assert!(!key.matches(&Key::of_token("secret ")));
+        let (literal, how) = Key::parse("secret").unwrap();
+        assert_eq!(how, Written::Literally);
+        assert!(literal.matches(&key));
+    }
+
+    #[test]
+    fn malformed_digests_are_refused_without_echoing_them() {
+        for written in [
+            "sha256:",
+            "sha256:abc",
+            "sha256:zz80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b",
+            "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b00",
+        ] {
+            let error = Key::parse(written).unwrap_err();
+            assert_eq!(error, KeyError::BadDigest);
+            assert!(!error.to_string().contains("2bb8"));
+        }
+        assert_eq!(Key::parse("").unwrap_err(), KeyError::Empty);
+    }
+
+    #[test]
+    fn a_key_does_not_print_its_digest() {
+        let (key, _) = Key::parse("secret").unwrap();
+        assert_eq!(format!("{key:?}"), "Key(…)");
+    }
+}
