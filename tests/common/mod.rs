@@ -233,10 +233,7 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit; returns whether it exited 0.
     pub fn stop(mut self) -> bool {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        self.signal("TERM");
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -245,6 +242,16 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+}
+
+impl Server {
+    /// Sends the server the signal `name` (`TERM`, `HUP`, …).
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status();
     }
 }
 

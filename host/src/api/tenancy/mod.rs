@@ -184,7 +184,9 @@ pub enum Denied {
     #[error("this server needs a key: send the header Authorization: Bearer <token>")]
     NoKey,
     /// A key that the tenants file does not hold.
-    #[error("the key is not known to this server")]
+    #[error(
+        "the key is not known to this server: send Authorization: Bearer <token> with a token the tenants file holds"
+    )]
     UnknownKey,
     /// A tenant's key on an administrator's route.
     #[error("only an administrator's key may do this")]
