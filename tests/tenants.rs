@@ -764,3 +764,97 @@ async fn a_broken_tenants_file_stops_the_start_with_its_place() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("SageMaker"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_over_its_memory_share_evicts_its_own_models_only() {
+    let work = tempfile::tempdir().unwrap();
+    let names = [
+        "acme-1", "acme-2", "acme-3", "acme-4", "acme-5", "globex-1", "globex-2",
+    ];
+    let (server, _) = serve(work.path(), &names, "", &[]).await;
+    for name in ["globex-1", "globex-2", "acme-1"] {
+        let answer = call(
+            &server,
+            "POST",
+            &format!("/predictions/{name}"),
+            Some(ADMIN),
+            "[[1.0]]",
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let described = call(&server, "GET", "/models/acme-1", Some(ADMIN), "").await;
+    let memory = &serde_json::from_str::<serde_json::Value>(&described.body).unwrap()["memory"];
+    let one = memory["heldBytes"].as_u64().unwrap() + memory["instanceBytes"].as_u64().unwrap();
+    // Room for two of acme's models, not three.
+    let share = one * 5 / 2;
+    tenants_file(work.path(), &format!("memory = \"{share}B\""));
+    server.signal("HUP");
+    server.wait_logged("tenants file read again").await;
+
+    for name in ["acme-2", "acme-3", "acme-4", "acme-5", "acme-1"] {
+        let answer = call(
+            &server,
+            "POST",
+            &format!("/predictions/{name}"),
+            Some(ACME_INFER),
+            "[[1.0]]",
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{name}: {}", answer.body);
+        let listed = call(&server, "GET", "/models", Some(ACME_MANAGE), "").await;
+        let value: serde_json::Value = serde_json::from_str(&listed.body).unwrap();
+        let loaded = value["models"].as_array().unwrap().len();
+        assert!(
+            loaded <= 2,
+            "acme holds {loaded} models within a share of two: {}",
+            listed.body
+        );
+    }
+    // Globex's models were never the ones to go.
+    for name in ["globex-1", "globex-2"] {
+        let answer = call(
+            &server,
+            "GET",
+            &format!("/models/{name}"),
+            Some(GLOBEX_MANAGE),
+            "",
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{name}: {}", answer.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_authorization_headers_are_refused_plainly() {
+    let work = tempfile::tempdir().unwrap();
+    let (server, _) = serve(work.path(), &["acme-iris"], "", &[]).await;
+    let long = format!("Bearer {}", "x".repeat(16 * 1024));
+    let values: Vec<reqwest::header::HeaderValue> = vec![
+        reqwest::header::HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap(),
+        reqwest::header::HeaderValue::from_static("Bearer"),
+        reqwest::header::HeaderValue::from_static("Basic YWRtaW46YWRtaW4="),
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {ADMIN}x")).unwrap(),
+        reqwest::header::HeaderValue::from_str(&long).unwrap(),
+    ];
+    for value in values {
+        let answer = reqwest::Client::new()
+            .post(format!("{}/predictions/acme-iris", server.url))
+            .header("authorization", value.clone())
+            .body("[[1.0]]")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 401, "{value:?}");
+    }
+    // The server is none the worse.
+    let answer = call(
+        &server,
+        "POST",
+        "/predictions/acme-iris",
+        Some(ACME_INFER),
+        "[[1.0]]",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}

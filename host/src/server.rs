@@ -15,7 +15,7 @@ use crate::api::{self, AppState, SINGLE_MODEL};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::package::Limits;
-use crate::registry::{Registry, RegistryConfig, WasmScheduler};
+use crate::registry::{Registry, RegistryConfig, Share, Shares, WasmScheduler};
 use crate::runtime::{Runtime, RuntimeConfig, Tiering};
 use crate::store::{ModelStore, PackageCache};
 use crate::wlm::SystemClock;
@@ -30,6 +30,7 @@ const RELAXED_SAMPLE_EVERY: Duration = Duration::from_secs(10);
 
 /// Starts the server on `config.bind` and serves until SIGTERM or Ctrl-C.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let tenancy = load_tenancy(&config)?;
     let metrics = Arc::new(Metrics::new());
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(config.cache_dir.clone()),
@@ -83,6 +84,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             memory_limit: config.memory_limit,
             // SageMaker picks the models to unload in its multi-model mode.
             evict: !config.multi_model,
+            shares: tenancy.clone().map(memory_shares),
         },
         metrics.clone(),
     ));
@@ -96,7 +98,6 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             }
         });
     }
-    let tenancy = load_tenancy(&config)?;
     let allowed_urls = allowed_urls(&config, tenancy.is_some())?;
     let state = AppState {
         registry,
@@ -241,6 +242,18 @@ fn allowed_urls(config: &ServerConfig, tenants: bool) -> anyhow::Result<Option<A
     }
     let allowed = AllowedUrls::parse(&roots).context("--allowed-urls")?;
     Ok(Some(Arc::new(allowed)))
+}
+
+/// Each tenant's memory share, as the tenants file says now.
+fn memory_shares(tenancy: Arc<Tenancy>) -> Shares {
+    Shares::new(move |model| {
+        let tenants = tenancy.tenants();
+        let tenant = tenants.owner_of(model)?;
+        Some(Share {
+            group: Arc::from(tenant.name.as_str()),
+            limit: tenant.memory?,
+        })
+    })
 }
 
 /// Reads the tenants file again on each SIGHUP.

@@ -280,3 +280,47 @@ pub(super) fn bearer_token(value: &str) -> Option<&str> {
         .then(|| token.trim())
         .filter(|token| !token.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bearer_token_is_a_token() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer   abc "), Some("abc"));
+        for value in [
+            "",
+            "Bearer",
+            "Bearer ",
+            "Basic YWxhZGRpbjpvcGVu",
+            "abc",
+            "Token abc",
+        ] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn every_route_of_the_router_has_a_guard_or_is_open_on_purpose() {
+        let open = ["/ping", "/v2", "/v2/health/live", "/v2/health/ready"];
+        for route in open {
+            assert!(guard_of(route).is_none(), "{route}");
+        }
+        for route in [
+            "/metrics",
+            "/models",
+            "/v2/repository/index",
+            "/anything/new",
+        ] {
+            assert!(guard_of(route).is_some(), "{route} needs a key");
+        }
+        assert!(matches!(
+            guard_of("/metrics"),
+            Some(Guard {
+                action: Action::Admin,
+                ..
+            })
+        ));
+    }
+}

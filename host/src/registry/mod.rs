@@ -13,6 +13,7 @@
 mod budget;
 mod model;
 mod room;
+mod shares;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use tokio::sync::OnceCell;
 pub use budget::{MODEL_METADATA_BYTES, MemoryBudget, MemoryUse, default_limit};
 pub use model::{LoadTimings, LoadedModel, Overrides, WasmBackend, sandbox_for};
 pub use room::MakeRoom;
+pub use shares::{Share, Shares};
 
 use crate::metrics::{LoadLabels, MemoryLabels, Metrics, PhaseLabels};
 use crate::package::Limits;
@@ -84,6 +86,9 @@ pub struct RegistryConfig {
     /// Whether a load that does not fit evicts idle models (standalone),
     /// or is refused (SageMaker's multi-model mode).
     pub evict: bool,
+    /// Caps on what groups of models (tenants) may hold; `None`: only the
+    /// whole budget.
+    pub shares: Option<Shares>,
 }
 
 /// Why a model could not be loaded.
@@ -822,6 +827,7 @@ impl Registry {
             // Counted already if another model shares it; this is its own
             // cost should it have to fit alone.
             let own_code = backend.compiled().code_bytes();
+            self.admit_share(name, holding + first_instances).await?;
             self.admit(name, holding + first_instances, own_code)
                 .await?;
             let meter = self.budget.models_meter();

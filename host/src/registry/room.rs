@@ -80,20 +80,27 @@ fn take_spare_instance(models: &Models, keep: &str) -> bool {
 }
 
 impl Registry {
-    /// Evicts the least recently used model, other than `keep`, that has
-    /// no request queued or running; `None` when every model is busy.
+    /// Evicts the least recently used model, other than `keep` (and of
+    /// `group`'s share when one is given), that has no request queued or
+    /// running; `None` when every such model is busy.
     ///
     /// The victim is chosen, its queue closed and the model taken out of the
     /// map under one hold of the map's lock: a request that looks the model
     /// up either holds it already (so it is no victim) or finds it gone and
     /// loads it again, never a closed model still in the map.
-    pub(super) async fn evict_one(&self, keep: &str) -> Option<String> {
+    pub(super) async fn evict_one(&self, keep: &str, group: Option<&str>) -> Option<String> {
         let victim = {
             let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
             let mut candidates: Vec<&Arc<LoadedModel>> = models
                 .values()
                 .filter_map(|slot| slot.get())
                 .filter(|model| model.name != keep)
+                .filter(|model| {
+                    group.is_none_or(|group| {
+                        self.share_of(&model.name)
+                            .is_some_and(|share| *share.group == *group)
+                    })
+                })
                 .collect();
             candidates.sort_by_key(|model| model.last_used.load(Ordering::Relaxed));
             // A model held by anyone but the map is about to get a request
@@ -121,9 +128,9 @@ impl Registry {
         }
         let _admission = self.admission.lock().await;
         self.measure_if_over(0).await;
-        let mut evicted = 0;
+        let mut evicted = self.enforce_shares().await;
         while self.budget.used().total() > self.budget.limit() {
-            if self.evict_one("").await.is_none() {
+            if self.evict_one("", None).await.is_none() {
                 break;
             }
             evicted += 1;
@@ -197,7 +204,7 @@ impl Registry {
                     false,
                 ));
             }
-            if self.evict_one(name).await.is_some() {
+            if self.evict_one(name, None).await.is_some() {
                 continue;
             }
             // Every loaded model is busy; one will soon be idle. The wait is
@@ -235,7 +242,7 @@ impl Registry {
             backend = returned;
             match warm {
                 Err(LoadError::NoCapacity { .. })
-                    if self.config.evict && self.evict_one(name).await.is_some() => {}
+                    if self.config.evict && self.evict_one(name, None).await.is_some() => {}
                 other => return other.map(|warm| (backend, warm)),
             }
         }

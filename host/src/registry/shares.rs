@@ -1,0 +1,127 @@
+//! Memory shares: models grouped (by tenant) with a cap on what a group's
+//! loaded models may hold. A group over its share gives way by evicting its
+//! own least recently used idle models, never another group's.
+
+use std::sync::Arc;
+
+use super::{LoadError, Registry, budget};
+
+/// A model's group and that group's cap, in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The group, such as a tenant's name.
+    pub group: Arc<str>,
+    /// What the group's models may hold at once: their packages, metadata
+    /// and instances (shared native code is the server's).
+    pub limit: u64,
+}
+
+/// The function behind [`Shares`].
+type ShareOf = dyn Fn(&str) -> Option<Share> + Send + Sync;
+
+/// Which share, if any, a model name falls under; asked at every load, so
+/// it may change while the server runs.
+#[derive(Clone)]
+pub struct Shares(Arc<ShareOf>);
+
+impl Shares {
+    /// Shares as `share_of` assigns them.
+    pub fn new(share_of: impl Fn(&str) -> Option<Share> + Send + Sync + 'static) -> Self {
+        Shares(Arc::new(share_of))
+    }
+
+    /// The share of model `name`.
+    pub fn of(&self, name: &str) -> Option<Share> {
+        (self.0)(name)
+    }
+}
+
+impl std::fmt::Debug for Shares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shares(…)")
+    }
+}
+
+impl Registry {
+    /// The share of model `name`, if the server has shares and it has one.
+    pub(super) fn share_of(&self, name: &str) -> Option<Share> {
+        self.config.shares.as_ref()?.of(name)
+    }
+
+    /// What the loaded models of `group` hold now, in bytes.
+    fn group_use(&self, group: &str) -> u64 {
+        self.list()
+            .iter()
+            .filter(|model| {
+                self.share_of(&model.name)
+                    .is_some_and(|s| *s.group == *group)
+            })
+            .map(|model| {
+                let memory = model.memory();
+                memory.held + memory.instances
+            })
+            .sum()
+    }
+
+    /// Makes room within model `name`'s share for `needed` more bytes,
+    /// evicting the group's own idle models where the server may.
+    pub(super) async fn admit_share(&self, name: &str, needed: u64) -> Result<(), LoadError> {
+        let Some(share) = self.share_of(name) else {
+            return Ok(());
+        };
+        loop {
+            let used = self.group_use(&share.group);
+            if used.saturating_add(needed) <= share.limit {
+                return Ok(());
+            }
+            let refused = |advice, retry| LoadError::NoMemory {
+                model: name.to_string(),
+                needed: budget::mib(needed),
+                used: format!("{} of {:?}'s", budget::mib(used), share.group),
+                limit: budget::mib(share.limit),
+                advice,
+                retry,
+            };
+            if needed > share.limit {
+                return Err(refused(
+                    "the model is larger than the whole share: raise its memory in the tenants file",
+                    false,
+                ));
+            }
+            if !self.config.evict {
+                return Err(refused("unload one of the group's models first", false));
+            }
+            if self.evict_one(name, Some(&share.group)).await.is_none() {
+                return Err(refused(
+                    "every other model of the group has requests in flight; retry shortly",
+                    true,
+                ));
+            }
+        }
+    }
+
+    /// Evicts idle models of each group over its share, least recently
+    /// used first, until the group fits (bursts can take it over).
+    pub(super) async fn enforce_shares(&self) -> usize {
+        if self.config.shares.is_none() || !self.config.evict {
+            return 0;
+        }
+        let mut groups: Vec<Share> = self
+            .list()
+            .iter()
+            .filter_map(|model| self.share_of(&model.name))
+            .collect();
+        groups.sort_by(|a, b| a.group.cmp(&b.group));
+        groups.dedup_by(|a, b| a.group == b.group);
+        let mut evicted = 0;
+        for share in groups {
+            while self.group_use(&share.group) > share.limit {
+                if self.evict_one("", Some(&share.group)).await.is_none() {
+                    break;
+                }
+                evicted += 1;
+            }
+        }
+        evicted
+    }
+}
