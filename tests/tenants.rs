@@ -171,6 +171,25 @@ async fn every_route_answers_each_kind_of_key_as_the_table_says() {
             }
         }
     }
+    // A percent-encoded name is the same name.
+    let encoded = call(
+        &server,
+        "POST",
+        "/predictions/acme%2Diris",
+        Some(GLOBEX_MANAGE),
+        "[[1.0]]",
+    )
+    .await;
+    assert_eq!(encoded.status, 404, "{}", encoded.body);
+    let encoded = call(
+        &server,
+        "POST",
+        "/predictions/acme%2Diris",
+        Some(ACME_INFER),
+        "[[1.0]]",
+    )
+    .await;
+    assert_eq!(encoded.status, 200, "{}", encoded.body);
     // The SageMaker header names the model as the query does.
     let answer = reqwest::Client::new()
         .post(format!("{}/invocations", server.url))

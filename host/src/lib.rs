@@ -8,7 +8,7 @@
 //! Dependencies point down this list only.
 //!
 //! - [`server`]: wires the layers together for `mme serve`.
-//! - [`api`]: the HTTP routes and the gRPC service over the same functions; no state of their own.
+//! - [`api`]: the HTTP routes and the gRPC service over the same functions, and authentication and tenancy at this edge; no state of their own.
 //! - [`bench`]: the load generator behind `mme bench`, and its soak.
 //! - [`inspect`]: `mme inspect`, checking a package without serving it.
 //! - [`registry`]: name → loaded model, single-flight loads.

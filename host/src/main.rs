@@ -297,6 +297,9 @@ struct BenchTarget {
     /// Request body.
     #[arg(long, default_value = "[[0.5]]")]
     body: String,
+    /// Bearer token sent with every request, for a server with --tenants.
+    #[arg(long, env = "MME_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 fn parse_property(text: &str) -> Result<(String, String), String> {
@@ -482,7 +485,12 @@ fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
         .build()?;
     match args.mode {
         Some(BenchMode::Cold(t)) => {
-            let report = runtime.block_on(bench::cold(&t.url, &t.prefix, t.models, &t.body))?;
+            let report = runtime.block_on(bench::cold(
+                &t.url,
+                &t.prefix,
+                t.models,
+                (&t.body, t.token.as_deref()),
+            ))?;
             println!("{report}");
             return Ok(());
         }
@@ -502,6 +510,7 @@ fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
         connections: args.connections,
         rate: args.rate,
         body: args.target.body.clone(),
+        token: args.target.token.clone(),
         seed: args.seed,
         progress: true,
     };

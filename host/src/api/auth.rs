@@ -3,9 +3,7 @@
 //! handler runs. The gRPC service asks the same questions through
 //! [`authorize`].
 
-use std::collections::HashMap;
-
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -86,25 +84,34 @@ pub(super) enum Verdict {
 
 /// The layer: identifies the caller, refuses what it may not do, and hands
 /// the handler a [`Caller`].
-pub(super) async fn layer(
-    State(state): State<AppState>,
-    matched: Option<MatchedPath>,
-    params: Option<Path<HashMap<String, String>>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub(super) async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mut request = request;
     if state.tenancy.is_none() {
         request.extensions_mut().insert(Caller::Anyone);
         return next.run(request).await;
     }
-    let route = matched.as_ref().map_or("", MatchedPath::as_str);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(String::new, |matched| matched.as_str().to_string());
+    let route = route.as_str();
     let Some(guard) = guard_of(route) else {
         return next.run(request).await;
     };
     let model = match guard.model {
         None => None,
         Some(_) if route == "/invocations" => Some(invocation_model(&request)),
-        Some(_) => params.and_then(|Path(params)| params.get("model").cloned()),
+        Some(_) => {
+            let (mut parts, body) = request.into_parts();
+            let params = RawPathParams::from_request_parts(&mut parts, &state).await;
+            request = Request::from_parts(parts, body);
+            params.ok().and_then(|params| {
+                params
+                    .iter()
+                    .find(|(name, _)| *name == "model")
+                    .map(|(_, value)| value.to_string())
+            })
+        }
     };
     let token = bearer(request.headers());
     let checked = admit(

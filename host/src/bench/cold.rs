@@ -53,12 +53,15 @@ pub async fn cold(
     url: &str,
     prefix: &str,
     models: usize,
-    body: &str,
+    (body, token): (&str, Option<&str>),
 ) -> Result<ColdReport, BenchError> {
     if models == 0 {
         return Err(BenchError::Config("--models must be at least 1".into()));
     }
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .default_headers(super::bearer_headers(token)?)
+        .build()
+        .map_err(|e| BenchError::Config(format!("cannot build the HTTP client: {e}")))?;
     let base = url.trim_end_matches('/');
     let mut first = Duration::ZERO;
     let mut rest_us = new_histogram();

@@ -26,6 +26,8 @@ pub(super) struct GrpcSender {
     clients: Vec<GrpcInferenceServiceClient<Channel>>,
     next: AtomicUsize,
     request: ModelInferRequest,
+    /// `Bearer <token>` for a server with tenants.
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl GrpcSender {
@@ -35,7 +37,12 @@ impl GrpcSender {
         address: &str,
         calls: usize,
         body: &str,
+        token: Option<&str>,
     ) -> Result<Self, BenchError> {
+        let authorization = token
+            .map(|token| format!("Bearer {token}").parse())
+            .transpose()
+            .map_err(|_| BenchError::Config("--token must be visible ASCII".into()))?;
         let rows: Vec<Vec<f64>> = serde_json::from_str(body).map_err(|e| {
             BenchError::Config(format!(
                 "--route grpc sends the body's rows as one FP64 tensor, and {body:?} is not rows of numbers ({e})"
@@ -81,6 +88,7 @@ impl GrpcSender {
             clients,
             next: AtomicUsize::new(0),
             request,
+            authorization,
         })
     }
 
@@ -89,8 +97,14 @@ impl GrpcSender {
     pub(super) async fn send(&self, model: String) -> Option<u16> {
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
         let mut client = self.clients[turn].clone();
-        let mut request = self.request.clone();
-        request.model_name = model;
+        let mut message = self.request.clone();
+        message.model_name = model;
+        let mut request = tonic::Request::new(message);
+        if let Some(authorization) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+        }
         match client.model_infer(request).await {
             Ok(_) => Some(200),
             Err(status) => http_status(status.code()),
@@ -103,6 +117,8 @@ impl GrpcSender {
 fn http_status(code: Code) -> Option<u16> {
     Some(match code {
         Code::NotFound => 404,
+        Code::Unauthenticated => 401,
+        Code::PermissionDenied => 403,
         Code::InvalidArgument => 400,
         Code::OutOfRange => 413,
         Code::ResourceExhausted => 507,

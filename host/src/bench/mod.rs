@@ -158,6 +158,8 @@ pub struct BenchConfig {
     pub rate: Option<f64>,
     /// The body of every request.
     pub body: String,
+    /// A bearer token sent with every request, for a server with tenants.
+    pub token: Option<String>,
     /// Seed of the model choice.
     pub seed: u64,
     /// Draw a progress bar on the terminal.
@@ -357,6 +359,20 @@ impl Sender {
     }
 }
 
+/// `Authorization: Bearer <token>` for every request, if a token is given.
+pub(crate) fn bearer_headers(
+    token: Option<&str>,
+) -> Result<reqwest::header::HeaderMap, BenchError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| BenchError::Config("--token must be visible ASCII".into()))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(headers)
+}
+
 /// Runs one load test; it stops by itself after `warmup + duration`.
 pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     if config.models == 0 || config.connections == 0 {
@@ -378,6 +394,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         ),
     };
     let client = reqwest::Client::builder()
+        .default_headers(bearer_headers(config.token.as_deref())?)
         .pool_max_idle_per_host(config.connections)
         .timeout(Duration::from_secs(120))
         .build()
@@ -385,7 +402,8 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let grpc = match (config.route, &config.grpc, &config.baseline_route) {
         (Route::Grpc, _, Some(_)) => None,
         (Route::Grpc, Some(address), None) => {
-            Some(grpc::GrpcSender::connect(address, config.connections, &config.body).await?)
+            let token = config.token.as_deref();
+            Some(grpc::GrpcSender::connect(address, config.connections, &config.body, token).await?)
         }
         (Route::Grpc, None, None) => {
             return Err(BenchError::Config(
@@ -532,6 +550,7 @@ mod tests {
             connections: 1,
             rate,
             body: "[[0.5]]".into(),
+            token: None,
             seed: 1,
             progress: false,
         }

@@ -1,7 +1,7 @@
 //! The tenants file (`mme serve --tenants FILE`, TOML): who may call, which
 //! model names each tenant owns, and its quotas.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -134,7 +134,8 @@ impl std::fmt::Debug for Tenant {
 #[derive(Debug, Default)]
 pub struct Tenants {
     pub(super) tenants: Vec<Arc<Tenant>>,
-    pub(super) keys: Vec<(Key, Holder)>,
+    /// Every key by its digest.
+    pub(super) keys: HashMap<Key, Holder>,
 }
 
 /// Something in a file that works but deserves the operator's attention.
@@ -264,14 +265,14 @@ fn add_keys(
                 at()
             ));
         }
-        if parsed.keys.iter().any(|(known, _)| known.matches(&key)) {
+        if parsed.keys.contains_key(&key) {
             return Err(TenantsError::Entry {
                 place: at(),
                 reason: "this key appears more than once in the file; a key must name one caller"
                     .into(),
             });
         }
-        parsed.keys.push((key, holder));
+        parsed.keys.insert(key, holder);
     }
     Ok(())
 }

@@ -35,9 +35,6 @@ pub enum UrlsError {
         /// Why.
         reason: String,
     },
-    /// A relative path.
-    #[error("the allowed root {0:?} is relative; give an absolute path, file:// or s3:// url")]
-    Relative(String),
 }
 
 /// The roots packages may be registered from.
@@ -100,10 +97,9 @@ fn parse_root(url: &str) -> Result<Root, UrlsError> {
             prefix,
         });
     }
+    // A relative root is resolved against the working folder, as the
+    // model store is.
     let path = Path::new(url.strip_prefix("file://").unwrap_or(url));
-    if !path.is_absolute() {
-        return Err(UrlsError::Relative(url.to_string()));
-    }
     let folder = std::fs::canonicalize(path).map_err(|source| UrlsError::Folder {
         root: url.to_string(),
         source,
@@ -188,9 +184,16 @@ mod tests {
     #[test]
     fn roots_that_cannot_be_checked_are_refused_at_start() {
         assert!(matches!(
-            AllowedUrls::parse(&["models"]),
-            Err(UrlsError::Relative(_))
+            AllowedUrls::parse(&["no-such-models-folder"]),
+            Err(UrlsError::Folder { .. })
         ));
+        let here = std::fs::canonicalize(".").unwrap();
+        assert_eq!(
+            AllowedUrls::parse(&["."]).unwrap(),
+            AllowedUrls {
+                roots: vec![Root::Folder(here)]
+            }
+        );
         assert!(matches!(
             AllowedUrls::parse(&["/no/such/folder/anywhere"]),
             Err(UrlsError::Folder { .. })

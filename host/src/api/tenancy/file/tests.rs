@@ -60,7 +60,7 @@ fn every_mistake_names_its_place() {
             "cpu_weight",
         ),
         (
-            "[tenants.a]\nmodels = [\"a*\"]\nurls = [\"relative\"]\n",
+            "[tenants.a]\nmodels = [\"a*\"]\nurls = [\"/no/such/root\"]\n",
             "[tenants.a] urls",
         ),
         (
