@@ -266,6 +266,11 @@ struct SoakArgs {
     /// The hostile models' name prefix.
     #[arg(long, default_value = "hostile-")]
     hostile_prefix: String,
+    /// Bearer token of the hostile models' own tenant, on a server with
+    /// --tenants (--token is the well-behaved tenant's management key). It
+    /// also asks for the other tenant's models, which must be 404.
+    #[arg(long, env = "MME_HOSTILE_TOKEN", hide_env_values = true)]
+    hostile_token: Option<String>,
     /// How long to run, such as 10m.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -453,6 +458,8 @@ fn soak_command(runtime: &tokio::runtime::Runtime, args: SoakArgs) -> anyhow::Re
         hostile_models: args.hostile_models,
         hostile_prefix: args.hostile_prefix,
         body: args.target.body,
+        token: args.target.token,
+        hostile_token: args.hostile_token,
         duration: args.duration,
         connections: args.connections,
         sample_every: args.sample_every,

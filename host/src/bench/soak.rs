@@ -54,6 +54,11 @@ pub struct SoakConfig {
     pub hostile_prefix: String,
     /// The body of a well-behaved request.
     pub body: String,
+    /// The well-behaved tenant's management key, on a server with tenants.
+    pub token: Option<String>,
+    /// The hostile models' tenant's key; with it, that tenant also asks for
+    /// the well-behaved tenant's models, and must be told they do not exist.
+    pub hostile_token: Option<String>,
     /// How long to run.
     pub duration: Duration,
     /// Concurrent connections of well-behaved traffic.
@@ -73,6 +78,8 @@ pub enum Actor {
     Manager,
     /// Misbehaving requests to hostile models: each its documented error.
     Hostile,
+    /// The hostile tenant asking for the other tenant's models: always 404.
+    Intruder,
 }
 
 /// What a soak saw.
@@ -133,6 +140,7 @@ fn expected(actor: Actor, status: u16, kind: &str, hostile_answer: Option<(u16, 
         Actor::Traffic => status == 200,
         Actor::Manager => matches!(status, 200 | 404 | 409),
         Actor::Hostile => hostile_answer == Some((status, kind)),
+        Actor::Intruder => status == 404,
     }
 }
 
@@ -143,10 +151,15 @@ pub async fn soak(config: &SoakConfig) -> Result<SoakReport, BenchError> {
             "--models, --hostile-models and --connections must be at least 1".into(),
         ));
     }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| BenchError::Config(format!("cannot build the HTTP client: {e}")))?;
+    let client_of = |token: Option<&str>| {
+        reqwest::Client::builder()
+            .default_headers(super::bearer_headers(token)?)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| BenchError::Config(format!("cannot build the HTTP client: {e}")))
+    };
+    let client = client_of(config.token.as_deref())?;
+    let hostile_client = client_of(config.hostile_token.as_deref())?;
     let started = Instant::now();
     let deadline = started + config.duration;
     let report = Arc::new(Mutex::new(SoakReport::default()));
@@ -161,10 +174,16 @@ pub async fn soak(config: &SoakConfig) -> Result<SoakReport, BenchError> {
     tasks.push(tokio::spawn(async move {
         manager(&c, &cfg, deadline, &r).await
     }));
-    let (c, cfg, r) = (client.clone(), config.clone(), report.clone());
+    let (c, cfg, r) = (hostile_client.clone(), config.clone(), report.clone());
     tasks.push(tokio::spawn(async move {
         hostile(&c, &cfg, deadline, &r).await
     }));
+    if config.hostile_token.is_some() {
+        let (c, cfg, r) = (hostile_client, config.clone(), report.clone());
+        tasks.push(tokio::spawn(async move {
+            intruder(&c, &cfg, deadline, &r).await
+        }));
+    }
 
     while Instant::now() < deadline {
         let kib = rss_kib(config.pid).ok_or_else(|| {
@@ -263,6 +282,24 @@ async fn hostile(
             .header("content-type", "application/json")
             .body(command);
         record(report, Actor::Hostile, request, Some((status, kind))).await;
+    }
+}
+
+/// The hostile tenant asks for the other tenant's models, a few times a
+/// second, by each inference route and a describe.
+async fn intruder(
+    client: &reqwest::Client,
+    config: &SoakConfig,
+    deadline: Instant,
+    report: &Mutex<SoakReport>,
+) {
+    let mut rng = StdRng::seed_from_u64(config.seed.wrapping_add(3 << 32));
+    while Instant::now() < deadline {
+        let name = format!("{}{}", config.prefix, rng.random_range(0..config.models));
+        let route = [Route::Predictions, Route::V2, Route::Invoke][rng.random_range(0..3)];
+        let request = route.request(client, &config.url, &name, &route.body(&config.body));
+        record(report, Actor::Intruder, request, None).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..100))).await;
     }
 }
 
@@ -367,6 +404,8 @@ mod tests {
     fn each_sender_has_its_own_expected_answers() {
         assert!(expected(Actor::Traffic, 200, "", None));
         assert!(!expected(Actor::Traffic, 503, "MemoryBusy", None));
+        assert!(expected(Actor::Intruder, 404, "ModelNotFound", None));
+        assert!(!expected(Actor::Intruder, 200, "", None));
         assert!(expected(Actor::Manager, 409, "ModelAlreadyLoaded", None));
         assert!(!expected(Actor::Manager, 500, "ModelLoadFailed", None));
         let crash = Some((500, "ModelCrashed"));
