@@ -171,6 +171,16 @@ async fn every_route_answers_each_kind_of_key_as_the_table_says() {
             }
         }
     }
+    // A name that does not decode is refused, never let through unchecked.
+    let broken = call(
+        &server,
+        "POST",
+        "/predictions/acme%FF",
+        Some(GLOBEX_MANAGE),
+        "[[1.0]]",
+    )
+    .await;
+    assert_eq!(broken.status, 400, "{}", broken.body);
     // A percent-encoded name is the same name.
     let encoded = call(
         &server,

@@ -98,6 +98,8 @@ pub(super) async fn layer(State(state): State<AppState>, request: Request, next:
     let Some(guard) = guard_of(route) else {
         return next.run(request).await;
     };
+    // A route that names a model and whose name cannot be read is refused
+    // here, so that no model is ever let through unchecked.
     let model = match guard.model {
         None => None,
         Some(_) if route == "/invocations" => Some(invocation_model(&request)),
@@ -105,12 +107,25 @@ pub(super) async fn layer(State(state): State<AppState>, request: Request, next:
             let (mut parts, body) = request.into_parts();
             let params = RawPathParams::from_request_parts(&mut parts, &state).await;
             request = Request::from_parts(parts, body);
-            params.ok().and_then(|params| {
+            let named = params.ok().and_then(|params| {
                 params
                     .iter()
                     .find(|(name, _)| *name == "model")
                     .map(|(_, value)| value.to_string())
-            })
+            });
+            if named.is_none() {
+                let unreadable = ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidModelName",
+                    "the model name in the path is not valid UTF-8 once percent-decoded",
+                );
+                return if guard.open_inference {
+                    unreadable.into_open_inference_response()
+                } else {
+                    unreadable.into_response()
+                };
+            }
+            named
         }
     };
     let token = bearer(request.headers());

@@ -106,13 +106,21 @@ impl Registry {
         if self.config.shares.is_none() || !self.config.evict {
             return 0;
         }
-        let mut groups: Vec<Share> = self
-            .list()
-            .iter()
-            .filter_map(|model| self.share_of(&model.name))
+        // One pass over the models finds the groups over their shares; only
+        // those are measured again while their models are evicted.
+        let mut groups: std::collections::HashMap<Arc<str>, (u64, u64)> = Default::default();
+        for model in self.list() {
+            if let Some(share) = self.share_of(&model.name) {
+                let memory = model.memory();
+                let (used, _) = groups.entry(share.group).or_insert((0, share.limit));
+                *used += memory.held + memory.instances;
+            }
+        }
+        let groups: Vec<Share> = groups
+            .into_iter()
+            .filter(|(_, (used, limit))| used > limit)
+            .map(|(group, (_, limit))| Share { group, limit })
             .collect();
-        groups.sort_by(|a, b| a.group.cmp(&b.group));
-        groups.dedup_by(|a, b| a.group == b.group);
         let mut evicted = 0;
         for share in groups {
             while self.group_use(&share.group) > share.limit {
