@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub single_model_dir: PathBuf,
     /// How long a shutdown waits for the requests in flight.
     pub shutdown_timeout: std::time::Duration,
+    /// How long the server goes on serving, reporting not ready, once told
+    /// to stop, before its listener closes.
+    pub drain_delay: std::time::Duration,
     /// The memory budget of the loaded models, in bytes.
     pub memory_limit: u64,
     /// How long a request's head (line and headers) may take to arrive.
@@ -80,6 +83,8 @@ pub const DEFAULT_BODY_READ_TIMEOUT: &str = "30s";
 pub const DEFAULT_SINGLE_MODEL_DIR: &str = "/opt/ml/model";
 /// SageMaker's bound on how long a container may take to stop.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
+/// No drain by default: SageMaker stops sending before it stops a container.
+pub const DEFAULT_DRAIN_DELAY: &str = "0s";
 
 /// The cache folder when none is given: `$XDG_CACHE_HOME/mme`, else
 /// `$HOME/.cache/mme`, else a folder under the system's temporary folder.

@@ -112,8 +112,14 @@ struct ServeArgs {
     #[arg(long, env = "MME_MODEL_DIR", default_value = config::DEFAULT_SINGLE_MODEL_DIR)]
     model_dir: PathBuf,
     /// How long SIGTERM waits for the requests in flight before the process exits.
-    #[arg(long, default_value = config::DEFAULT_SHUTDOWN_TIMEOUT, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MME_SHUTDOWN_TIMEOUT", default_value = config::DEFAULT_SHUTDOWN_TIMEOUT, value_parser = humantime::parse_duration)]
     shutdown_timeout: Duration,
+    /// How long SIGTERM keeps the server serving, with `/v2/health/ready` at 503
+    /// and each connection closed after its answer, before the listener closes:
+    /// the time proxies and Kubernetes take to send traffic elsewhere. The
+    /// process may live this plus --shutdown-timeout after SIGTERM.
+    #[arg(long, env = "MME_DRAIN_DELAY", default_value = config::DEFAULT_DRAIN_DELAY, value_parser = humantime::parse_duration)]
+    drain_delay: Duration,
     /// Memory budget of the loaded models, such as 2GiB or 512MiB [default: 80% of
     /// the cgroup's limit, or of RAM]. Standalone, idle models are evicted to make
     /// room; in SageMaker's multi-model mode, a load that does not fit gets 507.
@@ -429,6 +435,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         multi_model: args.multi_model,
         single_model_dir: args.model_dir,
         shutdown_timeout: args.shutdown_timeout,
+        drain_delay: args.drain_delay,
         header_read_timeout: args.header_read_timeout,
         body_read_timeout: args.body_read_timeout,
         memory_limit: args

@@ -11,7 +11,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::api::tenancy::{AllowedUrls, Tenancy};
-use crate::api::{self, AppState, SINGLE_MODEL};
+use crate::api::{self, AppState, Drain, SINGLE_MODEL};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::package::Limits;
@@ -109,6 +109,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         single_model_dir: config.single_model_dir.clone(),
         tenancy: tenancy.clone(),
         allowed_urls,
+        drain: Drain::default(),
     };
     if let Some(tenancy) = tenancy {
         tokio::spawn(reload_on_hangup(tenancy));
@@ -138,15 +139,22 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let (stop_grpc, grpc_stopped) = tokio::sync::watch::channel(false);
+    let (phase, phase_seen) = tokio::sync::watch::channel(Phase::Serving);
     let grpc = match grpc_listener {
         Some(listener) => {
             tracing::info!(address = %listener.local_addr()?, "serving gRPC");
-            let mut stopped = grpc_stopped.clone();
-            let shutdown = async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
+            let reached = |wanted: Phase| {
+                let mut seen = phase_seen.clone();
+                async move {
+                    let _ = seen.wait_for(|now| *now >= wanted).await;
+                }
             };
-            let served = api::serve_grpc(state.clone(), listener, shutdown);
+            let served = api::serve_grpc(
+                state.clone(),
+                listener,
+                reached(Phase::Draining),
+                reached(Phase::Stopping),
+            );
             Some(tokio::spawn(async move {
                 if let Err(error) = served.await {
                     tracing::error!(%error, "the gRPC service stopped");
@@ -156,10 +164,21 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         None => None,
     };
     let connections = http1_builder(&config);
+    let drain = state.drain.clone();
     let app = api::router(state);
     let graceful = GracefulShutdown::new();
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
+    // Told to stop, the server drains: it still accepts and serves for
+    // `--drain-delay`, reporting not ready, then the listener closes.
+    let drained = async {
+        shutdown_signal().await;
+        drain.start();
+        let _ = phase.send(Phase::Draining);
+        if !config.drain_delay.is_zero() {
+            tracing::info!(delay = ?config.drain_delay, "draining: not ready, still serving until the listener closes");
+            tokio::time::sleep(config.drain_delay).await;
+        }
+    };
+    tokio::pin!(drained);
     loop {
         let (socket, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -171,7 +190,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut drained => break,
         };
         let _ = socket.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
@@ -185,7 +204,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     }
     // New connections are refused from here; those open finish their requests.
     drop(listener);
-    let _ = stop_grpc.send(true);
+    tracing::info!("shutting down: finishing the requests in flight");
+    let _ = phase.send(Phase::Stopping);
     let signalled = Instant::now();
     let grpc_done = async {
         if let Some(grpc) = grpc {
@@ -335,5 +355,14 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: finishing the requests in flight");
+}
+
+/// Where a server is in its life, in order; the gRPC service follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Serving,
+    /// Told to stop: not ready, still serving (`--drain-delay`).
+    Draining,
+    /// The listeners close; what is in flight finishes.
+    Stopping,
 }

@@ -234,25 +234,35 @@ impl Server {
     /// Sends SIGTERM and waits for the exit; returns whether it exited 0.
     pub fn stop(mut self) -> bool {
         self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        exited_zero_within(&mut self.child, Duration::from_secs(30))
     }
 }
 
 impl Server {
     /// Sends the server the signal `name` (`TERM`, `HUP`, …).
     pub fn signal(&self, name: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status();
+        send_signal(name, self.child.id());
     }
+}
+
+/// Sends process `pid` the signal `name` (`TERM`, `KILL`, …).
+pub fn send_signal(name: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Waits up to `limit` for `child` to exit; whether it exited with status 0.
+pub fn exited_zero_within(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 impl Drop for Server {

@@ -1,12 +1,50 @@
-//! Liveness and metrics: cheap, never touch a model.
+//! Liveness, readiness, the drain and metrics: cheap, never touch a model.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
+
+/// Whether the server drains: told to stop, it goes on serving for a while
+/// (`--drain-delay`) but reports not ready and closes each connection after
+/// its answer, so that proxies and Kubernetes send the traffic elsewhere
+/// before the listener closes, and no request meets a closed port.
+#[derive(Debug, Clone, Default)]
+pub struct Drain(Arc<AtomicBool>);
+
+impl Drain {
+    /// From now on the server drains.
+    pub fn start(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the server drains.
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// While the server drains, every answer closes its connection: a proxy's
+/// next request opens a new one, which finds the listener closed once the
+/// drain ends and goes to the next replica, instead of meeting a kept-alive
+/// connection that closes under it.
+pub async fn close_when_draining(
+    State(state): State<AppState>,
+    mut response: Response,
+) -> Response {
+    if state.drain.is_draining() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
 
 /// `GET /ping`: 200 while the process serves, also while models load.
 pub async fn ping() -> Json<Value> {

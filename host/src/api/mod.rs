@@ -20,6 +20,7 @@ use axum::routing::{get, post};
 
 pub use error::ApiError;
 pub use grpc::serve as serve_grpc;
+pub use health::Drain;
 pub use inference::SINGLE_MODEL;
 
 use crate::metrics::Metrics;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub tenancy: Option<Arc<tenancy::Tenancy>>,
     /// Where packages may be registered from; `None`: anywhere.
     pub allowed_urls: Option<Arc<tenancy::AllowedUrls>>,
+    /// Set once the server has been told to stop.
+    pub drain: health::Drain,
 }
 
 /// Every route of the server.
@@ -85,6 +88,10 @@ pub fn router(state: AppState) -> Router {
         ))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            health::close_when_draining,
+        ))
         .with_state(state)
 }
 

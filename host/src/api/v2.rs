@@ -38,9 +38,17 @@ pub async fn live() -> Json<Value> {
     Json(json!({ "live": true }))
 }
 
-/// `GET /v2/health/ready`: the server takes requests; models load on demand.
-pub async fn ready() -> Json<Value> {
-    Json(json!({ "ready": true }))
+/// `GET /v2/health/ready`: the server takes requests (models load on
+/// demand), until it drains: then 503, so that traffic moves elsewhere.
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.drain.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reason": "the server is shutting down" })),
+        )
+    } else {
+        (StatusCode::OK, Json(json!({ "ready": true })))
+    }
 }
 
 /// The most a model's metadata may take; real ones are a few hundred bytes.

@@ -54,22 +54,27 @@ pub async fn services(
 }
 
 /// Serves `state` over gRPC on `listener` until `shutdown` resolves, then
-/// finishes the calls in flight.
+/// finishes the calls in flight. From when `draining` resolves, the health
+/// service answers NOT_SERVING, so that probes see the drain before the
+/// listener closes.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
+    draining: impl Future<Output = ()> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (inference, reporter, health) = services(state).await;
-    let shutdown = async move {
-        shutdown.await;
-        // Probes see the drain before the listener closes.
+    let not_serving = async move {
+        draining.await;
         reporter
             .set_not_serving::<GrpcInferenceServiceServer<InferenceService>>()
             .await;
         reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
+    };
+    let shutdown = async move {
+        tokio::join!(not_serving, shutdown);
     };
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -118,7 +123,8 @@ impl GrpcInferenceService for InferenceService {
         &self,
         _: Request<ServerReadyRequest>,
     ) -> Result<Response<ServerReadyResponse>, Status> {
-        Ok(Response::new(ServerReadyResponse { ready: true }))
+        let ready = !self.state.drain.is_draining();
+        Ok(Response::new(ServerReadyResponse { ready }))
     }
 
     /// Loads the model on demand, as `GET /v2/models/{m}/ready` does; a

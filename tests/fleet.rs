@@ -1,0 +1,641 @@
+//! End to end: the server as one replica of a fleet. It drains on SIGTERM
+//! (not ready, still serving, then the listener closes), and real proxies
+//! (nginx and HAProxy from Debian, installed by `.ci/run`) with the
+//! configurations of `deploy/` route each model to one replica, move a dead
+//! replica's models to the others, and lose nothing while one drains.
+
+#![allow(clippy::unwrap_used)] // A test that cannot set up should stop loudly.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::s3::S3Server;
+use common::{Server, exited_zero_within, faulty_folder, get, guest, metric_in, send_signal};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// The gRPC health of `server` (the whole server, service "").
+async fn grpc_health(server: &Server) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_before_the_listener_closes() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    faulty_folder(&store, "m", "");
+    let server = Server::start(
+        &store,
+        &work.path().join("cache"),
+        &["--drain-delay", "3s", "--shutdown-timeout", "5s"],
+    )
+    .await;
+    assert_eq!(get(&server, "/v2/health/ready").await.0, 200);
+    assert_eq!(grpc_health(&server).await, ServingStatus::Serving as i32);
+    assert_eq!(server.predict("m", "\"ok\"").await.0, 200);
+
+    let client = reqwest::Client::new();
+    server.signal("TERM");
+    let signalled = Instant::now();
+    server.wait_logged("draining").await;
+
+    // Draining: not ready on both protocols, alive, and still serving, each
+    // answer closing its connection.
+    let (status, body) = get(&server, "/v2/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["ready"], false, "{body}");
+    assert_eq!(grpc_health(&server).await, ServingStatus::NotServing as i32);
+    assert_eq!(get(&server, "/ping").await.0, 200);
+    let answer = client
+        .post(format!("{}/predictions/m", server.url))
+        .header("content-type", "application/json")
+        .body("\"ok\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    assert_eq!(answer.text().await.unwrap(), "\"ok\"");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "the checks above ran inside the drain"
+    );
+
+    // After the delay the listener closes and the process exits 0.
+    let url = server.url.clone();
+    let exited = tokio::task::spawn_blocking(move || server.stop());
+    let mut refused = false;
+    while signalled.elapsed() < Duration::from_secs(10) {
+        if let Err(error) = client.get(format!("{url}/ping")).send().await
+            && error.is_connect()
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "the listener closed after the drain");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(3),
+        "not before the drain delay: {:?}",
+        signalled.elapsed()
+    );
+    assert!(exited.await.unwrap(), "exit 0 after the drain");
+}
+
+/// A fleet on loopback, started by `deploy/local/cluster.sh` over an S3 store.
+struct Fleet {
+    script: Child,
+    /// The proxy's `http://127.0.0.1:PORT`.
+    proxy: String,
+    replicas: Vec<Replica>,
+    /// Where the script keeps its logs and the replicas their caches.
+    dir: PathBuf,
+}
+
+/// One replica, as the script printed it.
+#[derive(Debug, Clone)]
+struct Replica {
+    url: String,
+    pid: u32,
+}
+
+impl Fleet {
+    /// Three replicas behind `proxy` (`nginx` or `haproxy`), over `s3`.
+    async fn start(proxy: &str, s3: &S3Server, dir: &Path) -> Fleet {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/cluster.sh");
+        let mut child = Command::new("bash")
+            .arg(script)
+            .arg(REPLICAS.to_string())
+            .arg(STORE)
+            .args(s3.serve_args())
+            .envs(S3Server::env())
+            .env("MME", env!("CARGO_BIN_EXE_mme"))
+            .env("PROXY", proxy)
+            .env("CLUSTER_DIR", dir)
+            .env("MME_DRAIN_DELAY", "2s")
+            .env("MME_ONNX_PRECOMPILE", "false")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.with_extension("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = tokio::task::spawn_blocking(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let line = line.unwrap();
+                if line == "ready" {
+                    return lines;
+                }
+                lines.push(line);
+            }
+            lines
+        });
+        let lines = tokio::time::timeout(Duration::from_secs(120), lines)
+            .await
+            .expect("the fleet is ready within 120 s")
+            .unwrap();
+        let log = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
+        // The contract: `proxy URL`, then `replica I URL pid PID` for each.
+        let proxy = lines
+            .first()
+            .and_then(|line| line.strip_prefix("proxy "))
+            .unwrap_or_else(|| panic!("no proxy line: {lines:?}\n{log}"))
+            .to_string();
+        let replicas: Vec<Replica> = lines[1..]
+            .iter()
+            .enumerate()
+            .map(|(index, line)| {
+                let words: Vec<&str> = line.split(' ').collect();
+                assert_eq!(words.len(), 5, "{line}");
+                assert_eq!(words[0..2], ["replica", &(index + 1).to_string()], "{line}");
+                assert_eq!(words[3], "pid", "{line}");
+                Replica {
+                    url: words[2].to_string(),
+                    pid: words[4].parse().unwrap(),
+                }
+            })
+            .collect();
+        assert_eq!(replicas.len(), REPLICAS, "{lines:?}");
+        Fleet {
+            script: child,
+            proxy,
+            replicas,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Starts replica `index` (from 0) again, as the script started it, on
+    /// the same port, and waits until it answers.
+    async fn restart(&mut self, index: usize, s3: &S3Server) -> Child {
+        let address = self.replicas[index]
+            .url
+            .trim_start_matches("http://")
+            .to_string();
+        let child = Command::new(env!("CARGO_BIN_EXE_mme"))
+            .args(["serve", "--model-store", STORE, "--bind", &address])
+            .args(["--grpc-bind", "off", "--drain-delay", "2s"])
+            .arg("--cache-dir")
+            .arg(self.dir.join(format!("replica-{}", index + 1)))
+            .args(s3.serve_args())
+            .envs(S3Server::env())
+            .env("MME_ONNX_PRECOMPILE", "false")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.replicas[index].pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(format!("{}/ping", self.replicas[index].url))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the replica did not come back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        child
+    }
+
+    /// SIGTERM to the script: everything it started stops, and it exits 0.
+    fn stop(mut self) -> bool {
+        send_signal("TERM", self.script.id());
+        exited_zero_within(&mut self.script, Duration::from_secs(60))
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Ok(None) = self.script.try_wait() {
+            send_signal("TERM", self.script.id());
+            let _ = self.script.wait();
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+const REPLICAS: usize = 3;
+const MODELS: usize = 100;
+const STORE: &str = "s3://models/prod";
+/// No request may take longer than this (the models' own timeout is shorter).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An S3 store of `MODELS` copies of the example.
+fn store(root: &Path) -> S3Server {
+    let s3 = S3Server::start(root);
+    let package = std::fs::read(guest("linear-regression")).unwrap();
+    for index in 0..MODELS {
+        s3.put("models", &format!("prod/m{index}.tar.gz"), &package);
+    }
+    s3
+}
+
+/// What one request of a load saw.
+#[derive(Debug)]
+struct Outcome {
+    model: usize,
+    sent: Instant,
+    took: Duration,
+    /// The status, or the client's error.
+    answer: Result<u16, String>,
+}
+
+/// Requests over all the models through `url` from `clients` clients until
+/// `until`, each with its own kept-alive connection, as a load balancer's
+/// clients do.
+async fn load(url: &str, clients: usize, until: Instant) -> Vec<Outcome> {
+    let mut tasks = Vec::new();
+    for client_index in 0..clients {
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(CLIENT_TIMEOUT)
+                .build()
+                .unwrap();
+            let mut outcomes = Vec::new();
+            let mut next = client_index;
+            while Instant::now() < until {
+                let model = next % MODELS;
+                next += clients;
+                let sent = Instant::now();
+                let answer = client
+                    .post(format!("{url}/predictions/m{model}"))
+                    .header("content-type", "application/json")
+                    .body("[[0.5]]")
+                    .send()
+                    .await;
+                let answer = match answer {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let _ = response.bytes().await;
+                        Ok(status)
+                    }
+                    Err(error) => Err(format!("{error:?}")),
+                };
+                outcomes.push(Outcome {
+                    model,
+                    sent,
+                    took: sent.elapsed(),
+                    answer,
+                });
+            }
+            outcomes
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.extend(task.await.unwrap());
+    }
+    outcomes
+}
+
+fn failures(outcomes: &[Outcome]) -> Vec<&Outcome> {
+    outcomes.iter().filter(|o| o.answer != Ok(200)).collect()
+}
+
+/// Requests answered 200 per model by the replica at `url`, from its `/metrics`.
+async fn served_by(url: &str) -> Vec<f64> {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    (0..MODELS)
+        .map(|index| {
+            metric_in(
+                &text,
+                &format!("mme_requests_total{{model=\"m{index}\",status=\"200\"}}"),
+            )
+        })
+        .collect()
+}
+
+/// Which replicas (by index) served each model between two scrapes.
+fn placement(before: &[Vec<f64>], after: &[Vec<f64>]) -> Vec<Vec<usize>> {
+    (0..MODELS)
+        .map(|model| {
+            (0..before.len())
+                .filter(|&replica| after[replica][model] > before[replica][model])
+                .collect()
+        })
+        .collect()
+}
+
+async fn scrape(replicas: &[Replica]) -> Vec<Vec<f64>> {
+    let mut all = Vec::new();
+    for replica in replicas {
+        all.push(served_by(&replica.url).await);
+    }
+    all
+}
+
+/// The whole life of a fleet behind `proxy`: affinity, a drain, a replica
+/// that comes back, one that dies, and a clean stop.
+async fn fleet_behind(proxy: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let s3 = store(&work.path().join("s3"));
+    let mut fleet = Fleet::start(proxy, &s3, &work.path().join("fleet")).await;
+
+    // Affinity: each model on exactly one replica, the models over all three.
+    let before = scrape(&fleet.replicas).await;
+    let warm = load(&fleet.proxy, 4, Instant::now() + Duration::from_secs(4)).await;
+    assert!(failures(&warm).is_empty(), "{:?}", failures(&warm));
+    let after = scrape(&fleet.replicas).await;
+    let placed = placement(&before, &after);
+    for (model, replicas) in placed.iter().enumerate() {
+        assert_eq!(
+            replicas.len(),
+            1,
+            "m{model} was served by replicas {replicas:?}"
+        );
+    }
+    for replica in 0..REPLICAS {
+        let held = placed.iter().filter(|r| r[0] == replica).count();
+        assert!(held > 0, "replica {replica} holds no model: {placed:?}");
+    }
+
+    // A drain: SIGTERM to a replica under load loses no request.
+    let until = Instant::now() + Duration::from_secs(6);
+    let proxy_url = fleet.proxy.clone();
+    let during = tokio::spawn(async move { load(&proxy_url, 8, until).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    send_signal("TERM", fleet.replicas[2].pid);
+    let during = during.await.unwrap();
+    assert!(
+        failures(&during).is_empty(),
+        "a drain lost requests: {:?}",
+        failures(&during)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(fleet.replicas[2].pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the drained replica did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // It comes back: about a third of the models move to it, none fails.
+    let survivors = &fleet.replicas[..2].to_vec();
+    let mut returned = fleet.restart(2, &s3).await;
+    // Until the proxy tries it again (nginx after fail_timeout, HAProxy
+    // after its checks), its models stay where they are.
+    let settle = load(&fleet.proxy, 4, Instant::now() + Duration::from_secs(7)).await;
+    assert!(failures(&settle).is_empty(), "{:?}", failures(&settle));
+    let before = scrape(survivors).await;
+    let round = load(&fleet.proxy, 4, Instant::now() + Duration::from_secs(3)).await;
+    assert!(failures(&round).is_empty(), "{:?}", failures(&round));
+    let after = scrape(survivors).await;
+    let moved = placement(&before, &after)
+        .iter()
+        .filter(|r| r.is_empty())
+        .count();
+    assert!(
+        (10..=50).contains(&moved),
+        "{moved} of {MODELS} models moved to the replica that came back"
+    );
+
+    // A replica dies: only what it had in flight may fail.
+    let until = Instant::now() + Duration::from_secs(6);
+    let proxy_url = fleet.proxy.clone();
+    let during = tokio::spawn(async move { load(&proxy_url, 8, until).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let killed = Instant::now();
+    send_signal("KILL", fleet.replicas[0].pid);
+    let during = during.await.unwrap();
+    let failed = failures(&during);
+    eprintln!(
+        "{proxy}: {} requests, {} failed when a replica was killed",
+        during.len(),
+        failed.len()
+    );
+    for outcome in &failed {
+        assert!(
+            outcome.sent <= killed && outcome.sent + outcome.took >= killed,
+            "m{} failed, but was not in flight when the replica died: {outcome:?}",
+            outcome.model
+        );
+    }
+    assert!(
+        failed.len() <= 8,
+        "more failures than requests in flight: {failed:?}"
+    );
+    let slowest = during.iter().map(|o| o.took).max().unwrap();
+    assert!(slowest < CLIENT_TIMEOUT, "a request took {slowest:?}");
+    let served_after = during.iter().filter(|o| o.sent > killed).count();
+    assert!(served_after > 100, "{served_after} requests after the kill");
+
+    // SIGTERM to the script stops everything it started.
+    let pids: Vec<u32> = fleet.replicas.iter().map(|r| r.pid).collect();
+    let proxy_url = fleet.proxy.clone();
+    let _ = returned.kill();
+    let _ = returned.wait();
+    assert!(fleet.stop(), "the script exits 0 on SIGTERM");
+    for pid in pids {
+        assert!(!alive(pid), "replica pid {pid} still runs");
+    }
+    assert!(
+        reqwest::get(format!("{proxy_url}/ping")).await.is_err(),
+        "the proxy still answers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_behind_nginx() {
+    fleet_behind("nginx").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_behind_haproxy() {
+    fleet_behind("haproxy").await;
+}
+
+/// `deploy/{path}`, read.
+fn deploy_file(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// Runs `program` with `args`; panics with its output if it fails.
+fn must_pass(program: &str, args: &[&str]) {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (installed by .ci/run): {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `text` without the lines from `# BEGIN replicas` to `# END replicas`,
+/// and without a `resolvers` section.
+fn without_replica_lines(text: &str) -> String {
+    let mut kept = Vec::new();
+    let mut skip = false;
+    for line in text.lines() {
+        if line.contains("# BEGIN replicas") || line.starts_with("resolvers ") {
+            skip = true;
+        } else if line.contains("# END replicas") {
+            skip = false;
+        } else if !skip {
+            kept.push(line);
+        }
+    }
+    // The comment above a section that was left out goes with it.
+    while kept
+        .last()
+        .is_some_and(|line| line.trim().is_empty() || line.starts_with('#'))
+    {
+        kept.pop();
+    }
+    kept.join("\n")
+}
+
+#[test]
+fn the_proxy_configurations_are_what_nginx_and_haproxy_accept() {
+    let work = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    // nginx: the file is meant for `http { }`, as Debian's conf.d includes it.
+    let conf = work.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "pid {dir}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{ include {file}; }}\n",
+            dir = work.path().display(),
+            file = root.join("nginx/mme.conf").display()
+        ),
+    )
+    .unwrap();
+    let error_log = work.path().join("error.log");
+    must_pass(
+        "nginx",
+        &[
+            "-t",
+            "-q",
+            "-e",
+            error_log.to_str().unwrap(),
+            "-c",
+            conf.to_str().unwrap(),
+        ],
+    );
+    let haproxy = root.join("haproxy/haproxy.cfg");
+    must_pass("haproxy", &["-c", "-q", "-f", haproxy.to_str().unwrap()]);
+
+    // Kubernetes' proxy runs the same configuration but for how it finds
+    // the replicas (DNS), and HAProxy accepts that one too.
+    let manifest = deploy_file("kubernetes/proxy.yaml");
+    let embedded: String = manifest
+        .split_once("  haproxy.cfg: |\n")
+        .unwrap()
+        .1
+        .lines()
+        .take_while(|line| !line.starts_with("---"))
+        .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
+        .collect();
+    assert_eq!(
+        without_replica_lines(&embedded),
+        without_replica_lines(&deploy_file("haproxy/haproxy.cfg")),
+        "kubernetes/proxy.yaml's haproxy.cfg drifted from haproxy/haproxy.cfg"
+    );
+    assert!(embedded.contains("server-template mme"), "{embedded}");
+    let k8s_cfg = work.path().join("k8s-haproxy.cfg");
+    // Without a cluster's DNS to read, the check parses it all the same.
+    std::fs::write(
+        &k8s_cfg,
+        embedded.replace("parse-resolv-conf", "nameserver dns 127.0.0.1:53"),
+    )
+    .unwrap();
+    must_pass("haproxy", &["-c", "-q", "-f", k8s_cfg.to_str().unwrap()]);
+}
+
+#[test]
+fn the_kubernetes_manifests_validate_and_agree_with_the_server() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
+    let manifests: Vec<String> = [
+        "mme.yaml",
+        "hpa.yaml",
+        "proxy.yaml",
+        "prometheus-adapter.yaml",
+    ]
+    .iter()
+    .map(|name| root.join(name).display().to_string())
+    .collect();
+    let config = root.join(".yamllint").display().to_string();
+    let mut args = vec!["-s", "-c", &config];
+    args.extend(manifests.iter().map(String::as_str));
+    must_pass("yamllint", &args);
+    let mut args = vec!["--strict", "--version", "1.34"];
+    args.extend(manifests.iter().map(String::as_str));
+    must_pass("kubernetes-validate", &args);
+
+    // The grace period outlasts the drain and the shutdown timeout.
+    let server = deploy_file("kubernetes/mme.yaml");
+    let value_after = |key: &str| -> String {
+        let at = server.find(key).unwrap_or_else(|| panic!("no {key}"));
+        let rest = &server[at + key.len()..];
+        let line = rest.lines().nth(1).unwrap_or_default();
+        line.trim().trim_start_matches("value:").trim().to_string()
+    };
+    let drain = humantime::parse_duration(&value_after("name: MME_DRAIN_DELAY")).unwrap();
+    let shutdown = humantime::parse_duration(&value_after("name: MME_SHUTDOWN_TIMEOUT")).unwrap();
+    let grace: u64 = server
+        .split_once("terminationGracePeriodSeconds: ")
+        .unwrap()
+        .1
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        Duration::from_secs(grace) > drain + shutdown,
+        "terminationGracePeriodSeconds {grace} is not above {drain:?} + {shutdown:?}"
+    );
+    // The probe the drain turns to 503 is the readiness probe.
+    let readiness = server.split_once("readinessProbe:").unwrap().1;
+    assert!(
+        readiness
+            .lines()
+            .take(6)
+            .any(|l| l.contains("path: /v2/health/ready")),
+        "{readiness}"
+    );
+    // The HPA's metric is one the adapter provides, from one the server exports.
+    let hpa = deploy_file("kubernetes/hpa.yaml");
+    let adapter = deploy_file("kubernetes/prometheus-adapter.yaml");
+    assert!(hpa.contains("name: mme_queue_length"));
+    assert!(adapter.contains("as: \"mme_queue_length\""));
+}
