@@ -48,7 +48,7 @@ for round in 1 2; do
             if [ "$target" = direct ]; then url=${replicas[0]}; else url=$proxy; fi
             echo "round $round, $pattern, $target:"
             "$mme" bench --url "$url" --models 1000 --prefix m --duration "$duration" --warmup 2s \
-                --pattern "$pattern" | grep -E 'req/s|p99'
+                --pattern "$pattern" | tail -n 1
         done
     done
 done

@@ -253,6 +253,8 @@ fn store(root: &Path) -> S3Server {
     for index in 0..MODELS {
         s3.put("models", &format!("prod/m{index}.tar.gz"), &package);
     }
+    // Outside the store's prefix: only a registration loads it.
+    s3.put("models", "extra.tar.gz", &package);
     s3
 }
 
@@ -356,6 +358,94 @@ async fn scrape(replicas: &[Replica]) -> Vec<Vec<f64>> {
     all
 }
 
+/// Requests for `model` that the replica at `url` answered, whatever the status.
+async fn requests_for(url: &str, model: &str) -> f64 {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("mme_requests_total{{model=\"{model}\",");
+    text.lines()
+        .filter(|line| line.starts_with(&prefix))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Each way of naming a model (the path of every protocol, SageMaker's
+/// query and header, a registration's `model_name`) reaches the replica
+/// that `/predictions` reaches, as `placed` found it.
+async fn every_route_reaches_the_models_replica(fleet: &Fleet, placed: &[Vec<usize>]) {
+    let client = reqwest::Client::new();
+    let v2 = r#"{"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [0.5]}]}"#;
+    for model in 0..6 {
+        let name = format!("m{model}");
+        let owner = placed[model][0];
+        let forms = [
+            (format!("/v2/models/{name}/infer"), None, v2),
+            (format!("/models/{name}/invoke"), None, "[[0.5]]"),
+            (format!("/invocations?model_name={name}"), None, "[[0.5]]"),
+            ("/invocations".to_string(), Some(name.as_str()), "[[0.5]]"),
+        ];
+        for (path, header, body) in forms {
+            let before = requests_for(&fleet.replicas[owner].url, &name).await;
+            let mut request = client
+                .post(format!("{}{path}", fleet.proxy))
+                .header("content-type", "application/json")
+                .body(body);
+            if let Some(target) = header {
+                request = request.header("X-Amzn-SageMaker-Target-Model", target);
+            }
+            let status = request.send().await.unwrap().status();
+            // `invoke` answers 404 on any replica but the one that loaded it.
+            assert_eq!(status, 200, "{path} {header:?}");
+            let after = requests_for(&fleet.replicas[owner].url, &name).await;
+            assert_eq!(
+                after,
+                before + 1.0,
+                "{path} {header:?} missed replica {owner}"
+            );
+        }
+    }
+    // A registration goes where the model's requests will go.
+    let answer = client
+        .post(format!(
+            "{}/models?model_name=extra&url=s3://models/extra.tar.gz",
+            fleet.proxy
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
+    let holders: Vec<usize> = {
+        let mut holders = Vec::new();
+        for (index, replica) in fleet.replicas.iter().enumerate() {
+            if get_url(&format!("{}/models/extra", replica.url)).await == 200 {
+                holders.push(index);
+            }
+        }
+        holders
+    };
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    let answer = client
+        .post(format!("{}/models/extra/invoke", fleet.proxy))
+        .header("content-type", "application/json")
+        .body("[[0.5]]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status(),
+        200,
+        "the registered model's requests reach it"
+    );
+}
+
+async fn get_url(url: &str) -> u16 {
+    reqwest::get(url).await.unwrap().status().as_u16()
+}
+
 /// The whole life of a fleet behind `proxy`: affinity, a drain, a replica
 /// that comes back, one that dies, and a clean stop.
 async fn fleet_behind(proxy: &str) {
@@ -380,6 +470,9 @@ async fn fleet_behind(proxy: &str) {
         let held = placed.iter().filter(|r| r[0] == replica).count();
         assert!(held > 0, "replica {replica} holds no model: {placed:?}");
     }
+
+    // Every route that names a model reaches the model's replica.
+    every_route_reaches_the_models_replica(&fleet, &placed).await;
 
     // A drain: SIGTERM to a replica under load loses no request.
     let until = Instant::now() + Duration::from_secs(6);

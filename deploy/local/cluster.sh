@@ -34,7 +34,8 @@ mme="${MME:-$root/target/release/mme}"
 proxy="${PROXY:-nginx}"
 dir="${CLUSTER_DIR:-$(mktemp -d -t mme-cluster.XXXXXX)}"
 export MME_DRAIN_DELAY="${MME_DRAIN_DELAY:-1s}"
-mkdir -p "$dir"
+# Absolute: nginx reads paths relative to its prefix.
+dir="$(mkdir -p "$dir" && cd "$dir" && pwd)"
 [[ -x $mme ]] || { echo "no mme binary at $mme: cargo build --release, or set MME" >&2; exit 1; }
 case $proxy in
     nginx | haproxy) command -v "$proxy" >/dev/null || { echo "$proxy is not installed" >&2; exit 1; } ;;
