@@ -379,9 +379,9 @@ async fn requests_for(url: &str, model: &str) -> f64 {
 async fn every_route_reaches_the_models_replica(fleet: &Fleet, placed: &[Vec<usize>]) {
     let client = reqwest::Client::new();
     let v2 = r#"{"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [0.5]}]}"#;
-    for model in 0..6 {
+    for (model, owners) in placed.iter().enumerate().take(6) {
         let name = format!("m{model}");
-        let owner = placed[model][0];
+        let owner = owners[0];
         let forms = [
             (format!("/v2/models/{name}/infer"), None, v2),
             (format!("/models/{name}/invoke"), None, "[[0.5]]"),

@@ -6,9 +6,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Server, guest};
+use common::{Server, faulty_folder, guest};
+use futures_util::future::join_all;
 use mme_host::api::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use mme_host::api::grpc::proto::model_infer_request::InferInputTensor;
 use mme_host::api::grpc::proto::{
@@ -886,4 +887,83 @@ async fn hostile_authorization_headers_are_refused_plainly() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
+/// Requests of `work:20` (20 ms of computing) answered 200 for `model`
+/// from `clients` clients, each looping until `until`.
+async fn computing(server: &Server, model: &str, clients: usize, until: Instant) -> usize {
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let url = format!("{}/predictions/{model}", server.url);
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut served = 0;
+            while Instant::now() < until {
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("authorization", format!("Bearer {ADMIN}"))
+                    .body("\"work:20\"")
+                    .send()
+                    .await
+                    .unwrap();
+                if response.status() == 200 {
+                    served += 1;
+                }
+            }
+            served
+        }));
+    }
+    let mut served = 0;
+    for task in tasks {
+        served += task.await.unwrap();
+    }
+    served
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_share_the_cores_by_weight_however_many_models_each_has() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    // acme: one model, weight 3. globex: six models, weight 1. By arrival
+    // order alone, globex's twelve workers would take six turns for each
+    // of acme's one (a sixth of the cores for acme); by weight acme gets
+    // three quarters.
+    faulty_folder(&store, "acme-w", "maxWorkers=2\n");
+    for index in 0..6 {
+        faulty_folder(&store, &format!("globex-w{index}"), "maxWorkers=2\n");
+    }
+    let tenants = tenants_file(work.path(), "cpu_weight = 3");
+    let server = Server::start(
+        &store,
+        &work.path().join("cache"),
+        &[
+            "--tenants",
+            tenants.to_str().unwrap(),
+            "--compute-threads",
+            "2",
+        ],
+    )
+    .await;
+    // Every model loaded and its workers started first.
+    let until = Instant::now() + Duration::from_secs(1);
+    let globex = (0..6).map(|index| {
+        let server = &server;
+        async move { computing(server, &format!("globex-w{index}"), 1, until).await }
+    });
+    tokio::join!(computing(&server, "acme-w", 2, until), join_all(globex));
+
+    let until = Instant::now() + Duration::from_secs(5);
+    let acme = computing(&server, "acme-w", 8, until);
+    let globex = (0..6).map(|index| {
+        let server = &server;
+        async move { computing(server, &format!("globex-w{index}"), 3, until).await }
+    });
+    let (acme, globex) = tokio::join!(acme, join_all(globex));
+    let globex: usize = globex.iter().sum();
+    let ratio = acme as f64 / globex.max(1) as f64;
+    assert!(
+        (2.0..4.5).contains(&ratio),
+        "acme (weight 3, one model) served {acme}, globex (weight 1, six models) {globex}: {ratio:.2}, not about 3"
+    );
 }

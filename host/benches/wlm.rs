@@ -57,6 +57,7 @@ fn submit_and_run(c: &mut Criterion) {
             settings(batch_size),
             vec![()],
             ModelMetrics::detached(),
+            None,
         );
         c.bench_function(
             &format!("submit and run 64 requests, batch_size {batch_size}"),

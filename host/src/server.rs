@@ -271,7 +271,8 @@ fn memory_shares(tenancy: Arc<Tenancy>) -> Shares {
         let tenant = tenants.owner_of(model)?;
         Some(Share {
             group: Arc::from(tenant.name.as_str()),
-            limit: tenant.memory?,
+            limit: tenant.memory,
+            cpu_weight: tenant.cpu_weight,
         })
     })
 }

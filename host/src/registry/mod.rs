@@ -33,7 +33,7 @@ use crate::metrics::{LoadLabels, MemoryLabels, Metrics, PhaseLabels};
 use crate::package::Limits;
 use crate::runtime::{CallError, GuestError, Request, Response, Runtime, RuntimeError};
 use crate::store::{ModelStore, PackageSource, StoreError};
-use crate::wlm::{Bounds, HostFailed, JobError, Scheduler, ShuttingDown, TaskError};
+use crate::wlm::{Bounds, CpuGroup, HostFailed, JobError, Scheduler, ShuttingDown, TaskError};
 
 /// The work-load manager that runs every model's wasm.
 pub type WasmScheduler = Scheduler<WasmBackend>;
@@ -840,9 +840,17 @@ impl Registry {
         warm.truncate(warm_count);
         drop(reserved);
         timings.instantiate = model::lap(&mut step);
-        let queue = self
-            .scheduler
-            .add_model(backend, settings, warm, self.metrics.for_model(name));
+        let group = self.share_of(name).map(|share| CpuGroup {
+            name: share.group,
+            weight: share.cpu_weight,
+        });
+        let queue = self.scheduler.add_model(
+            backend,
+            settings,
+            warm,
+            self.metrics.for_model(name),
+            group.as_ref(),
+        );
         self.publish_memory();
         Ok(Arc::new(LoadedModel {
             name: name.to_string(),

@@ -1,19 +1,24 @@
-//! Memory shares: models grouped (by tenant) with a cap on what a group's
-//! loaded models may hold. A group over its share gives way by evicting its
-//! own least recently used idle models, never another group's.
+//! Shares: models grouped (by tenant), with a cap on what a group's loaded
+//! models may hold and a weight on the compute threads. A group over its
+//! memory share gives way by evicting its own least recently used idle
+//! models, never another group's; its weight goes with each of its models
+//! to the scheduler ([`crate::wlm::CpuGroup`]).
 
 use std::sync::Arc;
 
 use super::{LoadError, Registry, budget};
 
-/// A model's group and that group's cap, in bytes.
+/// A model's group, that group's memory cap and its weight on the cores.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Share {
     /// The group, such as a tenant's name.
     pub group: Arc<str>,
-    /// What the group's models may hold at once: their packages, metadata
-    /// and instances (shared native code is the server's).
-    pub limit: u64,
+    /// What the group's models may hold at once, in bytes: their packages,
+    /// metadata and instances (shared native code is the server's). `None`:
+    /// only the server's budget.
+    pub limit: Option<u64>,
+    /// The group's share of the compute threads against other groups.
+    pub cpu_weight: u32,
 }
 
 /// The function behind [`Shares`].
@@ -69,20 +74,23 @@ impl Registry {
         let Some(share) = self.share_of(name) else {
             return Ok(());
         };
+        let Some(limit) = share.limit else {
+            return Ok(());
+        };
         loop {
             let used = self.group_use(&share.group);
-            if used.saturating_add(needed) <= share.limit {
+            if used.saturating_add(needed) <= limit {
                 return Ok(());
             }
             let refused = |advice, retry| LoadError::NoMemory {
                 model: name.to_string(),
                 needed: budget::mib(needed),
                 used: format!("{} of {:?}'s", budget::mib(used), share.group),
-                limit: budget::mib(share.limit),
+                limit: budget::mib(limit),
                 advice,
                 retry,
             };
-            if needed > share.limit {
+            if needed > limit {
                 return Err(refused(
                     "the model is larger than the whole share: raise its memory in the tenants file",
                     false,
@@ -110,21 +118,23 @@ impl Registry {
         // those are measured again while their models are evicted.
         let mut groups: std::collections::HashMap<Arc<str>, (u64, u64)> = Default::default();
         for model in self.list() {
-            if let Some(share) = self.share_of(&model.name) {
+            if let Some(share) = self.share_of(&model.name)
+                && let Some(limit) = share.limit
+            {
                 let memory = model.memory();
-                let (used, _) = groups.entry(share.group).or_insert((0, share.limit));
+                let (used, _) = groups.entry(share.group).or_insert((0, limit));
                 *used += memory.held + memory.instances;
             }
         }
-        let groups: Vec<Share> = groups
+        let over: Vec<(Arc<str>, u64)> = groups
             .into_iter()
             .filter(|(_, (used, limit))| used > limit)
-            .map(|(group, (_, limit))| Share { group, limit })
+            .map(|(group, (_, limit))| (group, limit))
             .collect();
         let mut evicted = 0;
-        for share in groups {
-            while self.group_use(&share.group) > share.limit {
-                if self.evict_one("", Some(&share.group)).await.is_none() {
+        for (group, limit) in over {
+            while self.group_use(&group) > limit {
+                if self.evict_one("", Some(&group)).await.is_none() {
                     break;
                 }
                 evicted += 1;

@@ -13,17 +13,21 @@
 //! - [`Scheduler`]: a FIFO of runnable (model, worker) pairs, served by the
 //!   compute threads. A model with backlog has one entry per worker it may
 //!   use, so a model alone can use every core, and models with backlog take
-//!   turns a batch at a time, so a flood cannot starve a trickle.
+//!   turns a batch at a time, so a flood cannot starve a trickle. Groups of
+//!   models (tenants, [`CpuGroup`]) share the threads by weight, however
+//!   many models each has.
 
 mod clock;
 mod policy;
 mod queue;
 mod scheduler;
+mod turns;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use policy::{Bounds, BoundsError, Settings, workers_to_add};
 pub use queue::{JobError, ModelQueue, QueueStats};
 pub use scheduler::{HostFailed, Scheduler, ShuttingDown, TaskError};
+pub use turns::CpuGroup;
 
 /// A model, as the work-load manager sees it: something that makes workers
 /// and runs batches of inputs on them.

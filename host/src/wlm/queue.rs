@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use super::Backend;
 use super::policy::{Bounds, Settings, workers_to_add};
 use super::scheduler::{HostFailed, Inner, Runnable};
+use super::turns::GroupId;
 use crate::metrics::ModelMetrics;
 
 /// How long a model whose scale-up found no room serves on the workers it
@@ -117,6 +118,8 @@ struct State<B: Backend> {
 /// One model's bounded queue and workers.
 pub struct ModelQueue<B: Backend> {
     scheduler: Arc<Inner<B>>,
+    /// Whose turn its batches take on the compute threads.
+    pub(super) group: GroupId,
     backend: B,
     metrics: ModelMetrics,
     state: Mutex<State<B>>,
@@ -125,6 +128,7 @@ pub struct ModelQueue<B: Backend> {
 impl<B: Backend> ModelQueue<B> {
     pub(super) fn new(
         scheduler: Arc<Inner<B>>,
+        group: GroupId,
         backend: B,
         settings: Settings,
         warm: Vec<B::Worker>,
@@ -140,6 +144,7 @@ impl<B: Backend> ModelQueue<B> {
             .collect();
         let queue = Arc::new(ModelQueue {
             scheduler,
+            group,
             backend,
             metrics,
             state: Mutex::new(State {

@@ -121,6 +121,7 @@ impl Harness {
             settings,
             (0..warm).map(|i| 100 + i).collect(),
             ModelMetrics::detached(),
+            None,
         )
     }
 
@@ -454,7 +455,13 @@ async fn compute_threads_run_batches_and_tasks_off_the_async_threads() {
         started: AtomicUsize::new(0),
         room: None,
     };
-    let queue = scheduler.add_model(backend, settings(1, 2, 1), vec![], ModelMetrics::detached());
+    let queue = scheduler.add_model(
+        backend,
+        settings(1, 2, 1),
+        vec![],
+        ModelMetrics::detached(),
+        None,
+    );
     let calls: Vec<_> = (0..50).map(|i| queue.call(i)).collect();
     let mut results = Vec::new();
     for call in calls {

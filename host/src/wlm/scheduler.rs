@@ -1,12 +1,12 @@
 //! The compute threads and the run list they serve.
 //!
-//! The run list holds (model, worker) entries in arrival order. A model with
-//! backlog has at most one entry per worker it may use, so a hot model alone
-//! fills every thread, and models with backlog take turns a batch at a time.
-//! A partial batch that waits for more is parked with a due time and holds
-//! no thread.
+//! The run list holds (model, worker) entries in arrival order within each
+//! group of models (a tenant's), and the groups take turns by weight
+//! ([`Turns`]). A model with backlog has at most one entry per worker it may
+//! use, so a hot model alone fills every thread, and models with backlog
+//! take turns a batch at a time. A partial batch that waits for more is
+//! parked with a due time and holds no thread.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -16,6 +16,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use super::queue::{ModelQueue, Slot};
+use super::turns::{CpuGroup, GroupId, Turns};
 use super::{Backend, Clock, Settings};
 use crate::metrics::ModelMetrics;
 
@@ -64,7 +65,7 @@ struct Parked<B: Backend> {
 }
 
 struct RunList<B: Backend> {
-    ready: VecDeque<Runnable<B>>,
+    ready: Turns<Runnable<B>>,
     parked: Vec<Parked<B>>,
     stopping: bool,
     /// Compute threads asleep on the condition variable. Waking costs a
@@ -95,7 +96,7 @@ impl<B: Backend> Scheduler<B> {
         let inner = Arc::new(Inner {
             clock,
             run: Mutex::new(RunList {
-                ready: VecDeque::new(),
+                ready: Turns::new(),
                 parked: Vec::new(),
                 stopping: false,
                 sleeping: 0,
@@ -123,15 +124,18 @@ impl<B: Backend> Scheduler<B> {
         self.thread_count
     }
 
-    /// Adds a model with `warm` workers already started.
+    /// Adds a model with `warm` workers already started, in `group` (its
+    /// tenant's share of the threads) or in none.
     pub fn add_model(
         &self,
         backend: B,
         settings: Settings,
         warm: Vec<B::Worker>,
         metrics: ModelMetrics,
+        group: Option<&CpuGroup>,
     ) -> Arc<ModelQueue<B>> {
-        ModelQueue::new(self.inner.clone(), backend, settings, warm, metrics)
+        let group = self.inner.lock().ready.group(group);
+        ModelQueue::new(self.inner.clone(), group, backend, settings, warm, metrics)
     }
 
     /// Runs `work` on a compute thread, in turn with the models' batches,
@@ -161,8 +165,9 @@ impl<B: Backend> Scheduler<B> {
             self.inner.pop_due(&mut run)
         };
         match next {
-            Some(runnable) => {
-                Inner::execute(runnable);
+            Some((group, estimate, runnable)) => {
+                let cost = Inner::execute(runnable);
+                self.inner.lock().ready.charge(group, estimate, cost);
                 true
             }
             None => false,
@@ -224,11 +229,15 @@ impl<B: Backend> Inner<B> {
 
     /// Queues work for the next free compute thread.
     pub(super) fn push(&self, runnable: Runnable<B>) -> Result<(), ShuttingDown> {
+        let group = match &runnable {
+            Runnable::Batch { queue, .. } => queue.group,
+            Runnable::Task(_) => GroupId::NONE,
+        };
         let mut run = self.lock();
         if run.stopping && matches!(runnable, Runnable::Task(_)) {
             return Err(ShuttingDown);
         }
-        run.ready.push_back(runnable);
+        run.ready.push(group, runnable);
         let wake = run.sleeping > 0;
         drop(run);
         if wake {
@@ -263,11 +272,14 @@ impl<B: Backend> Inner<B> {
         while index < run.parked.len() {
             if Arc::ptr_eq(&run.parked[index].queue, queue) {
                 let parked = run.parked.swap_remove(index);
-                run.ready.push_back(Runnable::Batch {
-                    queue: parked.queue,
-                    slot: parked.slot,
-                    opened: Some(parked.opened),
-                });
+                run.ready.push(
+                    parked.queue.group,
+                    Runnable::Batch {
+                        queue: parked.queue,
+                        slot: parked.slot,
+                        opened: Some(parked.opened),
+                    },
+                );
                 woke += 1;
             } else {
                 index += 1;
@@ -279,9 +291,10 @@ impl<B: Backend> Inner<B> {
         }
     }
 
-    /// The next runnable unit, after moving parked batches that are due
-    /// (all of them when stopping) to the end of the ready list.
-    fn pop_due(&self, run: &mut RunList<B>) -> Option<Runnable<B>> {
+    /// The next runnable unit, with its group and what it was charged
+    /// up front, after moving parked batches that are due (all of them when
+    /// stopping) to the end of the ready list.
+    fn pop_due(&self, run: &mut RunList<B>) -> Option<(GroupId, Duration, Runnable<B>)> {
         if !run.parked.is_empty() {
             let now = self.clock.now();
             let stopping = run.stopping;
@@ -289,27 +302,35 @@ impl<B: Backend> Inner<B> {
             while index < run.parked.len() {
                 if stopping || run.parked[index].due <= now {
                     let parked = run.parked.swap_remove(index);
-                    run.ready.push_back(Runnable::Batch {
-                        queue: parked.queue,
-                        slot: parked.slot,
-                        opened: Some(parked.opened),
-                    });
+                    run.ready.push(
+                        parked.queue.group,
+                        Runnable::Batch {
+                            queue: parked.queue,
+                            slot: parked.slot,
+                            opened: Some(parked.opened),
+                        },
+                    );
                 } else {
                     index += 1;
                 }
             }
         }
-        run.ready.pop_front()
+        run.ready.pop()
     }
 
     /// A compute thread's life: take the next unit, run it, repeat.
     fn serve(self: Arc<Self>) {
+        // What the last unit cost, settled under the next lock taken anyway.
+        let mut ran: Option<(GroupId, Duration, Duration)> = None;
         loop {
-            let runnable = {
+            let (group, estimate, runnable) = {
                 let mut run = self.lock();
+                if let Some((group, estimate, cost)) = ran.take() {
+                    run.ready.charge(group, estimate, cost);
+                }
                 loop {
-                    if let Some(runnable) = self.pop_due(&mut run) {
-                        break runnable;
+                    if let Some(next) = self.pop_due(&mut run) {
+                        break next;
                     }
                     if run.stopping && run.parked.is_empty() {
                         return;
@@ -329,11 +350,14 @@ impl<B: Backend> Inner<B> {
                     run.sleeping -= 1;
                 }
             };
-            Inner::execute(runnable);
+            let cost = Inner::execute(runnable);
+            ran = Some((group, estimate, cost));
         }
     }
 
-    fn execute(runnable: Runnable<B>) {
+    /// Runs `runnable`; the time it took.
+    fn execute(runnable: Runnable<B>) -> Duration {
+        let started = Instant::now();
         match runnable {
             Runnable::Batch {
                 queue,
@@ -345,5 +369,6 @@ impl<B: Backend> Inner<B> {
                 task();
             }
         }
+        started.elapsed()
     }
 }

@@ -215,12 +215,6 @@ impl Tenants {
                     .map_err(|e: UrlsError| entry("urls")(e.to_string()))?,
                 name,
             };
-            if table.cpu_weight.is_some() {
-                warnings.push(format!(
-                    "[tenants.{}] cpu_weight is read but not applied yet: the compute threads are shared between models with backlog, whichever tenant owns them",
-                    tenant.name
-                ));
-            }
             if table.inference_keys.is_empty() && table.management_keys.is_empty() {
                 warnings.push(format!(
                     "[tenants.{}] has no keys: nobody can call its models",
