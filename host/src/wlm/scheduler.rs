@@ -73,6 +73,21 @@ struct RunList<B: Backend> {
     sleeping: usize,
 }
 
+impl<B: Backend> RunList<B> {
+    /// Moves the parked batch at `index` to the end of its group's ready work.
+    fn unpark_at(&mut self, index: usize) {
+        let parked = self.parked.swap_remove(index);
+        self.ready.push(
+            parked.queue.group,
+            Runnable::Batch {
+                queue: parked.queue,
+                slot: parked.slot,
+                opened: Some(parked.opened),
+            },
+        );
+    }
+}
+
 /// What the compute threads and the model queues share.
 pub(super) struct Inner<B: Backend> {
     pub(super) clock: Arc<dyn Clock>,
@@ -271,15 +286,7 @@ impl<B: Backend> Inner<B> {
         let mut woke = 0;
         while index < run.parked.len() {
             if Arc::ptr_eq(&run.parked[index].queue, queue) {
-                let parked = run.parked.swap_remove(index);
-                run.ready.push(
-                    parked.queue.group,
-                    Runnable::Batch {
-                        queue: parked.queue,
-                        slot: parked.slot,
-                        opened: Some(parked.opened),
-                    },
-                );
+                run.unpark_at(index);
                 woke += 1;
             } else {
                 index += 1;
@@ -301,15 +308,7 @@ impl<B: Backend> Inner<B> {
             let mut index = 0;
             while index < run.parked.len() {
                 if stopping || run.parked[index].due <= now {
-                    let parked = run.parked.swap_remove(index);
-                    run.ready.push(
-                        parked.queue.group,
-                        Runnable::Batch {
-                            queue: parked.queue,
-                            slot: parked.slot,
-                            opened: Some(parked.opened),
-                        },
-                    );
+                    run.unpark_at(index);
                 } else {
                     index += 1;
                 }
