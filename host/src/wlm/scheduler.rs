@@ -181,8 +181,12 @@ impl<B: Backend> Scheduler<B> {
         };
         match next {
             Some((group, estimate, runnable)) => {
-                let cost = Inner::execute(runnable);
-                self.inner.lock().ready.charge(group, estimate, cost);
+                let started = estimate.map(|estimate| (estimate, Instant::now()));
+                Inner::execute(runnable);
+                if let Some((estimate, started)) = started {
+                    let cost = started.elapsed();
+                    self.inner.lock().ready.charge(group, estimate, cost);
+                }
                 true
             }
             None => false,
@@ -301,7 +305,7 @@ impl<B: Backend> Inner<B> {
     /// The next runnable unit, with its group and what it was charged
     /// up front, after moving parked batches that are due (all of them when
     /// stopping) to the end of the ready list.
-    fn pop_due(&self, run: &mut RunList<B>) -> Option<(GroupId, Duration, Runnable<B>)> {
+    fn pop_due(&self, run: &mut RunList<B>) -> Option<(GroupId, Option<Duration>, Runnable<B>)> {
         if !run.parked.is_empty() {
             let now = self.clock.now();
             let stopping = run.stopping;
@@ -349,14 +353,14 @@ impl<B: Backend> Inner<B> {
                     run.sleeping -= 1;
                 }
             };
-            let cost = Inner::execute(runnable);
-            ran = Some((group, estimate, cost));
+            // Timed only where groups take turns by what they use.
+            let started = estimate.map(|estimate| (estimate, Instant::now()));
+            Inner::execute(runnable);
+            ran = started.map(|(estimate, started)| (group, estimate, started.elapsed()));
         }
     }
 
-    /// Runs `runnable`; the time it took.
-    fn execute(runnable: Runnable<B>) -> Duration {
-        let started = Instant::now();
+    fn execute(runnable: Runnable<B>) {
         match runnable {
             Runnable::Batch {
                 queue,
@@ -368,6 +372,5 @@ impl<B: Backend> Inner<B> {
                 task();
             }
         }
-        started.elapsed()
     }
 }

@@ -106,23 +106,28 @@ impl<R> Turns<R> {
     }
 
     /// The next work: the oldest of the group with the least virtual time,
-    /// with the estimate charged that [`Turns::charge`] settles.
-    pub(super) fn pop(&mut self) -> Option<(GroupId, Duration, R)> {
+    /// with the estimate charged that [`Turns::charge`] settles; no estimate
+    /// while there are no groups, when nothing needs timing.
+    pub(super) fn pop(&mut self) -> Option<(GroupId, Option<Duration>, R)> {
         let position = match self.active.len() {
             0 => return None,
             1 => 0,
             _ => (0..self.active.len()).min_by_key(|&i| self.groups[self.active[i].0].pass)?,
         };
+        let weighed = self.groups.len() > 1;
         let id = self.active[position];
         let group = &mut self.groups[id.0];
         let runnable = group.waiting.pop_front()?;
-        self.now = group.pass;
-        let estimate = group.last_cost;
-        group.pass = group.pass.saturating_add(group.stride(estimate));
         if group.waiting.is_empty() {
             self.active.swap_remove(position);
         }
-        Some((id, estimate, runnable))
+        if !weighed {
+            return Some((id, None, runnable));
+        }
+        self.now = group.pass;
+        let estimate = group.last_cost;
+        group.pass = group.pass.saturating_add(group.stride(estimate));
+        Some((id, Some(estimate), runnable))
     }
 
     /// Settles what work of `group` charged `estimate` really cost.
@@ -171,7 +176,7 @@ mod tests {
         for _ in 0..rounds {
             let (id, estimate, index) = turns.pop().unwrap();
             let cost = weights[index].1;
-            turns.charge(id, estimate, cost);
+            turns.charge(id, estimate.unwrap(), cost);
             used[index] += cost;
             turns.push(id, index);
         }
@@ -205,7 +210,7 @@ mod tests {
         let mut ones = 0;
         for _ in 0..20 {
             let (id, estimate, what) = turns.pop().unwrap();
-            turns.charge(id, estimate, Duration::from_millis(1));
+            turns.charge(id, estimate.unwrap(), Duration::from_millis(1));
             if what == "one" {
                 ones += 1;
             }
@@ -223,7 +228,7 @@ mod tests {
         for _ in 0..50 {
             turns.push(busy, "busy");
             let (id, estimate, what) = turns.pop().unwrap();
-            turns.charge(id, estimate, Duration::from_millis(1));
+            turns.charge(id, estimate.unwrap(), Duration::from_millis(1));
             assert_eq!(what, "busy");
         }
         // The idle group arrives: it does not get 50 turns in a row.
@@ -234,7 +239,7 @@ mod tests {
         let order: Vec<&str> = (0..6)
             .map(|_| {
                 let (id, estimate, what) = turns.pop().unwrap();
-                turns.charge(id, estimate, Duration::from_millis(1));
+                turns.charge(id, estimate.unwrap(), Duration::from_millis(1));
                 what
             })
             .collect();
@@ -247,8 +252,10 @@ mod tests {
         for index in 0..5 {
             plain.push(GroupId::NONE, index);
         }
-        let order: Vec<i32> = std::iter::from_fn(|| plain.pop().map(|(_, _, i)| i)).collect();
-        assert_eq!(order, [0, 1, 2, 3, 4]);
+        let order: Vec<(Option<Duration>, i32)> =
+            std::iter::from_fn(|| plain.pop().map(|(_, estimate, i)| (estimate, i))).collect();
+        // Without groups nothing is timed or charged.
+        assert_eq!(order, [0, 1, 2, 3, 4].map(|i| (None, i)));
     }
 
     #[test]
