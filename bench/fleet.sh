@@ -8,6 +8,7 @@
 #  3. failover: SIGKILL one of the three replicas, then the time until every
 #     one of its models has answered through the proxy.
 # Usage: bench/fleet.sh [DURATION] [MODELS]   (default 8s per measurement, 10000 models)
+# PARTS="1 3" runs only those parts (part 3 runs after part 2 on its fleet).
 set -euo pipefail
 export MME_ONNX_PRECOMPILE=false
 cd "$(dirname "$0")/.."
@@ -36,9 +37,11 @@ stop_fleet() {
     wait "$fleet_pid" 2>/dev/null || true
 }
 trap stop_fleet EXIT
+want() { [[ " ${PARTS:-1 2 3} " == *" $1 "* ]]; }
 rss_mib() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 loaded() { curl -s "$1/metrics" | awk '$1 == "mme_models_loaded" { print $2 }'; }
 
+if want 1; then
 echo "== 1. the proxy's cost: one replica, directly and through nginx, 1,000 models"
 start_fleet 1 one
 "$mme" bench cold --url "${replicas[0]}" --models 1000 --prefix m >/dev/null
@@ -53,7 +56,9 @@ for round in 1 2; do
     done
 done
 stop_fleet
+fi
 
+if want 2 || want 3; then
 echo "== 2. $models models: three replicas behind nginx against one replica"
 start_fleet 3 three
 start=$SECONDS
@@ -63,6 +68,8 @@ for i in 0 1 2; do
     echo "replica $((i + 1)): $(loaded "${replicas[i]}") models loaded, RSS $(rss_mib "${pids[i]}") MiB"
 done
 
+fi
+if want 3; then
 echo "== 3. failover: SIGKILL replica 1, then every one of its models through the proxy"
 mapfile -t own < <(curl -s "${replicas[0]}/metrics" |
     awk -F'"' '/^mme_requests_total\{model="m[0-9]+",status="200"\}/ { print $2 }' | sort -u)
@@ -79,10 +86,13 @@ answer "${own[0]}"
 echo "the first of its models answered elsewhere $((($(date +%s%N) - killed) / 1000000)) ms after the kill"
 printf '%s\n' "${own[@]}" | xargs -P 16 -I{} bash -c 'answer {}'
 echo "all ${#own[@]} answered elsewhere $((($(date +%s%N) - killed) / 1000000)) ms after the kill (16 clients)"
+fi
 stop_fleet
 
+if want 2; then
 start_fleet 1 alone
 start=$SECONDS
 "$mme" bench cold --url "${replicas[0]}" --models "$models" --prefix m | tail -3
 echo "one replica: first request to each model in $((SECONDS - start)) s"
 echo "one replica: $(loaded "${replicas[0]}") models loaded, RSS $(rss_mib "${pids[0]}") MiB"
+fi
