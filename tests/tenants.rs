@@ -13,8 +13,9 @@ use futures_util::future::join_all;
 use mme_host::api::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use mme_host::api::grpc::proto::model_infer_request::InferInputTensor;
 use mme_host::api::grpc::proto::{
-    InferTensorContents, ModelInferRequest, ModelReadyRequest, RepositoryIndexRequest,
-    RepositoryModelUnloadRequest,
+    InferTensorContents, ModelInferRequest, ModelMetadataRequest, ModelReadyRequest,
+    RepositoryIndexRequest, RepositoryModelLoadRequest, RepositoryModelUnloadRequest,
+    ServerLiveRequest, ServerMetadataRequest, ServerReadyRequest,
 };
 use sha2::{Digest, Sha256};
 use tonic::Code;
@@ -707,6 +708,59 @@ async fn grpc_calls_carry_the_same_keys() {
             "{key:?}: {answer:?}"
         );
     }
+    // Metadata is an inference key's call, a repository load a management
+    // key's; another tenant's model is missing to both.
+    let metadata = ModelMetadataRequest {
+        name: "acme-iris".into(),
+        version: String::new(),
+    };
+    let load = RepositoryModelLoadRequest {
+        model_name: "acme-iris".into(),
+        ..Default::default()
+    };
+    for (key, metadata_code, load_code) in [
+        (
+            None,
+            Some(Code::Unauthenticated),
+            Some(Code::Unauthenticated),
+        ),
+        (
+            Some(WRONG),
+            Some(Code::Unauthenticated),
+            Some(Code::Unauthenticated),
+        ),
+        (
+            Some(GLOBEX_MANAGE),
+            Some(Code::NotFound),
+            Some(Code::NotFound),
+        ),
+        (Some(ACME_INFER), None, Some(Code::PermissionDenied)),
+        (Some(ACME_MANAGE), None, None),
+        (Some(ADMIN), None, None),
+    ] {
+        let answer = client.model_metadata(with_key(metadata.clone(), key)).await;
+        assert_eq!(
+            answer.as_ref().err().map(|s| s.code()),
+            metadata_code,
+            "{key:?}: {answer:?}"
+        );
+        let answer = client
+            .repository_model_load(with_key(load.clone(), key))
+            .await;
+        assert_eq!(
+            answer.as_ref().err().map(|s| s.code()),
+            load_code,
+            "{key:?}: {answer:?}"
+        );
+    }
+    // The server's own calls stay open, as /v2 and the health routes do.
+    client.server_live(ServerLiveRequest {}).await.unwrap();
+    client.server_ready(ServerReadyRequest {}).await.unwrap();
+    client
+        .server_metadata(ServerMetadataRequest {})
+        .await
+        .unwrap();
+
     let index = client
         .repository_index(with_key(
             RepositoryIndexRequest::default(),
