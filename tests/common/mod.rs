@@ -88,8 +88,8 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let port = free_port();
-        let grpc = format!("127.0.0.1:{}", free_port());
+        let [port, grpc_port] = free_ports();
+        let grpc = format!("127.0.0.1:{grpc_port}");
         let log = cache.with_extension(format!("{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = command
@@ -300,10 +300,16 @@ pub fn error_kind_and_message(body: &str) -> (String, String) {
 
 /// A port that was free a moment ago, on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// `N` different ports that were free a moment ago, on loopback: all are
+/// held at once while they are found, so no two are the same.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("a bound port").port())
 }
 
 /// `GET` a path of the server: (status, body).
