@@ -154,7 +154,7 @@ fn short_number(text: &[u8]) -> Option<(f64, usize)> {
             return None;
         }
         let power = i32::try_from(power).ok()?;
-        exponent += if negative_power { -power } else { power };
+        exponent = exponent.saturating_add(if negative_power { -power } else { power });
         at = end;
     }
     let scale = *EXACT_POWERS_OF_TEN.get(exponent.unsigned_abs() as usize)?;
