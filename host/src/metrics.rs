@@ -15,6 +15,8 @@ use crate::runtime::CompileStats;
 pub struct RequestLabels {
     /// The model's name.
     pub model: String,
+    /// The model's version (empty for a request no model took).
+    pub version: String,
     /// The HTTP status answered.
     pub status: u16,
 }
@@ -45,6 +47,19 @@ pub struct PhaseLabels {
 pub struct ModelLabels {
     /// The model's name.
     pub model: String,
+    /// The model's version.
+    pub version: String,
+}
+
+impl ModelLabels {
+    /// The labels of the model whose registry key is `key` (`name` or `name/N`).
+    pub fn of(key: &str) -> Self {
+        let (model, version) = crate::store::split_key(key);
+        ModelLabels {
+            model: model.to_string(),
+            version: version.to_string(),
+        }
+    }
 }
 
 fn seconds_histogram() -> Histogram {
@@ -328,17 +343,12 @@ impl Metrics {
 
     /// The work-load series of model `name`, created on first use.
     pub fn for_model(&self, name: &str) -> ModelMetrics {
-        self.models.handles(&ModelLabels {
-            model: name.to_string(),
-        })
+        self.models.handles(&ModelLabels::of(name))
     }
 
     /// Drops the series of an unloaded model, so that names do not pile up.
     pub fn forget_model(&self, name: &str) {
-        let labels = ModelLabels {
-            model: name.to_string(),
-        };
-        self.models.remove(&labels);
+        self.models.remove(&ModelLabels::of(name));
     }
 
     /// The Prometheus text exposition of every metric.

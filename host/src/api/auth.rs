@@ -53,13 +53,17 @@ fn guard_of(route: &str) -> Option<Guard> {
     match route {
         "/ping" | "/v2" | "/v2/health/live" | "/v2/health/ready" => None,
         "/metrics" => guard(Admin, None, false),
-        "/predictions/{model}" | "/invocations" => guard(Infer, Some(InStore), false),
+        "/predictions/{model}" | "/predictions/{model}/{version}" | "/invocations" => {
+            guard(Infer, Some(InStore), false)
+        }
         "/models/{model}/invoke" => guard(Infer, Some(NotLoaded), false),
         "/v2/models/{model}"
         | "/v2/models/{model}/ready"
         | "/v2/models/{model}/infer"
+        | "/v2/models/{model}/versions/{version}"
+        | "/v2/models/{model}/versions/{version}/ready"
         | "/v2/models/{model}/versions/{version}/infer" => guard(Infer, Some(InStore), true),
-        "/models/{model}" => guard(Manage, Some(NotLoaded), false),
+        "/models/{model}" | "/models/{model}/{version}" => guard(Manage, Some(NotLoaded), false),
         "/v2/repository/models/{model}/load" => guard(Manage, Some(InStore), true),
         "/v2/repository/models/{model}/unload" => guard(Manage, Some(NothingToDo), true),
         // Listing and registering: the handler filters and checks by caller.

@@ -115,9 +115,14 @@ impl From<LoadError> for ApiError {
             LoadError::Store(StoreError::InvalidName { .. }) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "InvalidModelName", message)
             }
-            LoadError::Store(StoreError::NotFound { .. } | StoreError::ObjectNotFound { .. }) => {
-                ApiError::new(StatusCode::NOT_FOUND, "ModelNotFound", message)
+            LoadError::Store(StoreError::InvalidVersion { .. }) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "InvalidModelVersion", message)
             }
+            LoadError::Store(
+                StoreError::NotFound { .. }
+                | StoreError::ObjectNotFound { .. }
+                | StoreError::VersionNotFound { .. },
+            ) => ApiError::new(StatusCode::NOT_FOUND, "ModelNotFound", message),
             LoadError::Store(StoreError::InvalidUrl { .. }) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "InvalidUrl", message)
             }

@@ -18,6 +18,7 @@ use super::{ApiError, AppState};
 use crate::metrics::RequestLabels;
 use crate::registry::{LoadedModel, Reload};
 use crate::runtime::{METADATA_CONTENT_TYPE, Request};
+use crate::store::split_key;
 
 /// The `model` label of requests for models that are not loaded.
 const UNKNOWN_MODEL_LABEL: &str = "_unknown";
@@ -97,6 +98,36 @@ pub async fn predictions(
         (Loading::OnDemand, Protocol::Plain),
     )
     .await
+}
+
+/// `POST /predictions/{model}/{version}`: as [`predictions`], for one version.
+pub async fn predictions_version(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let wanted = match versioned(&model, &version) {
+        Ok(wanted) => wanted,
+        Err(error) => return error.into_response(),
+    };
+    answer(
+        &state,
+        &wanted,
+        &headers,
+        body,
+        (Loading::OnDemand, Protocol::Plain),
+    )
+    .await
+}
+
+/// What a route that names a version asks the registry for: `name/N`
+/// ([`crate::store::versions::wanted`]), or `name` for an empty version
+/// (gRPC's default); a version that cannot be one is a 400 that says so.
+pub(super) fn versioned(name: &str, version: &str) -> Result<String, ApiError> {
+    let version = crate::store::parse_version(version)
+        .map_err(|error| ApiError::from(crate::registry::LoadError::Store(error)))?;
+    Ok(crate::store::versions::wanted(name, version))
 }
 
 /// `POST /models/{model}/invoke`: runs a loaded model; 404 if it is not loaded.
@@ -194,12 +225,16 @@ fn counted(
         Err(error) => error.status,
     };
     // Only loaded models become label values: random names must not grow the metrics.
-    let label = served_by.map_or(UNKNOWN_MODEL_LABEL.to_string(), |m| m.name.clone());
+    let (model, version) = served_by.map_or((UNKNOWN_MODEL_LABEL.to_string(), String::new()), |m| {
+        let (name, version) = split_key(&m.name);
+        (name.to_string(), version.to_string())
+    });
     state
         .metrics
         .requests
         .get_or_create(&RequestLabels {
-            model: label,
+            model,
+            version,
             status: status.as_u16(),
         })
         .inc();
@@ -380,7 +415,7 @@ fn finish_open_inference(
                 "the model answered binary data after a JSON header of {length} bytes, but its body does not start with one"
             )));
         };
-        header.insert("model_name".into(), model.into());
+        name_the_model(&mut header, model);
         let mut json = serde_json::to_vec(&header)
             .map_err(|e| model_error(format!("cannot write the answer's header: {e}")))?;
         let length_now = json.len();
@@ -390,7 +425,7 @@ fn finish_open_inference(
     let Ok(mut answer) = serde_json::from_slice::<Object>(&body) else {
         return Ok((body, None));
     };
-    answer.insert("model_name".into(), model.into());
+    name_the_model(&mut answer, model);
     let tail = if binary_outputs.any() {
         binary::encode_response(&mut answer, binary_outputs)
             .map_err(|error| model_error(error.to_string()))?
@@ -408,6 +443,14 @@ fn finish_open_inference(
         }
         None => (json, None),
     })
+}
+
+/// Puts the name and version of the model that answered (`model`, its
+/// registry key) into an Open Inference answer, as Triton does.
+fn name_the_model(answer: &mut serde_json::Map<String, serde_json::Value>, model: &str) {
+    let (name, version) = split_key(model);
+    answer.insert("model_name".into(), name.into());
+    answer.insert("model_version".into(), version.to_string().into());
 }
 
 /// The model's answer as HTTP: its content type, its body, and its custom

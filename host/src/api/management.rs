@@ -1,6 +1,7 @@
 //! Model management, as SageMaker's multi-model contract calls it:
 //! `POST /models`, `GET /models`, `GET /models/{name}`, `DELETE /models/{name}`,
-//! and DJL's `PUT /models/{name}?min_worker=&max_worker=`.
+//! and DJL's `PUT /models/{name}?min_worker=&max_worker=`, `model_version=N`
+//! on a registration, and `/models/{name}/{version}` for one version.
 //!
 //! SageMaker has already downloaded and extracted the package when it calls
 //! `POST /models`, so `url` is a folder; an archive path works too.
@@ -14,12 +15,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::auth::{admit_url, check_quota};
-use super::inference::read_body;
+use super::inference::{read_body, versioned};
 use super::tenancy::Caller;
 use super::{ApiError, AppState};
 use crate::package::Properties;
 use crate::registry::{LoadError, LoadedModel, NotReady, Overrides};
-use crate::store::PackageSource;
+use crate::store::versions::key_of_wanted;
+use crate::store::{PackageSource, model_key, parse_version, split_key};
 use crate::wlm::Bounds;
 
 /// Page size of `GET /models` when the caller gives none (as DJL Serving).
@@ -42,6 +44,7 @@ struct Register {
 pub struct RegisterQuery {
     url: Option<String>,
     model_name: Option<String>,
+    model_version: Option<String>,
     batch_size: Option<u32>,
     max_batch_delay: Option<u64>,
     min_worker: Option<u32>,
@@ -65,9 +68,10 @@ pub async fn register(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Query(query) = query.map_err(|e| {
         invalid(format!(
-            "bad query: {e}; DJL's form is ?url=…&model_name=…&batch_size=N&max_batch_delay=MS&min_worker=N&max_worker=N&synchronous=true|false"
+            "bad query: {e}; DJL's form is ?url=…&model_name=…&model_version=N&batch_size=N&max_batch_delay=MS&min_worker=N&max_worker=N&synchronous=true|false"
         ))
     })?;
+    let query_version = query.model_version.clone();
     let (name, url, overrides, synchronous) = match query.url.clone() {
         Some(url) => djl_registration(query, url)?,
         None => {
@@ -91,6 +95,12 @@ pub async fn register(
             ),
         ));
     }
+    // A version makes the key `name/N` ([`model_key`]); version 1 is the name.
+    let name = match parse_version(query_version.as_deref().unwrap_or_default()) {
+        Ok(Some(version)) => model_key(&name, version),
+        Ok(None) => name,
+        Err(error) => return Err(invalid(error.to_string())),
+    };
     let source = PackageSource::parse(&url).map_err(|e| invalid(e.to_string()))?;
     let source = package_source(
         admit_url(state.allowed_urls.as_deref(), &caller, source)?,
@@ -251,12 +261,15 @@ pub struct Page {
 #[serde(rename_all = "camelCase")]
 struct ModelEntry {
     model_name: String,
+    model_version: String,
     model_url: String,
 }
 
 fn entry(model: &LoadedModel) -> ModelEntry {
+    let (name, version) = split_key(&model.name);
     ModelEntry {
-        model_name: model.name.clone(),
+        model_name: name.to_string(),
+        model_version: version.to_string(),
         model_url: model.source.to_string(),
     }
 }
@@ -307,18 +320,32 @@ pub async fn list(
     Ok(Json(body))
 }
 
-/// `GET /models/{name}`: the loaded model, with its settings, queue and
-/// workers (DJL's describe keys next to SageMaker's); `PENDING` while it
-/// loads, `FAILED` with the error if its last load failed; 404 otherwise.
+/// `GET /models/{name}`: the loaded model (its highest version loaded),
+/// with its settings, queue and workers (DJL's describe keys next to
+/// SageMaker's); `PENDING` while it loads, `FAILED` with the error if its
+/// last load failed; 404 otherwise.
 pub async fn describe(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let model = match state.registry.get_loaded(&name) {
+    describe_model(&state, &name).await
+}
+
+/// `GET /models/{name}/{version}`: as [`describe`], for one version.
+pub async fn describe_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    describe_model(&state, &versioned(&name, &version)?).await
+}
+
+async fn describe_model(state: &AppState, name: &str) -> Result<Json<Value>, ApiError> {
+    let model = match state.registry.get_loaded(name) {
         Ok(model) => model,
         Err(error @ LoadError::NotLoaded(_)) => {
-            return match state.registry.not_ready(&name) {
-                Some(not_ready) => Ok(Json(describe_not_ready(&name, not_ready))),
+            let key = key_of_wanted(name);
+            return match state.registry.not_ready(&key) {
+                Some(not_ready) => Ok(Json(describe_not_ready(&key, not_ready))),
                 None => Err(error.into()),
             };
         }
@@ -373,24 +400,43 @@ pub struct Scale {
     max_worker: Option<usize>,
 }
 
-/// `PUT /models/{name}?min_worker=&max_worker=`: changes the scaling bounds live.
+/// `PUT /models/{name}?min_worker=&max_worker=`: changes the scaling
+/// bounds of the highest version loaded, live.
 pub async fn scale(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    query: Result<Query<Scale>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    scale_model(&state, &name, query).await
+}
+
+/// `PUT /models/{name}/{version}?min_worker=&max_worker=`: as [`scale`], for one version.
+pub async fn scale_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    query: Result<Query<Scale>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    scale_model(&state, &versioned(&name, &version)?, query).await
+}
+
+async fn scale_model(
+    state: &AppState,
+    name: &str,
     query: Result<Query<Scale>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let bad_request =
         |message: String| ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", message);
     let Query(scale) = query
         .map_err(|e| bad_request(format!("bad query: {e}; use min_worker=N and max_worker=N")))?;
-    let model = state.registry.get_loaded(&name).map_err(ApiError::from)?;
+    let model = state.registry.get_loaded(name).map_err(ApiError::from)?;
+    let name = model.name.as_str();
     let current = model.stats().bounds;
     let bounds = Bounds::new(
         scale.min_worker.unwrap_or(current.min()),
         scale.max_worker.unwrap_or(current.max()),
     )
     .map_err(|e| bad_request(e.to_string()))?;
-    state.registry.set_bounds(&name, bounds).await?;
+    state.registry.set_bounds(name, bounds).await?;
     Ok(Json(json!({
         "status": format!(
             "Model \"{name}\" workers scaled: min {}, max {}",
@@ -420,13 +466,28 @@ fn describe_not_ready(name: &str, not_ready: NotReady) -> Value {
     }
 }
 
-/// `DELETE /models/{name}`: unloads the model; its memory is freed when this answers.
+/// `DELETE /models/{name}`: unloads every version of the model; its memory
+/// is freed when this answers.
 pub async fn unregister(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    state.registry.unload(&name).await?;
+    state.registry.unload_all(&name).await?;
     Ok(Json(
         json!({ "status": format!("Model \"{name}\" is unloaded") }),
     ))
+}
+
+/// `DELETE /models/{name}/{version}`: unloads one version of the model.
+pub async fn unregister_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .registry
+        .unload(&key_of_wanted(&versioned(&name, &version)?))
+        .await?;
+    Ok(Json(json!({
+        "status": format!("Model \"{name}\" version {version} is unloaded")
+    })))
 }

@@ -57,6 +57,10 @@ pub fn router(state: AppState) -> Router {
         .route("/ping", get(health::ping))
         .route("/metrics", get(health::metrics))
         .route("/predictions/{model}", post(inference::predictions))
+        .route(
+            "/predictions/{model}/{version}",
+            post(inference::predictions_version),
+        )
         .route("/invocations", post(inference::invocations))
         .route("/models", post(management::register).get(management::list))
         .route(
@@ -64,6 +68,12 @@ pub fn router(state: AppState) -> Router {
             get(management::describe)
                 .put(management::scale)
                 .delete(management::unregister),
+        )
+        .route(
+            "/models/{model}/{version}",
+            get(management::describe_version)
+                .put(management::scale_version)
+                .delete(management::unregister_version),
         )
         .route("/models/{model}/invoke", post(inference::invoke))
         .route("/v2", get(v2::server_metadata))
@@ -77,6 +87,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v2/repository/models/{model}/unload",
             post(repository::unload),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(v2::model_version_metadata),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(v2::model_version_ready),
         )
         .route(
             "/v2/models/{model}/versions/{version}/infer",

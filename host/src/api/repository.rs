@@ -12,9 +12,9 @@ use serde_json::{Map, Value, json};
 
 use super::inference::read_body;
 use super::tenancy::Caller;
-use super::v2::MODEL_VERSION;
 use super::{ApiError, AppState};
 use crate::registry::{LoadError, NotReady};
+use crate::store::split_key;
 
 /// The most models an index lists: a store of more answers its first ones.
 const MAX_INDEX: usize = 100_000;
@@ -48,7 +48,7 @@ async fn index_entries(
         .await?
         .into_iter()
         .map(|entry| {
-            json!({ "name": entry.name, "version": MODEL_VERSION, "state": entry.state, "reason": entry.reason })
+            json!({ "name": entry.name, "version": entry.version, "state": entry.state, "reason": entry.reason })
         })
         .collect())
 }
@@ -57,6 +57,8 @@ async fn index_entries(
 pub(super) struct IndexEntry {
     /// The model's name.
     pub name: String,
+    /// Its version.
+    pub version: String,
     /// `READY`, `LOADING` or `UNAVAILABLE`.
     pub state: &'static str,
     /// Why it is unavailable, if it failed.
@@ -91,18 +93,20 @@ pub(super) async fn entries(
     names.retain(|name| caller.sees(name));
     Ok(names
         .into_iter()
-        .map(|name| {
-            let (state, reason) = if loaded.binary_search(&name).is_ok() {
+        .map(|key| {
+            let (state, reason) = if loaded.binary_search(&key).is_ok() {
                 ("READY", String::new())
             } else {
-                match state.registry.not_ready(&name) {
+                match state.registry.not_ready(&key) {
                     Some(NotReady::Loading) => ("LOADING", String::new()),
                     Some(NotReady::Failed { error, .. }) => ("UNAVAILABLE", error.to_string()),
                     None => ("UNAVAILABLE", "unloaded".to_string()),
                 }
             };
+            let (name, version) = split_key(&key);
             IndexEntry {
-                name,
+                name: name.to_string(),
+                version: version.to_string(),
                 state,
                 reason,
             }
@@ -163,9 +167,9 @@ pub async fn unload(
     }
 }
 
-/// Unloads `name`; a model that is not loaded is already unloaded.
+/// Unloads every version of `name`; a model that is not loaded is already unloaded.
 pub(super) async fn unload_model(state: &AppState, name: &str) -> Result<(), ApiError> {
-    match state.registry.unload(name).await {
+    match state.registry.unload_all(name).await {
         Ok(()) | Err(LoadError::NotLoaded(_)) => Ok(()),
         Err(error) => Err(ApiError::from(error)),
     }

@@ -10,14 +10,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::inference::{Loading, Protocol, answer, predict};
+use super::inference::{Loading, Protocol, answer, predict, versioned};
 use super::{ApiError, AppState};
 use crate::registry::LoadedModel;
+use crate::store::{Version, split_key};
 
 pub use crate::runtime::OIP_JSON;
-
-/// The version every model has: models here are not versioned.
-pub(super) const MODEL_VERSION: &str = "1";
 
 /// The server's name in its v2 metadata.
 pub(super) const SERVER_NAME: &str = "wasm-mme";
@@ -62,13 +60,29 @@ pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<Stri
     }
 }
 
-/// Model `name`'s v2 metadata, loading it on demand. The inputs and outputs
-/// are the model's own (the ONNX engine lists its graph's); a model that
-/// says nothing lists none.
-pub(super) async fn metadata(state: &AppState, name: &str) -> Result<Value, ApiError> {
-    let (_, answer) = predict(
+/// `GET /v2/models/{name}/versions/{version}`: one version's metadata.
+pub async fn model_version_metadata(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    let metadata = match versioned(&name, &version) {
+        Ok(wanted) => metadata(&state, &wanted).await,
+        Err(error) => Err(error),
+    };
+    match metadata {
+        Ok(metadata) => Json(metadata).into_response(),
+        Err(error) => error.into_open_inference_response(),
+    }
+}
+
+/// The v2 metadata of `wanted` (a name, or `name/N`), loading it on demand.
+/// The inputs and outputs are the model's own (the ONNX engine lists its
+/// graph's); a model that says nothing lists none. `versions` lists the
+/// versions loaded, the one that answered among them.
+pub(super) async fn metadata(state: &AppState, wanted: &str) -> Result<Value, ApiError> {
+    let (served_by, answer) = predict(
         state,
-        name,
+        wanted,
         &HeaderMap::new(),
         Body::empty(),
         (Loading::OnDemand, Protocol::Metadata),
@@ -89,49 +103,55 @@ pub(super) async fn metadata(state: &AppState, name: &str) -> Result<Value, ApiE
         Some(Value::Array(items)) => Value::Array(items.clone()),
         _ => json!([]),
     };
+    let name = split_key(wanted).0;
+    let mut versions: Vec<Version> = state
+        .registry
+        .keys_of(name)
+        .iter()
+        .map(|key| split_key(key).1)
+        .chain(served_by.map(|model| split_key(&model.name).1))
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    let versions: Vec<String> = versions.iter().map(Version::to_string).collect();
     Ok(json!({
         "name": name,
-        "versions": [MODEL_VERSION],
+        "versions": versions,
         "platform": own.get("platform").and_then(Value::as_str).unwrap_or("wasm"),
         "inputs": listed("inputs"),
         "outputs": listed("outputs"),
     }))
 }
 
-/// Whether model `name` has `version`: every model has one, [`MODEL_VERSION`];
-/// asking for another is the 404 of a model that does not exist.
-pub(super) fn check_version(name: &str, version: &str) -> Result<(), ApiError> {
-    if version.is_empty() || version == MODEL_VERSION {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "ModelNotFound",
-        format!("model {name:?} has no version {version:?}; it has version {MODEL_VERSION}"),
-    ))
-}
-
 /// `GET /v2/models/{name}/ready`: 200 once the model is loaded (this loads
 /// it on demand, as an inference would); the load's error otherwise.
 pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    describe_loaded(
-        &state,
-        &name,
-        |model| json!({ "name": model.name, "ready": true }),
-    )
-    .await
+    ready_answer(&state, &name).await
 }
 
-/// `describe` of model `name`, loaded on demand, or the load's error in v2's shape.
-async fn describe_loaded(
-    state: &AppState,
-    name: &str,
-    describe: impl FnOnce(&LoadedModel) -> Value,
+/// `GET /v2/models/{name}/versions/{version}/ready`: as [`model_ready`], for one version.
+pub async fn model_version_ready(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
 ) -> Response {
-    match state.registry.get_or_load(name).await {
-        Ok(model) => Json(describe(&model)).into_response(),
+    match versioned(&name, &version) {
+        Ok(wanted) => ready_answer(&state, &wanted).await,
+        Err(error) => error.into_open_inference_response(),
+    }
+}
+
+/// Whether `wanted` is ready, loaded on demand, or the load's error in v2's shape.
+async fn ready_answer(state: &AppState, wanted: &str) -> Response {
+    match state.registry.get_or_load(wanted).await {
+        Ok(model) => Json(ready_of(&model)).into_response(),
         Err(error) => ApiError::from(error).into_open_inference_response(),
     }
+}
+
+/// A loaded model's v2 readiness.
+fn ready_of(model: &LoadedModel) -> Value {
+    let (name, version) = split_key(&model.name);
+    json!({ "name": name, "version": version.to_string(), "ready": true })
 }
 
 /// `POST /v2/models/{name}/infer`.
@@ -144,17 +164,17 @@ pub async fn infer(
     infer_model(state, name, headers, body).await
 }
 
-/// `POST /v2/models/{name}/versions/{version}/infer`: every model has one version.
+/// `POST /v2/models/{name}/versions/{version}/infer`: one version.
 pub async fn infer_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(error) = check_version(&name, &version) {
-        return error.into_open_inference_response();
+    match versioned(&name, &version) {
+        Ok(wanted) => infer_model(state, wanted, headers, body).await,
+        Err(error) => error.into_open_inference_response(),
     }
-    infer_model(state, name, headers, body).await
 }
 
 async fn infer_model(state: AppState, name: String, headers: HeaderMap, body: Body) -> Response {

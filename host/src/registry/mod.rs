@@ -15,7 +15,8 @@ mod model;
 mod room;
 mod shares;
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -32,7 +33,7 @@ pub use shares::{Share, Shares};
 use crate::metrics::{LoadLabels, MemoryLabels, Metrics, PhaseLabels};
 use crate::package::Limits;
 use crate::runtime::{CallError, GuestError, Request, Response, Runtime, RuntimeError};
-use crate::store::{ModelStore, PackageSource, StoreError};
+use crate::store::{ModelStore, PackageSource, StoreError, Version, check_key, model_key};
 use crate::wlm::{Bounds, CpuGroup, HostFailed, JobError, Scheduler, ShuttingDown, TaskError};
 
 /// The work-load manager that runs every model's wasm.
@@ -270,6 +271,9 @@ pub struct Registry {
     /// The models' clock of last use: a count of uses, so that two uses in
     /// the same instant are still ordered.
     uses: std::sync::atomic::AtomicU64,
+    /// Set once a model's later version has been asked for: until then a
+    /// request without a version needs no look for one.
+    versioned: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
@@ -283,7 +287,7 @@ impl Registry {
     ) -> Self {
         let budget = MemoryBudget::new(config.memory_limit, &runtime);
         metrics.memory_limit.set(clamp_i64(config.memory_limit));
-        let models = Arc::new(Mutex::new(HashMap::new()));
+        let models = Arc::new(Mutex::new(BTreeMap::new()));
         let make_room = room::make_room_in(&models, metrics.spares_taken.clone());
         Registry {
             store,
@@ -298,6 +302,7 @@ impl Registry {
             admission: tokio::sync::Mutex::new(()),
             instance_bytes: Mutex::new(HashMap::new()),
             uses: std::sync::atomic::AtomicU64::new(0),
+            versioned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -311,10 +316,69 @@ impl Registry {
         self.store.missing(name)
     }
 
-    /// The loaded model `name`, loading it from the store on first use.
-    pub async fn get_or_load(&self, name: &str) -> Result<Arc<LoadedModel>, LoadError> {
-        self.get_or_load_with(name, || self.store.source_of(name))
+    /// The loaded model `wanted` (a name, or `name/N` for version `N`: see
+    /// [`crate::store::versions::wanted`]), loading it from the store on
+    /// first use. Without a version, the highest version loaded answers,
+    /// else the highest in the store.
+    pub async fn get_or_load(&self, wanted: &str) -> Result<Arc<LoadedModel>, LoadError> {
+        let (name, version) = crate::store::versions::parse_wanted(wanted)?;
+        let key = match version {
+            Some(version) => Cow::Owned(model_key(name, version)),
+            None => {
+                if let Some(model) = self.latest_loaded(name) {
+                    return Ok(model);
+                }
+                match self.store.latest_version(name).await {
+                    Some(version) => Cow::Owned(model_key(name, version)),
+                    None => Cow::Borrowed(name),
+                }
+            }
+        };
+        self.get_or_load_with(&key, || self.store.source_of(&key))
             .await
+    }
+
+    /// The highest loaded version of `name`, if one is loaded.
+    fn latest_loaded(&self, name: &str) -> Option<Arc<LoadedModel>> {
+        let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        let first = models.get(name).and_then(|slot| slot.get());
+        if !self.versioned.load(Ordering::Relaxed) {
+            return first.cloned();
+        }
+        let later = format!("{name}/");
+        models
+            .range::<str, _>((std::ops::Bound::Included(later.as_str()), std::ops::Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(&later))
+            .filter_map(|(key, slot)| {
+                let version: Version = key[later.len()..].parse().ok()?;
+                Some((version, slot.get()?))
+            })
+            .max_by_key(|(version, _)| *version)
+            .map(|(_, model)| model)
+            .or(first)
+            .cloned()
+    }
+
+    /// The keys of every version of `name` that is loaded, loading, or
+    /// whose load failed: what unloading the model without a version unloads.
+    pub fn keys_of(&self, name: &str) -> Vec<String> {
+        let mut keys: Vec<String> = {
+            let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+            models
+                .range::<str, _>((std::ops::Bound::Included(name), std::ops::Bound::Unbounded))
+                .map(|(key, _)| key)
+                .take_while(|key| key.starts_with(name))
+                .filter(|key| crate::store::split_key(key).0 == name)
+                .cloned()
+                .collect()
+        };
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        for key in failed.keys() {
+            if crate::store::split_key(key).0 == name && !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+        keys
     }
 
     /// The loaded model `name`, loading it from `source` on first use: the
@@ -339,7 +403,8 @@ impl Registry {
                 return Ok(model.clone());
             }
             // Validate before the name becomes a key, so garbage names cost nothing.
-            crate::store::check_name(name)?;
+            check_key(name)?;
+            self.note_version(name);
             if let Some(error) = self.recent_failure(name) {
                 return Err(error);
             }
@@ -422,7 +487,8 @@ impl Registry {
     /// even before the load's task first runs. A name that is loaded or
     /// loading is refused.
     pub fn reserve(&self, name: &str) -> Result<Reservation, LoadError> {
-        crate::store::check_name(name)?;
+        check_key(name)?;
+        self.note_version(name);
         let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
         if models.contains_key(name) {
             return Err(LoadError::AlreadyLoaded(name.to_string()));
@@ -476,13 +542,32 @@ impl Registry {
         result
     }
 
+    /// Unloads every loaded version of model `name` (and forgets its failed
+    /// loads), as DJL's `DELETE /models/{name}` and Triton's unload do.
+    pub async fn unload_all(&self, name: &str) -> Result<(), LoadError> {
+        crate::store::check_name(name)?;
+        let mut unloaded = false;
+        for key in self.keys_of(name) {
+            match self.unload(&key).await {
+                Ok(()) => unloaded = true,
+                Err(LoadError::NotLoaded(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if unloaded {
+            Ok(())
+        } else {
+            Err(LoadError::NotLoaded(name.to_string()))
+        }
+    }
+
     /// Unloads model `name`: it takes no new request, the queued ones are
     /// answered (waiting up to `UNLOAD_WAIT`), and its instances and
     /// unpacked folder are freed when this returns.
     /// A model whose last load failed is forgotten, as DJL unregisters a
     /// failed model.
     pub async fn unload(&self, name: &str) -> Result<(), LoadError> {
-        crate::store::check_name(name)?;
+        check_key(name)?;
         let forgot_failure = {
             let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
             failed.remove(name).is_some()
@@ -687,16 +772,30 @@ impl Registry {
         }
     }
 
-    /// The model `name` if it is loaded; never loads. A name that no model
-    /// could have is an error of its own, not "not loaded".
-    pub fn get_loaded(&self, name: &str) -> Result<Arc<LoadedModel>, LoadError> {
-        crate::store::check_name(name)?;
+    /// The model `wanted` (as for [`Registry::get_or_load`]) if it is
+    /// loaded; never loads. A name that no model could have is an error of
+    /// its own, not "not loaded".
+    pub fn get_loaded(&self, wanted: &str) -> Result<Arc<LoadedModel>, LoadError> {
+        let (name, version) = crate::store::versions::parse_wanted(wanted)?;
+        let Some(version) = version else {
+            return self
+                .latest_loaded(name)
+                .ok_or_else(|| LoadError::NotLoaded(name.to_string()));
+        };
+        let key = model_key(name, version);
         let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
         models
-            .get(name)
+            .get(&key)
             .and_then(|slot| slot.get())
             .cloned()
-            .ok_or_else(|| LoadError::NotLoaded(name.to_string()))
+            .ok_or(LoadError::NotLoaded(key))
+    }
+
+    /// Remembers that a later version is in use, once one is.
+    fn note_version(&self, key: &str) {
+        if key.contains('/') {
+            self.versioned.store(true, Ordering::Relaxed);
+        }
     }
 
     /// How many models are loaded.

@@ -37,7 +37,8 @@ impl Shares {
 
     /// The share of model `name`.
     pub fn of(&self, name: &str) -> Option<Share> {
-        (self.0)(name)
+        // Every version of a model shares its name's share.
+        (self.0)(crate::store::split_key(name).0)
     }
 }
 

@@ -1,10 +1,13 @@
 //! Where packages come from. A model store maps a model name to its
 //! package: `DIR/<name>.tar.gz` or the unpacked folder `DIR/<name>/` in a
-//! folder, or `s3://bucket/prefix/<name>.tar.gz` in S3. Downloads are kept
-//! in the local package cache.
+//! folder, or `s3://bucket/prefix/<name>.tar.gz` in S3; numbered versions
+//! are `DIR/<name>/<N>/` or `DIR/<name>/<N>.tar.gz`, and
+//! `s3://bucket/prefix/<name>/<N>.tar.gz` (see [`versions`]). Downloads are
+//! kept in the local package cache.
 
 mod cache;
 mod s3;
+pub mod versions;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,9 +16,12 @@ use thiserror::Error;
 
 pub use cache::PackageCache;
 pub use s3::{S3Access, S3Location, S3Options};
+pub use versions::{Version, check_key, model_key, parse_version, split_key};
 
 /// Longest model name accepted; names become file names.
 pub const MAX_NAME_LEN: usize = 128;
+/// How many versions of one model a store listing looks at.
+const MAX_VERSIONS_LISTED: usize = 1000;
 
 /// Why a name does not lead to a package.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -37,6 +43,26 @@ pub enum StoreError {
         name: String,
         /// The store, for the message.
         store: String,
+    },
+    /// A version that cannot be one.
+    #[error("invalid model version {version:?}: a version is a whole number from 1, such as 1 or 2")]
+    InvalidVersion {
+        /// The version, shortened.
+        version: String,
+    },
+    /// The model has no package of that version.
+    #[error(
+        "model {name:?} has no version {version} in the model store {store}: there is no {name}/{version}/ or {name}/{version}.tar.gz{plain}"
+    )]
+    VersionNotFound {
+        /// The name.
+        name: String,
+        /// The version asked for.
+        version: Version,
+        /// The store, for the message.
+        store: String,
+        /// What the store has instead, for the message.
+        plain: &'static str,
     },
     /// An `s3://` url that cannot be one.
     #[error("invalid S3 url {url:?}: {reason}")]
@@ -161,29 +187,66 @@ impl ModelStore {
         })
     }
 
-    /// Where model `name`'s package is.
-    pub fn source_of(&self, name: &str) -> Result<PackageSource, StoreError> {
-        check_name(name)?;
+    /// Where the package of `key` (a model name, or `name/N` for a later
+    /// version: [`model_key`]) is.
+    pub fn source_of(&self, key: &str) -> Result<PackageSource, StoreError> {
+        check_key(key)?;
         match &self.root {
-            StoreRoot::Folder(folder) => folder.resolve(name).map(PackageSource::Path),
-            StoreRoot::S3(prefix) => Ok(PackageSource::S3(prefix.package(name))),
+            StoreRoot::Folder(folder) => folder.resolve(key).map(PackageSource::Path),
+            // `name/N` is the object `prefix/name/N.tar.gz`.
+            StoreRoot::S3(prefix) => Ok(PackageSource::S3(prefix.package(key))),
+        }
+    }
+
+    /// The highest numbered version of `name` in the store, if its package
+    /// is versioned. An S3 store that refuses to list (a role allowed only
+    /// `GetObject`) has none: its `name.tar.gz` serves.
+    pub async fn latest_version(&self, name: &str) -> Option<Version> {
+        check_name(name).ok()?;
+        match &self.root {
+            StoreRoot::Folder(folder) => folder.versions(name).last().copied(),
+            StoreRoot::S3(prefix) => {
+                let folder = S3Location {
+                    bucket: prefix.bucket.clone(),
+                    key: versions::s3_folder(&prefix.key, name),
+                };
+                match self.s3.list_packages(&folder, MAX_VERSIONS_LISTED).await {
+                    Ok(numbers) => numbers
+                        .iter()
+                        .filter_map(|n| parse_version(n).ok().flatten())
+                        .max(),
+                    Err(error) => {
+                        tracing::debug!(name, %error, "cannot list the versions; the plain package serves");
+                        None
+                    }
+                }
+            }
         }
     }
 
     /// What a lookup of `name` answers when the store has no such package,
     /// without looking: a model a caller may not see is answered as one that
     /// does not exist.
-    pub fn missing(&self, name: &str) -> StoreError {
-        if let Err(invalid) = check_name(name) {
+    pub fn missing(&self, key: &str) -> StoreError {
+        if let Err(invalid) = check_key(key) {
             return invalid;
         }
+        let (name, version) = split_key(key);
         match &self.root {
+            StoreRoot::Folder(folder) if version != versions::FIRST_VERSION => {
+                StoreError::VersionNotFound {
+                    name: name.to_string(),
+                    version,
+                    store: folder.root().display().to_string(),
+                    plain: "",
+                }
+            }
             StoreRoot::Folder(folder) => StoreError::NotFound {
                 name: name.to_string(),
                 store: folder.root().display().to_string(),
             },
             StoreRoot::S3(prefix) => StoreError::ObjectNotFound {
-                url: prefix.package(name).to_string(),
+                url: prefix.package(key).to_string(),
             },
         }
     }
@@ -329,28 +392,68 @@ impl LocalStore {
                 None if entry.path().is_dir() => file_name,
                 _ => continue,
             };
-            if check_name(name).is_ok() {
-                names.push(name.to_string());
+            if check_name(name).is_err() {
+                continue;
+            }
+            match self.versions(name).as_slice() {
+                [] => names.push(name.to_string()),
+                numbered => names.extend(numbered.iter().map(|&v| model_key(name, v))),
             }
         }
+        names.truncate(limit);
         Ok(names)
     }
 
-    /// The package of model `name`: the archive if there is one, else the folder.
-    pub fn resolve(&self, name: &str) -> Result<PathBuf, StoreError> {
-        check_name(name)?;
-        let archive = self.root.join(format!("{name}.tar.gz"));
-        if archive.is_file() {
-            return Ok(archive);
-        }
+    /// The numbered versions of `name`, if its folder holds versions
+    /// rather than a package (no `model.wasm` or `model.onnx` of its own).
+    pub fn versions(&self, name: &str) -> Vec<Version> {
         let folder = self.root.join(name);
-        if folder.is_dir() {
-            return Ok(folder);
+        let is_package = ["model.wasm", "model.onnx"]
+            .iter()
+            .any(|file| folder.join(file).is_file());
+        if is_package || !folder.is_dir() {
+            return Vec::new();
         }
-        Err(StoreError::NotFound {
-            name: name.to_string(),
-            store: self.root.display().to_string(),
-        })
+        versions::versions_in(&folder)
+    }
+
+    /// The package of `key` (a name, or `name/N`: [`model_key`]): for a
+    /// versioned folder, that version's archive or folder; otherwise the
+    /// archive if there is one, else the folder, which are version 1.
+    pub fn resolve(&self, key: &str) -> Result<PathBuf, StoreError> {
+        check_key(key)?;
+        let (name, version) = split_key(key);
+        let store = self.root.display().to_string();
+        if !self.versions(name).is_empty() {
+            return versions::version_package(&self.root.join(name), version).ok_or(
+                StoreError::VersionNotFound {
+                    name: name.to_string(),
+                    version,
+                    store,
+                    plain: "",
+                },
+            );
+        }
+        let archive = self.root.join(format!("{name}.tar.gz"));
+        let folder = self.root.join(name);
+        let plain = if archive.is_file() {
+            Some(archive)
+        } else {
+            folder.is_dir().then_some(folder)
+        };
+        match plain {
+            Some(package) if version == versions::FIRST_VERSION => Ok(package),
+            Some(_) => Err(StoreError::VersionNotFound {
+                name: name.to_string(),
+                version,
+                store,
+                plain: "; its package has no numbered versions, so it is version 1",
+            }),
+            None => Err(StoreError::NotFound {
+                name: name.to_string(),
+                store,
+            }),
+        }
     }
 }
 
@@ -393,5 +496,46 @@ mod tests {
             store.resolve("../m"),
             Err(StoreError::InvalidName { .. })
         ));
+    }
+
+    #[test]
+    fn numbered_folders_are_versions_and_a_plain_package_is_version_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("m/1")).unwrap();
+        std::fs::write(dir.path().join("m/2.tar.gz"), b"").unwrap();
+        std::fs::write(dir.path().join("plain.tar.gz"), b"").unwrap();
+        // A package whose own folder happens to hold a numbered folder.
+        std::fs::create_dir_all(dir.path().join("p/7")).unwrap();
+        std::fs::write(dir.path().join("p/model.wasm"), b"").unwrap();
+        assert_eq!(store.versions("m"), vec![1, 2]);
+        assert!(store.versions("plain").is_empty());
+        assert!(store.versions("p").is_empty());
+        assert_eq!(store.resolve("m").unwrap(), dir.path().join("m/1"));
+        assert_eq!(store.resolve("m/2").unwrap(), dir.path().join("m/2.tar.gz"));
+        assert_eq!(store.resolve("p").unwrap(), dir.path().join("p"));
+        assert_eq!(
+            store.resolve("plain").unwrap(),
+            dir.path().join("plain.tar.gz")
+        );
+        for (key, says) in [
+            ("m/3", "has no version 3"),
+            ("plain/2", "so it is version 1"),
+            ("p/7", "has no version 7"),
+        ] {
+            let error = store.resolve(key).unwrap_err();
+            assert!(
+                matches!(error, StoreError::VersionNotFound { .. }),
+                "{key}: {error}"
+            );
+            assert!(error.to_string().contains(says), "{key}: {error}");
+        }
+        assert!(matches!(
+            store.resolve("m/1"),
+            Err(StoreError::InvalidVersion { .. })
+        ));
+        let mut listed = store.list(100).unwrap();
+        listed.sort();
+        assert_eq!(listed, ["m", "m/2", "p", "plain"]);
     }
 }

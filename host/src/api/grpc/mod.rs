@@ -15,7 +15,8 @@ use super::auth::{Missing, Verdict, admit, bearer_token};
 use super::inference::answer_read;
 use super::repository::{entries, load_model, unload_model};
 use super::tenancy::{Action, Caller};
-use super::v2::{MODEL_VERSION, check_version, metadata};
+use super::inference::versioned;
+use super::v2::metadata;
 use super::{ApiError, AppState};
 use mme_oip::grpc::{self as tensors, GrpcError};
 use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
@@ -149,8 +150,10 @@ impl GrpcInferenceService for InferenceService {
             Err(_) => return Ok(Response::new(ModelReadyResponse { ready: false })),
             Ok(_) => {}
         }
-        let ready = check_version(&request.name, &request.version).is_ok()
-            && self.state.registry.get_or_load(&request.name).await.is_ok();
+        let ready = match versioned(&request.name, &request.version) {
+            Ok(wanted) => self.state.registry.get_or_load(&wanted).await.is_ok(),
+            Err(_) => false,
+        };
         Ok(Response::new(ModelReadyResponse { ready }))
     }
 
@@ -179,10 +182,8 @@ impl GrpcInferenceService for InferenceService {
             (Action::Infer, model, Some(Missing::InStore)),
         )?;
         let request = request.into_inner();
-        check_version(&request.name, &request.version).map_err(status_of)?;
-        let metadata = metadata(&self.state, &request.name)
-            .await
-            .map_err(status_of)?;
+        let wanted = versioned(&request.name, &request.version).map_err(status_of)?;
+        let metadata = metadata(&self.state, &wanted).await.map_err(status_of)?;
         Ok(Response::new(tensors::metadata_response(&metadata)))
     }
 
@@ -203,12 +204,12 @@ impl GrpcInferenceService for InferenceService {
                 "model_name is empty: name the model",
             ));
         }
-        check_version(&name, &request.model_version).map_err(status_of)?;
+        let wanted = versioned(&name, &request.model_version).map_err(status_of)?;
         let (body, header_length) =
             tensors::framed_request(request).map_err(status_of_conversion)?;
         let mut headers = HeaderMap::new();
         headers.insert(mme_oip::HEADER_LENGTH, HeaderValue::from(header_length));
-        let answer = answer_read(&self.state, &name, &headers, body)
+        let answer = answer_read(&self.state, &wanted, &headers, body)
             .await
             .map_err(status_of)?;
         let header_length = answer
@@ -219,11 +220,8 @@ impl GrpcInferenceService for InferenceService {
         let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
             .await
             .map_err(|e| Status::internal(format!("cannot read the model's answer: {e}")))?;
-        let mut response =
+        let response =
             tensors::infer_response(&body, header_length).map_err(status_of_conversion)?;
-        if response.model_version.is_empty() {
-            response.model_version = MODEL_VERSION.to_string();
-        }
         Ok(Response::new(response))
     }
 
@@ -239,7 +237,7 @@ impl GrpcInferenceService for InferenceService {
             .into_iter()
             .map(|entry| repository_index_response::ModelIndex {
                 name: entry.name,
-                version: MODEL_VERSION.to_string(),
+                version: entry.version,
                 state: entry.state.to_string(),
                 reason: entry.reason,
             })

@@ -135,7 +135,8 @@ impl Caller {
     pub fn sees(&self, model: &str) -> bool {
         match self {
             Caller::Anyone | Caller::Admin => true,
-            Caller::Tenant { tenant, .. } => tenant.owns(model),
+            // A later version (`m/2`) belongs to whoever owns the name.
+            Caller::Tenant { tenant, .. } => tenant.owns(crate::store::split_key(model).0),
         }
     }
 
