@@ -72,7 +72,7 @@ fi
 if want 3; then
 echo "== 3. failover: SIGKILL replica 1, then every one of its models through the proxy"
 mapfile -t own < <(curl -s "${replicas[0]}/metrics" |
-    awk -F'"' '/^mme_requests_total\{model="m[0-9]+",status="200"\}/ { print $2 }' | sort -u)
+    awk -F'"' '/^mme_requests_total\{model="m[0-9]+",version="1",status="200"\}/ { print $2 }' | sort -u)
 echo "replica 1 served ${#own[@]} models"
 answer() { # MODEL: retries until the proxy answers 200 for it
     until [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "$proxy/predictions/$1" \

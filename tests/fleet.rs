@@ -333,7 +333,7 @@ async fn served_by(url: &str) -> Vec<f64> {
         .map(|index| {
             metric_in(
                 &text,
-                &format!("mme_requests_total{{model=\"m{index}\",status=\"200\"}}"),
+                &format!("mme_requests_total{{model=\"m{index}\",version=\"1\",status=\"200\"}}"),
             )
         })
         .collect()

@@ -105,7 +105,7 @@ async fn a_triton_grpc_client_gets_what_http_clients_get() {
     // gRPC calls are counted with HTTP's: one /predictions, then the raw,
     // typed, two compressed and two narrow inferences.
     let counted = server
-        .metric("mme_requests_total{model=\"sklearn-0\",status=\"200\"}")
+        .metric("mme_requests_total{model=\"sklearn-0\",version=\"1\",status=\"200\"}")
         .await;
     assert!(counted >= 7.0, "{counted} successful requests counted");
 }

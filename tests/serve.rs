@@ -173,7 +173,7 @@ async fn concurrent_first_requests_load_the_model_once() {
     );
     assert_eq!(
         server
-            .metric("mme_requests_total{model=\"m0\",status=\"200\"}")
+            .metric("mme_requests_total{model=\"m0\",version=\"1\",status=\"200\"}")
             .await,
         32.0
     );

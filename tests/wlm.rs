@@ -124,11 +124,21 @@ async fn a_burst_adds_workers_and_idle_ones_retire_to_the_minimum() {
         "idle workers retire to minWorkers: {settled}"
     );
     assert!(settled["scaleDowns"].as_u64().unwrap() >= 1);
-    assert_eq!(server.metric("mme_workers{model=\"burst\"}").await, 1.0);
-    assert!(server.metric("mme_scale_ups_total{model=\"burst\"}").await >= 1.0);
     assert_eq!(
         server
-            .metric("mme_queue_seconds_count{model=\"burst\"}")
+            .metric("mme_workers{model=\"burst\",version=\"1\"}")
+            .await,
+        1.0
+    );
+    assert!(
+        server
+            .metric("mme_scale_ups_total{model=\"burst\",version=\"1\"}")
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        server
+            .metric("mme_queue_seconds_count{model=\"burst\",version=\"1\"}")
             .await,
         25.0
     );
@@ -269,12 +279,14 @@ async fn bounds_change_live_batches_form_and_a_full_queue_can_say_429() {
     // Three batches: the warm-up, the four, the lone one.
     assert_eq!(
         server
-            .metric("mme_batch_size_count{model=\"batched\"}")
+            .metric("mme_batch_size_count{model=\"batched\",version=\"1\"}")
             .await,
         3.0
     );
     assert_eq!(
-        server.metric("mme_batch_size_sum{model=\"batched\"}").await,
+        server
+            .metric("mme_batch_size_sum{model=\"batched\",version=\"1\"}")
+            .await,
         6.0
     );
 }

@@ -214,7 +214,9 @@ impl Server {
     pub async fn served_per_model(&self, prefix: &str, count: usize) -> Vec<f64> {
         let mut counts = Vec::new();
         for index in 0..count {
-            let series = format!("mme_requests_total{{model=\"{prefix}{index}\",status=\"200\"}}");
+            let series = format!(
+                "mme_requests_total{{model=\"{prefix}{index}\",version=\"1\",status=\"200\"}}"
+            );
             counts.push(self.metric(&series).await);
         }
         counts

@@ -225,10 +225,11 @@ fn counted(
         Err(error) => error.status,
     };
     // Only loaded models become label values: random names must not grow the metrics.
-    let (model, version) = served_by.map_or((UNKNOWN_MODEL_LABEL.to_string(), String::new()), |m| {
-        let (name, version) = split_key(&m.name);
-        (name.to_string(), version.to_string())
-    });
+    let (model, version) =
+        served_by.map_or((UNKNOWN_MODEL_LABEL.to_string(), String::new()), |m| {
+            let (name, version) = split_key(&m.name);
+            (name.to_string(), version.to_string())
+        });
     state
         .metrics
         .requests

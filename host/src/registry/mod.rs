@@ -347,7 +347,10 @@ impl Registry {
         }
         let later = format!("{name}/");
         models
-            .range::<str, _>((std::ops::Bound::Included(later.as_str()), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(later.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(key, _)| key.starts_with(&later))
             .filter_map(|(key, slot)| {
                 let version: Version = key[later.len()..].parse().ok()?;

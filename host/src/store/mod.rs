@@ -45,7 +45,9 @@ pub enum StoreError {
         store: String,
     },
     /// A version that cannot be one.
-    #[error("invalid model version {version:?}: a version is a whole number from 1, such as 1 or 2")]
+    #[error(
+        "invalid model version {version:?}: a version is a whole number from 1, such as 1 or 2"
+    )]
     InvalidVersion {
         /// The version, shortened.
         version: String,

@@ -13,9 +13,9 @@ use tonic::{Request, Response, Status};
 
 use super::auth::{Missing, Verdict, admit, bearer_token};
 use super::inference::answer_read;
+use super::inference::versioned;
 use super::repository::{entries, load_model, unload_model};
 use super::tenancy::{Action, Caller};
-use super::inference::versioned;
 use super::v2::metadata;
 use super::{ApiError, AppState};
 use mme_oip::grpc::{self as tensors, GrpcError};
