@@ -75,7 +75,7 @@ async fn a_triton_grpc_client_gets_what_http_clients_get() {
     // Each error keeps its meaning and its message.
     for (key, code, words) in [
         ("absent_model", "NOT_FOUND", "absent-model"),
-        ("absent_version", "NOT_FOUND", "no version \"7\""),
+        ("absent_version", "NOT_FOUND", "has no version 7"),
         ("bytes_input", "INVALID_ARGUMENT", "BYTES"),
         (
             "wrong_shape",

@@ -322,6 +322,37 @@ async fn hostile_http_gets_a_clear_json_error_on_every_route() {
             400,
             "InvalidModelName",
         ),
+        // A name is never read as a name and a version.
+        (
+            request("POST", "/predictions/a%2F2", json, ROW),
+            400,
+            "InvalidModelName",
+        ),
+        (
+            request("GET", "/models/a%2F2", json, ""),
+            400,
+            "InvalidModelName",
+        ),
+        (
+            request("POST", "/predictions/neighbour/01", json, ROW),
+            400,
+            "InvalidModelVersion",
+        ),
+        (
+            request("POST", "/predictions/neighbour/%2e%2e", json, ROW),
+            400,
+            "InvalidModelVersion",
+        ),
+        (
+            request("DELETE", "/models/neighbour/18446744073709551616", json, ""),
+            400,
+            "InvalidModelVersion",
+        ),
+        (
+            request("POST", "/predictions/neighbour/2", json, ROW),
+            404,
+            "ModelNotFound",
+        ),
         (
             request("POST", "/predictions/%2e%2e%2fetc", json, ROW),
             400,

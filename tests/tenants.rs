@@ -122,7 +122,7 @@ async fn every_route_answers_each_kind_of_key_as_the_table_says() {
     let management = [401, 401, 403, 200, 404, 200];
     let listing = [401, 401, 403, 200, 200, 200];
     let admin = [401, 401, 403, 403, 403, 200];
-    let table: [(&str, &str, &str, [u16; 6]); 16] = [
+    let table: [(&str, &str, &str, [u16; 6]); 21] = [
         ("GET", "/ping", "", open),
         ("GET", "/v2/health/live", "", open),
         ("GET", "/v2/health/ready", "", open),
@@ -144,8 +144,23 @@ async fn every_route_answers_each_kind_of_key_as_the_table_says() {
         ),
         ("GET", "/v2/models/acme-iris", "", inference),
         ("GET", "/v2/models/acme-iris/ready", "", inference),
+        ("GET", "/v2/models/acme-iris/versions/1", "", inference),
+        (
+            "GET",
+            "/v2/models/acme-iris/versions/1/ready",
+            "",
+            inference,
+        ),
+        ("POST", "/predictions/acme-iris/1", "[[1.0]]", inference),
         ("POST", "/models/acme-iris/invoke", "[[1.0]]", inference),
         ("GET", "/models/acme-iris", "", management),
+        ("GET", "/models/acme-iris/1", "", management),
+        (
+            "PUT",
+            "/models/acme-iris/1?min_worker=0&max_worker=2",
+            "",
+            management,
+        ),
         (
             "PUT",
             "/models/acme-iris?min_worker=0&max_worker=2",
@@ -360,9 +375,13 @@ async fn another_tenants_model_answers_as_a_model_that_does_not_exist() {
         ("POST", "/v2/models/{}/infer", OIP),
         ("GET", "/v2/models/{}", ""),
         ("GET", "/v2/models/{}/ready", ""),
+        ("GET", "/v2/models/{}/versions/1", ""),
+        ("POST", "/predictions/{}/1", "[[1.0]]"),
         ("POST", "/models/{}/invoke", "[[1.0]]"),
         ("GET", "/models/{}", ""),
+        ("GET", "/models/{}/1", ""),
         ("PUT", "/models/{}?max_worker=1", ""),
+        ("DELETE", "/models/{}/1", ""),
         ("DELETE", "/models/{}", ""),
         ("POST", "/v2/repository/models/{}/load", ""),
         ("POST", "/v2/repository/models/{}/unload", ""),

@@ -57,6 +57,9 @@ pub async fn invocations(
         }
     };
     let target = named.or_else(|| target_model(&headers).map(model_of_target));
+    if let Some(Err(error)) = target.as_deref().map(plain) {
+        return error.into_response();
+    }
     match target {
         Some(model) => answer(&state, &model, &headers, body, (Loading::OnDemand, Protocol::Plain)).await,
         None if state.multi_model => ApiError::new(
@@ -90,6 +93,9 @@ pub async fn predictions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Err(error) = plain(&model) {
+        return error.into_response();
+    }
     answer(
         &state,
         &model,
@@ -121,10 +127,19 @@ pub async fn predictions_version(
     .await
 }
 
+/// A model name as a route gives it, checked: a name is never read as a
+/// name and a version (`m%2F2` is not version 2 of `m`).
+pub(super) fn plain(name: &str) -> Result<&str, ApiError> {
+    crate::store::check_name(name)
+        .map_err(|error| ApiError::from(crate::registry::LoadError::Store(error)))?;
+    Ok(name)
+}
+
 /// What a route that names a version asks the registry for: `name/N`
 /// ([`crate::store::versions::wanted`]), or `name` for an empty version
 /// (gRPC's default); a version that cannot be one is a 400 that says so.
 pub(super) fn versioned(name: &str, version: &str) -> Result<String, ApiError> {
+    plain(name)?;
     let version = crate::store::parse_version(version)
         .map_err(|error| ApiError::from(crate::registry::LoadError::Store(error)))?;
     Ok(crate::store::versions::wanted(name, version))
@@ -137,6 +152,9 @@ pub async fn invoke(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Err(error) = plain(&model) {
+        return error.into_response();
+    }
     answer(
         &state,
         &model,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::auth::{admit_url, check_quota};
-use super::inference::{read_body, versioned};
+use super::inference::{plain, read_body, versioned};
 use super::tenancy::Caller;
 use super::{ApiError, AppState};
 use crate::package::Properties;
@@ -85,6 +85,7 @@ pub async fn register(
             (request.model_name, request.url, Overrides::default(), true)
         }
     };
+    plain(&name)?;
     if !caller.sees(&name) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -328,7 +329,7 @@ pub async fn describe(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    describe_model(&state, &name).await
+    describe_model(&state, plain(&name)?).await
 }
 
 /// `GET /models/{name}/{version}`: as [`describe`], for one version.
@@ -407,7 +408,7 @@ pub async fn scale(
     Path(name): Path<String>,
     query: Result<Query<Scale>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    scale_model(&state, &name, query).await
+    scale_model(&state, plain(&name)?, query).await
 }
 
 /// `PUT /models/{name}/{version}?min_worker=&max_worker=`: as [`scale`], for one version.

@@ -146,7 +146,10 @@ pub(super) async fn load_model<'a>(
             "parameter {key:?} is not supported: models load from their package in the store as it is"
         )));
     }
-    state.registry.get_or_load(name).await?;
+    state
+        .registry
+        .get_or_load(super::inference::plain(name)?)
+        .await?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::inference::{Loading, Protocol, answer, predict, versioned};
+use super::inference::{Loading, Protocol, answer, plain, predict, versioned};
 use super::{ApiError, AppState};
 use crate::registry::LoadedModel;
 use crate::store::{Version, split_key};
@@ -54,7 +54,11 @@ const MAX_METADATA_BYTES: usize = 1 << 20;
 
 /// `GET /v2/models/{name}`: the model's metadata, loading it on demand.
 pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    match metadata(&state, &name).await {
+    let metadata = match plain(&name) {
+        Ok(name) => metadata(&state, name).await,
+        Err(error) => Err(error),
+    };
+    match metadata {
         Ok(metadata) => Json(metadata).into_response(),
         Err(error) => error.into_open_inference_response(),
     }
@@ -126,7 +130,10 @@ pub(super) async fn metadata(state: &AppState, wanted: &str) -> Result<Value, Ap
 /// `GET /v2/models/{name}/ready`: 200 once the model is loaded (this loads
 /// it on demand, as an inference would); the load's error otherwise.
 pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    ready_answer(&state, &name).await
+    match plain(&name) {
+        Ok(name) => ready_answer(&state, name).await,
+        Err(error) => error.into_open_inference_response(),
+    }
 }
 
 /// `GET /v2/models/{name}/versions/{version}/ready`: as [`model_ready`], for one version.
@@ -161,6 +168,9 @@ pub async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Err(error) = plain(&name) {
+        return error.into_open_inference_response();
+    }
     infer_model(state, name, headers, body).await
 }
 
