@@ -371,3 +371,35 @@ async fn the_repository_index_lists_the_s3_stores_packages() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn numbered_versions_load_from_s3_as_from_a_folder() {
+    let work = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&work.path().join("s3"));
+    // Triton's layout in S3: version 1 is the example, version 2 the echo guest.
+    s3.put(
+        BUCKET,
+        "prod/v/1.tar.gz",
+        &std::fs::read(guest("linear-regression")).unwrap(),
+    );
+    s3.put(
+        BUCKET,
+        "prod/v/2.tar.gz",
+        &std::fs::read(guest("echo")).unwrap(),
+    );
+    let server = serve_from(&s3, &work.path().join("cache"), &[]).await;
+    // Without a version, the highest in the store: the echo guest.
+    let (status, body) = post_json(&server, "/predictions/v", ROW).await;
+    assert_eq!((status, body.as_str()), (200, ROW), "{}", server.log_text());
+    let (status, body) = post_json(&server, "/predictions/v/1", ROW).await;
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(body, ROW, "version 1 is the example, which computes");
+    let (status, body) = post_json(&server, "/predictions/v/3", ROW).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        error_kind_and_message(&body)
+            .1
+            .contains("s3://models/prod/v/3.tar.gz"),
+        "{body}"
+    );
+}

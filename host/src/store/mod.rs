@@ -278,6 +278,40 @@ impl ModelStore {
             }
             PackageSource::S3(object) => object,
         };
+        match self.fetch_object(object, metrics).await {
+            // Triton's layout keeps version 1 in S3 as `name/1.tar.gz`.
+            Err(missing @ StoreError::ObjectNotFound { .. }) => match self.first_version_of(object)
+            {
+                Some(first) => self
+                    .fetch_object(&first, metrics)
+                    .await
+                    .map_err(|_| missing),
+                None => Err(missing),
+            },
+            fetched => fetched,
+        }
+    }
+
+    /// `prefix/name/1.tar.gz` for the store's `prefix/name.tar.gz`.
+    fn first_version_of(&self, object: &S3Location) -> Option<S3Location> {
+        let StoreRoot::S3(prefix) = &self.root else {
+            return None;
+        };
+        let rest = if prefix.key.is_empty() {
+            object.key.as_str()
+        } else {
+            object.key.strip_prefix(&prefix.key)?.strip_prefix('/')?
+        };
+        let name = rest.strip_suffix(".tar.gz")?;
+        (object.bucket == prefix.bucket && check_name(name).is_ok())
+            .then(|| prefix.package(&format!("{name}/1")))
+    }
+
+    async fn fetch_object(
+        &self,
+        object: &S3Location,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Fetched, StoreError> {
         let url = object.to_string();
         if let Some(path) = self.cache.lookup(&url) {
             metrics.package_cache_hits.inc();
