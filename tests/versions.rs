@@ -52,6 +52,22 @@ async fn predict(server: &Server, path: &str) -> (u16, u8) {
     (status, if nested { 2 } else { 1 })
 }
 
+/// The (name, version) of each entry of a listing, sorted.
+fn names_and_versions<'a>(
+    entries: &'a Value,
+    name: &str,
+    version: &str,
+) -> Vec<(&'a str, &'a str)> {
+    let mut pairs: Vec<(&str, &str)> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e[name].as_str().unwrap(), e[version].as_str().unwrap()))
+        .collect();
+    pairs.sort_unstable();
+    pairs
+}
+
 /// Both versions fit y = 2x + 1 (the example with some noise).
 fn assert_close(values: &[f64]) {
     assert_eq!(values.len(), 2, "{values:?}");
@@ -60,13 +76,9 @@ fn assert_close(values: &[f64]) {
     }
 }
 
-/// Answers of version 1 and of version 2.
-const fn first() -> u8 {
-    1
-}
-const fn second() -> u8 {
-    2
-}
+/// What [`predict`] says of an answer of version 1, and of version 2.
+const FIRST: u8 = 1;
+const SECOND: u8 = 2;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_route_picks_the_version_it_names() {
@@ -75,10 +87,10 @@ async fn each_route_picks_the_version_it_names() {
     let server = Server::start(&store, &work.path().join("cache"), &[]).await;
 
     // Without a version, the highest in the store; then each by number.
-    assert_eq!(predict(&server, "/predictions/m").await, (200, second()));
-    assert_eq!(predict(&server, "/predictions/m/1").await, (200, first()));
-    assert_eq!(predict(&server, "/predictions/m/2").await, (200, second()));
-    assert_eq!(predict(&server, "/predictions/p/1").await, (200, first()));
+    assert_eq!(predict(&server, "/predictions/m").await, (200, SECOND));
+    assert_eq!(predict(&server, "/predictions/m/1").await, (200, FIRST));
+    assert_eq!(predict(&server, "/predictions/m/2").await, (200, SECOND));
+    assert_eq!(predict(&server, "/predictions/p/1").await, (200, FIRST));
 
     // A version that is not there is a 404 that names it; one that cannot be is a 400.
     for (path, says) in [
@@ -101,18 +113,11 @@ async fn each_route_picks_the_version_it_names() {
     let (status, body) = get(&server, "/models").await;
     assert_eq!(status, 200);
     let listed: Value = serde_json::from_str(&body).unwrap();
-    let mut versions: Vec<(String, String)> = listed["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            let text = |key: &str| m[key].as_str().unwrap().to_string();
-            (text("modelName"), text("modelVersion"))
-        })
-        .collect();
-    versions.sort();
-    let pair = |name: &str, version: &str| (name.to_string(), version.to_string());
-    assert_eq!(versions, [pair("m", "1"), pair("m", "2"), pair("p", "1")]);
+    let each = [("m", "1"), ("m", "2"), ("p", "1")];
+    assert_eq!(
+        names_and_versions(&listed["models"], "modelName", "modelVersion"),
+        each
+    );
     for (path, version) in [
         ("/models/m/1", "1"),
         ("/models/m/2", "2"),
@@ -127,16 +132,7 @@ async fn each_route_picks_the_version_it_names() {
     let (status, body) = post_json(&server, "/v2/repository/index", "{}").await;
     assert_eq!(status, 200);
     let index: Value = serde_json::from_str(&body).unwrap();
-    let ready: Vec<(String, String)> = index
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let text = |key: &str| e[key].as_str().unwrap().to_string();
-            (text("name"), text("version"))
-        })
-        .collect();
-    assert_eq!(ready, [pair("m", "1"), pair("m", "2"), pair("p", "1")]);
+    assert_eq!(names_and_versions(&index, "name", "version"), each);
     let text = server.metrics_text().await;
     for series in [
         "mme_requests_total{model=\"m\",version=\"1\",status=\"200\"}",
@@ -149,11 +145,11 @@ async fn each_route_picks_the_version_it_names() {
     // Unloading one version leaves the other, which then answers for the name.
     assert_eq!(delete(&server, "/models/m/2").await, 200);
     assert_eq!(get(&server, "/models/m/2").await.0, 404);
-    assert_eq!(predict(&server, "/models/m/invoke").await, (200, first()));
-    assert_eq!(predict(&server, "/predictions/m").await, (200, first()));
+    assert_eq!(predict(&server, "/models/m/invoke").await, (200, FIRST));
+    assert_eq!(predict(&server, "/predictions/m").await, (200, FIRST));
     assert_eq!(delete(&server, "/models/m/2").await, 404);
     // Unloading the name unloads every version.
-    assert_eq!(predict(&server, "/predictions/m/2").await, (200, second()));
+    assert_eq!(predict(&server, "/predictions/m/2").await, (200, SECOND));
     assert_eq!(delete(&server, "/models/m").await, 200);
     for path in ["/models/m", "/models/m/1", "/models/m/2"] {
         assert_eq!(get(&server, path).await.0, 404, "{path}");
@@ -215,14 +211,8 @@ async fn a_djl_registration_names_its_version() {
     let register = format!("/models?url={url}&model_name=reg&model_version=2");
     let (status, body) = post_json(&server, &register, "").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        predict(&server, "/predictions/reg/2").await,
-        (200, second())
-    );
-    assert_eq!(
-        predict(&server, "/models/reg/invoke").await,
-        (200, second())
-    );
+    assert_eq!(predict(&server, "/predictions/reg/2").await, (200, SECOND));
+    assert_eq!(predict(&server, "/models/reg/invoke").await, (200, SECOND));
     let (status, body) = get(&server, "/models/reg").await;
     assert_eq!(status, 200);
     assert_eq!(
