@@ -237,3 +237,51 @@ async fn instances_that_hold_memory_are_evicted_before_rss_passes_the_limit() {
         "{counted} bytes counted for {live} instances holding 6 MiB each"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_load_into_a_full_instance_pool_waits_for_a_model_to_become_idle() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    for name in ["busy-0", "busy-1"] {
+        faulty_folder(&store, name, "");
+    }
+    copies(&store, &guest("linear-regression"), "next-", 1);
+    // Room for two instances, which the two busy models take; compute
+    // threads to spare, so that the load does not simply wait for one.
+    let server = Server::start(
+        &store,
+        &work.path().join("cache"),
+        &["--max-instances", "2", "--compute-threads", "4"],
+    )
+    .await;
+    let busy: Vec<_> = ["busy-0", "busy-1"]
+        .into_iter()
+        .map(|name| {
+            let url = format!("{}/predictions/{name}", server.url);
+            tokio::spawn(async move {
+                let response = reqwest::Client::new()
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body("\"poll:1500\"")
+                    .send()
+                    .await
+                    .unwrap();
+                response.status().as_u16()
+            })
+        })
+        .collect();
+    // Both busy models are loaded and inside their requests.
+    let started = Instant::now();
+    while server.metric("mme_instances").await < 2.0 && started.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every instance is busy, so no model can be evicted yet: the load waits
+    // for one to finish instead of answering 503.
+    let (status, body) = post_json(&server, "/predictions/next-0", ROW).await;
+    assert_eq!(status, 200, "{body}");
+    for request in busy {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+}

@@ -230,7 +230,9 @@ impl Registry {
         count: usize,
     ) -> Result<(WasmBackend, Vec<model::WasmWorker>), LoadError> {
         let mut backend = backend;
-        for _ in 0..MAX_POOL_EVICTIONS {
+        let give_up = Instant::now() + ADMISSION_WAIT;
+        let mut evictions = 0;
+        loop {
             let (model, task_label) = (name.to_string(), label.clone());
             let (returned, warm) = self
                 .scheduler
@@ -240,15 +242,27 @@ impl Registry {
                 })
                 .await?;
             backend = returned;
-            match warm {
-                Err(LoadError::NoCapacity { .. })
-                    if self.config.evict && self.evict_one(name, None).await.is_some() => {}
+            let full = match warm {
+                Err(full @ LoadError::NoCapacity { .. }) if self.config.evict => full,
                 other => return other.map(|warm| (backend, warm)),
+            };
+            if evictions == MAX_POOL_EVICTIONS {
+                return Err(LoadError::NoCapacity {
+                    model: name.to_string(),
+                    reason: "the instance pool stayed full after evicting idle models".to_string(),
+                });
             }
+            if self.evict_one(name, None).await.is_some() {
+                evictions += 1;
+                continue;
+            }
+            // No model is idle right now, or something holds every one for
+            // a moment (a pass over all models, such as the periodic
+            // retirement of idle workers): one will soon be free again.
+            if Instant::now() >= give_up {
+                return Err(full);
+            }
+            tokio::time::sleep(ADMISSION_POLL).await;
         }
-        Err(LoadError::NoCapacity {
-            model: name.to_string(),
-            reason: "the instance pool stayed full after evicting idle models".to_string(),
-        })
     }
 }
