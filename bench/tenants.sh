@@ -2,7 +2,10 @@
 # The cost of tenancy on the hot path: the demo's three patterns over the
 # example's 1,000 copies, against a server without tenants and one with a
 # tenants file of 100 tenants (200 keys, each call's key checked against
-# all of them), in the same run, alternating, two rounds.
+# all of them), in the same run, alternating, two rounds. Each measurement
+# also gives the server's CPU time per request (from /proc, over the whole
+# call), which the load generator sharing the cores moves much less than
+# it moves req/s.
 # Usage: bench/tenants.sh [DURATION]   (default 8s per measurement)
 set -euo pipefail
 export MME_ONNX_PRECOMPILE=false
@@ -31,10 +34,14 @@ off=$(free_port)
 on=$(free_port)
 "$mme" serve --model-store "$work/store" --bind "127.0.0.1:$off" --grpc-bind off \
   --cache-dir "$work/cache" 2>"$work/off.log" &
-pids=$!
+off_pid=$!
 "$mme" serve --model-store "$work/store" --bind "127.0.0.1:$on" --grpc-bind off \
   --cache-dir "$work/cache" --tenants "$work/tenants.toml" 2>"$work/on.log" &
-pids="$pids $!"
+on_pid=$!
+pids="$off_pid $on_pid"
+# User and system CPU time of process $1 so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+ticks_per_second=$(getconf CLK_TCK)
 trap 'kill $pids 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 for port in $off $on; do
   for _ in $(seq 100); do curl -sf "127.0.0.1:$port/ping" >/dev/null && break; sleep 0.1; done
@@ -45,10 +52,16 @@ done
 for round in 1 2; do
   for pattern in even hot few-hot; do
     for server in off on; do
-      if [ "$server" = off ]; then port=$off; auth=(); else port=$on; auth=(--token "$token"); fi
+      if [ "$server" = off ]; then port=$off; pid=$off_pid; auth=(); else port=$on; pid=$on_pid; auth=(--token "$token"); fi
       echo "round $round, $pattern, tenants $server:"
-      "$mme" bench --url "http://127.0.0.1:$port" --models "$models" --prefix m "${auth[@]}" \
-        --duration "$duration" --warmup 2s --pattern "$pattern"
+      before=$(cpu_ticks "$pid")
+      report=$("$mme" bench --url "http://127.0.0.1:$port" --models "$models" --prefix m "${auth[@]}" \
+        --duration "$duration" --warmup 0s --pattern "$pattern")
+      after=$(cpu_ticks "$pid")
+      echo "$report"
+      requests=$(awk -v p="$pattern" '$1 == p { print $2 }' <<<"$report")
+      awk -v t=$((after - before)) -v hz="$ticks_per_second" -v n="$requests" \
+        'BEGIN { printf "server CPU per request: %.2f us\n", t / hz * 1e6 / n }'
     done
   done
 done
