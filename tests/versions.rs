@@ -30,6 +30,14 @@ fn versioned_store(root: &std::path::Path) -> std::path::PathBuf {
     )
     .unwrap();
     std::fs::copy(guest("linear-regression"), store.join("p.tar.gz")).unwrap();
+    // Names that sort next to `m`'s versions, which are not its versions.
+    for other in ["m-a", "m0"] {
+        std::fs::copy(
+            guest("linear-regression"),
+            store.join(format!("{other}.tar.gz")),
+        )
+        .unwrap();
+    }
     store
 }
 
@@ -132,7 +140,16 @@ async fn each_route_picks_the_version_it_names() {
     let (status, body) = post_json(&server, "/v2/repository/index", "{}").await;
     assert_eq!(status, 200);
     let index: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(names_and_versions(&index, "name", "version"), each);
+    assert_eq!(
+        names_and_versions(&index, "name", "version"),
+        [
+            ("m", "1"),
+            ("m", "2"),
+            ("m-a", "1"),
+            ("m0", "1"),
+            ("p", "1")
+        ]
+    );
     let text = server.metrics_text().await;
     for series in [
         "mme_requests_total{model=\"m\",version=\"1\",status=\"200\"}",
@@ -148,11 +165,17 @@ async fn each_route_picks_the_version_it_names() {
     assert_eq!(predict(&server, "/models/m/invoke").await, (200, FIRST));
     assert_eq!(predict(&server, "/predictions/m").await, (200, FIRST));
     assert_eq!(delete(&server, "/models/m/2").await, 404);
-    // Unloading the name unloads every version.
+    // Unloading the name unloads every version, and no other model.
     assert_eq!(predict(&server, "/predictions/m/2").await, (200, SECOND));
+    for other in ["/predictions/m-a", "/predictions/m0"] {
+        assert_eq!(predict(&server, other).await, (200, FIRST), "{other}");
+    }
     assert_eq!(delete(&server, "/models/m").await, 200);
     for path in ["/models/m", "/models/m/1", "/models/m/2"] {
         assert_eq!(get(&server, path).await.0, 404, "{path}");
+    }
+    for path in ["/models/m-a", "/models/m0"] {
+        assert_eq!(get(&server, path).await.0, 200, "{path}");
     }
 }
 

@@ -365,13 +365,22 @@ impl Registry {
     /// The keys of every version of `name` that is loaded, loading, or
     /// whose load failed: what unloading the model without a version unloads.
     pub fn keys_of(&self, name: &str) -> Vec<String> {
+        // `name/N` sort between `name/` and `name0` ('0' follows '/').
+        let (later, past) = (format!("{name}/"), format!("{name}0"));
         let mut keys: Vec<String> = {
             let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
             models
-                .range::<str, _>((std::ops::Bound::Included(name), std::ops::Bound::Unbounded))
+                .get_key_value(name)
                 .map(|(key, _)| key)
-                .take_while(|key| key.starts_with(name))
-                .filter(|key| crate::store::split_key(key).0 == name)
+                .into_iter()
+                .chain(
+                    models
+                        .range::<str, _>((
+                            std::ops::Bound::Included(later.as_str()),
+                            std::ops::Bound::Excluded(past.as_str()),
+                        ))
+                        .map(|(key, _)| key),
+                )
                 .cloned()
                 .collect()
         };
