@@ -328,14 +328,47 @@ impl Registry {
                 if let Some(model) = self.latest_loaded(name) {
                     return Ok(model);
                 }
-                match self.store.latest_version(name).await {
+                match self.store.latest_version(name) {
                     Some(version) => Cow::Owned(model_key(name, version)),
                     None => Cow::Borrowed(name),
                 }
             }
         };
-        self.get_or_load_with(&key, || self.store.source_of(&key))
-            .await
+        let loaded = self
+            .get_or_load_with(&key, || self.store.source_of(&key))
+            .await;
+        // An S3 store with Triton's layout has no `name.tar.gz`: then the
+        // highest `name/N.tar.gz` answers for the name, and version 1 is
+        // `name/1.tar.gz`. Listed only on this miss, not for every load.
+        let missing = match loaded {
+            Err(LoadError::Store(missing @ StoreError::ObjectNotFound { .. })) if key == name => {
+                missing
+            }
+            other => return other,
+        };
+        let listed = match version {
+            Some(version) => Some(version),
+            None => self.store.listed_version(name).await,
+        };
+        match listed {
+            Some(crate::store::versions::FIRST_VERSION) => {
+                let Some(first) = self.store.first_version_source(name) else {
+                    return Err(missing.into());
+                };
+                self.get_or_load_with(name, || Ok(first))
+                    .await
+                    .map_err(|error| match error {
+                        LoadError::Store(StoreError::ObjectNotFound { .. }) => missing.into(),
+                        other => other,
+                    })
+            }
+            Some(later) => {
+                let key = model_key(name, later);
+                self.get_or_load_with(&key, || self.store.source_of(&key))
+                    .await
+            }
+            None => Err(missing.into()),
+        }
     }
 
     /// The highest loaded version of `name`, if one is loaded.
@@ -751,7 +784,12 @@ impl Registry {
             drop(model);
             let reloaded = match reload {
                 Reload::Never => Err(LoadError::NotLoaded(name.clone())),
-                Reload::FromStore => self.get_or_load(&name).await,
+                // The same version again, not the highest one.
+                Reload::FromStore => {
+                    let (model, version) = crate::store::split_key(&name);
+                    let wanted = crate::store::versions::wanted(model, Some(version));
+                    self.get_or_load(&wanted).await
+                }
                 Reload::From(path) => self.get_or_load_from(&name, path.clone()).await,
             };
             let again = match reloaded {

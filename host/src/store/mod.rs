@@ -200,10 +200,22 @@ impl ModelStore {
         }
     }
 
-    /// The highest numbered version of `name` in the store, if its package
-    /// is versioned. An S3 store that refuses to list (a role allowed only
-    /// `GetObject`) has none: its `name.tar.gz` serves.
-    pub async fn latest_version(&self, name: &str) -> Option<Version> {
+    /// The highest numbered version of `name` in a folder store, if its
+    /// folder holds versions. An S3 store says nothing here: finding out
+    /// would cost every first request a listing, so its `name.tar.gz` is
+    /// tried first ([`ModelStore::listed_version`] after).
+    pub fn latest_version(&self, name: &str) -> Option<Version> {
+        check_name(name).ok()?;
+        match &self.root {
+            StoreRoot::Folder(folder) => folder.versions(name).last().copied(),
+            StoreRoot::S3(_) => None,
+        }
+    }
+
+    /// The highest numbered version of `name` that the store lists: for S3,
+    /// the `prefix/name/N.tar.gz` objects. A store that refuses to list (a
+    /// role allowed only `GetObject`) lists none.
+    pub async fn listed_version(&self, name: &str) -> Option<Version> {
         check_name(name).ok()?;
         match &self.root {
             StoreRoot::Folder(folder) => folder.versions(name).last().copied(),
@@ -218,11 +230,22 @@ impl ModelStore {
                         .filter_map(|n| parse_version(n).ok().flatten())
                         .max(),
                     Err(error) => {
-                        tracing::debug!(name, %error, "cannot list the versions; the plain package serves");
+                        tracing::debug!(name, %error, "cannot list the model's versions");
                         None
                     }
                 }
             }
+        }
+    }
+
+    /// Where Triton's layout keeps version 1 of `name` in an S3 store,
+    /// `prefix/name/1.tar.gz`, for a store without `prefix/name.tar.gz`.
+    pub fn first_version_source(&self, name: &str) -> Option<PackageSource> {
+        match &self.root {
+            StoreRoot::S3(prefix) if check_name(name).is_ok() => {
+                Some(PackageSource::S3(prefix.package(&format!("{name}/1"))))
+            }
+            _ => None,
         }
     }
 
@@ -278,40 +301,6 @@ impl ModelStore {
             }
             PackageSource::S3(object) => object,
         };
-        match self.fetch_object(object, metrics).await {
-            // Triton's layout keeps version 1 in S3 as `name/1.tar.gz`.
-            Err(missing @ StoreError::ObjectNotFound { .. }) => match self.first_version_of(object)
-            {
-                Some(first) => self
-                    .fetch_object(&first, metrics)
-                    .await
-                    .map_err(|_| missing),
-                None => Err(missing),
-            },
-            fetched => fetched,
-        }
-    }
-
-    /// `prefix/name/1.tar.gz` for the store's `prefix/name.tar.gz`.
-    fn first_version_of(&self, object: &S3Location) -> Option<S3Location> {
-        let StoreRoot::S3(prefix) = &self.root else {
-            return None;
-        };
-        let rest = if prefix.key.is_empty() {
-            object.key.as_str()
-        } else {
-            object.key.strip_prefix(&prefix.key)?.strip_prefix('/')?
-        };
-        let name = rest.strip_suffix(".tar.gz")?;
-        (object.bucket == prefix.bucket && check_name(name).is_ok())
-            .then(|| prefix.package(&format!("{name}/1")))
-    }
-
-    async fn fetch_object(
-        &self,
-        object: &S3Location,
-        metrics: &crate::metrics::Metrics,
-    ) -> Result<Fetched, StoreError> {
         let url = object.to_string();
         if let Some(path) = self.cache.lookup(&url) {
             metrics.package_cache_hits.inc();
