@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use mme_host::metrics::ModelMetrics;
-use mme_host::wlm::{Backend, Bounds, ManualClock, Scheduler, Settings};
+use mme_host::wlm::{Backend, Bounds, CpuGroup, ManualClock, Scheduler, Settings};
 
 /// Answers every input with itself.
 struct Echo;
@@ -51,16 +51,27 @@ fn settings(batch_size: usize) -> Settings {
 fn submit_and_run(c: &mut Criterion) {
     let scheduler: Scheduler<Echo> =
         Scheduler::new(Arc::new(ManualClock::default()), 0).expect("no threads to start");
-    for batch_size in [1, 8] {
+    // A tenant's group (with `--tenants`): the scheduler times each batch
+    // to share the cores between tenants by weight.
+    let tenant = CpuGroup {
+        name: Arc::from("tenant"),
+        weight: 1,
+    };
+    for (batch_size, group) in [(1, None), (8, None), (1, Some(&tenant))] {
         let queue = scheduler.add_model(
             Echo,
             settings(batch_size),
             vec![()],
             ModelMetrics::detached(),
-            None,
+            group,
         );
+        let grouped = if group.is_some() {
+            ", in a tenant's group"
+        } else {
+            ""
+        };
         c.bench_function(
-            &format!("submit and run 64 requests, batch_size {batch_size}"),
+            &format!("submit and run 64 requests, batch_size {batch_size}{grouped}"),
             |b| {
                 b.iter(|| {
                     let mut receivers: Vec<_> =

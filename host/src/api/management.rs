@@ -20,7 +20,7 @@ use super::tenancy::Caller;
 use super::{ApiError, AppState};
 use crate::package::Properties;
 use crate::registry::{LoadError, LoadedModel, NotReady, Overrides};
-use crate::store::versions::key_of_wanted;
+use crate::store::versions::{key_of_wanted, wanted_of_key};
 use crate::store::{PackageSource, model_key, parse_version, split_key};
 use crate::wlm::Bounds;
 
@@ -107,8 +107,9 @@ pub async fn register(
         admit_url(state.allowed_urls.as_deref(), &caller, source)?,
         &url,
     )?;
+    // Whether this very version is loaded, not whether any version is.
     if let Some(tenant) = caller.tenant()
-        && state.registry.get_loaded(&name).is_err()
+        && state.registry.get_loaded(&wanted_of_key(&name)).is_err()
     {
         check_quota(&state, tenant)?;
     }

@@ -786,9 +786,8 @@ impl Registry {
                 Reload::Never => Err(LoadError::NotLoaded(name.clone())),
                 // The same version again, not the highest one.
                 Reload::FromStore => {
-                    let (model, version) = crate::store::split_key(&name);
-                    let wanted = crate::store::versions::wanted(model, Some(version));
-                    self.get_or_load(&wanted).await
+                    self.get_or_load(&crate::store::versions::wanted_of_key(&name))
+                        .await
                 }
                 Reload::From(path) => self.get_or_load_from(&name, path.clone()).await,
             };

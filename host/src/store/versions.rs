@@ -58,6 +58,12 @@ pub fn wanted(name: &str, version: Option<Version>) -> String {
     }
 }
 
+/// What asks for exactly the version that `key` ([`model_key`]) is.
+pub fn wanted_of_key(key: &str) -> String {
+    let (name, version) = split_key(key);
+    wanted(name, Some(version))
+}
+
 /// The name and the version, if any, that [`wanted`] wrote.
 pub fn parse_wanted(wanted: &str) -> Result<(&str, Option<Version>), StoreError> {
     match wanted.split_once('/') {
@@ -181,6 +187,8 @@ mod tests {
         assert_eq!(parse_wanted("m/1"), Ok(("m", Some(1))));
         assert_eq!(wanted("m", Some(1)), "m/1");
         assert_eq!(key_of_wanted("m/1"), "m");
+        assert_eq!(wanted_of_key("m"), "m/1");
+        assert_eq!(wanted_of_key("m/2"), "m/2");
         assert_eq!(key_of_wanted("m/2"), "m/2");
         assert_eq!(key_of_wanted("m"), "m");
         for hostile in ["m/", "m/0", "m/1/2", "../m", "m/x"] {
