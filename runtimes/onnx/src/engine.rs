@@ -12,7 +12,7 @@ use tract_onnx::prelude::*;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
-use crate::decode::{BodyError, InferRequest, Sent};
+use crate::decode::{BodyError, Data, InferRequest, Sent};
 pub use graph::{Graph, Port};
 use tensors::{Flat, Nested, Zipped, data_of};
 
@@ -136,6 +136,20 @@ impl OnnxModel {
             })
             .collect();
         match answers.as_slice() {
+            [
+                (
+                    _,
+                    Answer::Nested(Nested {
+                        shape,
+                        cells: Data::F32(values),
+                        ..
+                    }),
+                ),
+            ] => Ok(Response {
+                content_type: mme_guest::JSON.to_string(),
+                body: tensors::nested_f32_json(shape, values),
+                attributes: String::new(),
+            }),
             [(_, only)] => Response::json(only),
             many => Response::json(&ByName(many)),
         }

@@ -33,15 +33,11 @@ enum Activation {
 }
 
 impl Activation {
-    /// Applies the activation to every value, one loop per kind so that each
-    /// is a plain pass. `Relu` is a comparison, not `f32::max`: in wasm that
-    /// is a call, and it would turn NaN into 0 where ONNX keeps NaN.
-    fn apply_all(self, values: &mut [f32]) {
+    /// Applies the activations that are not done in registers to every
+    /// value: one loop per kind, so that each is a plain pass.
+    fn apply_after(self, values: &mut [f32]) {
         match self {
-            Activation::Identity => {}
-            Activation::Relu => values
-                .iter_mut()
-                .for_each(|x| *x = if *x < 0.0 { 0.0 } else { *x }),
+            Activation::Identity | Activation::Relu => {}
             Activation::Sigmoid => values
                 .iter_mut()
                 .for_each(|x| *x = 1.0 / (1.0 + (-*x).exp())),
@@ -81,65 +77,61 @@ impl Layer {
         }
     }
 
-    /// Runs `rows` rows of `input` (row-major, `inputs` wide) into `output`.
-    fn run(
-        &self,
-        input: &[f32],
-        rows: usize,
-        output: &mut Vec<f32>,
-        across: &mut Vec<[f32; ROWS]>,
-    ) {
+    /// How many values a row of this layer's output takes: its outputs
+    /// rounded up to whole blocks, so that every block is stored whole.
+    fn stride(&self) -> usize {
+        self.bias.len() * COLS
+    }
+
+    /// Runs the rows of `input` (row-major, `stride` values a row of which
+    /// the first `inputs` count, and a whole number of [`ROWS`]) into
+    /// `output`, [`Layer::stride`] values a row.
+    fn run(&self, input: &[f32], stride: usize, output: &mut Vec<f32>) {
+        let rows = input.len() / stride;
+        let width = self.stride();
         output.clear();
-        output.resize(rows * self.outputs, 0.0);
-        for first in (0..rows).step_by(ROWS) {
-            let count = ROWS.min(rows - first);
-            // The block's rows side by side: one load gives the four values
-            // that multiply a row of weights. A last, short block reads zeros
-            // for the rows it lacks.
-            across.clear();
-            across.resize(self.inputs, [0.0; ROWS]);
-            for r in 0..count {
-                let row = &input[(first + r) * self.inputs..][..self.inputs];
-                for (values, &x) in across.iter_mut().zip(row) {
-                    values[r] = x;
-                }
-            }
+        output.resize(rows * width, 0.0);
+        let groups = input
+            .chunks_exact(stride * ROWS)
+            .zip(output.chunks_exact_mut(width * ROWS));
+        for (group, out) in groups {
+            let row = |r: usize| &group[r * stride..][..self.inputs];
+            let rows: [&[f32]; ROWS] = std::array::from_fn(row);
             let blocks = self.blocks.chunks_exact(self.inputs).zip(&self.bias);
             for (block, (weights, bias)) in blocks.enumerate() {
-                let sums = block_product(across, weights, bias);
-                let start = block * COLS;
-                let width = COLS.min(self.outputs - start);
-                for (r, row_sums) in sums.iter().enumerate().take(count) {
-                    let at = (first + r) * self.outputs + start;
-                    // A whole block is a copy of known size, which needs no call.
-                    if width == COLS {
-                        output[at..at + COLS].copy_from_slice(row_sums);
-                    } else {
-                        output[at..at + width].copy_from_slice(&row_sums[..width]);
-                    }
+                let sums = block_product(rows, weights, bias, self.activation);
+                for (r, row_sums) in sums.iter().enumerate() {
+                    out[r * width + block * COLS..][..COLS].copy_from_slice(row_sums);
                 }
             }
         }
-        self.activation.apply_all(output);
+        self.activation.apply_after(output);
     }
 }
 
-/// The products of a block of [`ROWS`] rows (`across[k]` holds their `k`th
-/// values) with one block of weights, plus the bias, in plain Rust: what
-/// runs natively (the tests), and the reference for the wasm version below.
+/// The products of [`ROWS`] rows with one block of weights, plus the bias,
+/// and `Relu` if the layer has it, in plain Rust: what runs natively (the
+/// tests), and the reference for the wasm version below. `Relu` is a
+/// comparison, not `f32::max`, which would turn NaN into 0 where ONNX keeps NaN.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 fn block_product(
-    across: &[[f32; ROWS]],
+    rows: [&[f32]; ROWS],
     weights: &[[f32; COLS]],
     bias: &[f32; COLS],
+    activation: Activation,
 ) -> [[f32; COLS]; ROWS] {
     let mut sums = [*bias; ROWS];
-    for (values, w) in across.iter().zip(weights) {
-        for (row_sums, value) in sums.iter_mut().zip(values) {
+    for (row_sums, row) in sums.iter_mut().zip(rows) {
+        for (value, w) in row.iter().zip(weights) {
             for (sum, w) in row_sums.iter_mut().zip(w) {
                 *sum += value * w;
             }
         }
+    }
+    if activation == Activation::Relu {
+        sums.iter_mut()
+            .flatten()
+            .for_each(|x| *x = if *x < 0.0 { 0.0 } else { *x });
     }
     sums
 }
@@ -147,16 +139,22 @@ fn block_product(
 /// The same products with the sums in eight 128-bit registers. Written
 /// with the intrinsics because the compiler does not vectorise the plain
 /// loop across rows and columns at once; it is the same arithmetic, term by
-/// term, as the plain version (a multiply, then an add, in the order of `k`).
+/// term, as the plain version (a multiply, then an add, in the order of
+/// `k`). Each row's value is splatted from memory, so the rows need no
+/// rearranging first; `Relu` is `f32x4.pmax` with zero, which keeps NaN
+/// and -0 as the comparison does.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
 #[allow(unsafe_code)] // See the SAFETY comments: whole `v128`s inside arrays of `f32`.
 fn block_product(
-    across: &[[f32; ROWS]],
+    rows: [&[f32]; ROWS],
     weights: &[[f32; COLS]],
     bias: &[f32; COLS],
+    activation: Activation,
 ) -> [[f32; COLS]; ROWS] {
-    use core::arch::wasm32::{f32x4_add, f32x4_mul, i32x4_shuffle, v128, v128_load, v128_store};
+    use core::arch::wasm32::{
+        f32x4_add, f32x4_mul, f32x4_pmax, f32x4_splat, v128, v128_load, v128_store,
+    };
     // SAFETY: `bias` is eight `f32`s, two whole `v128`s, and wasm's
     // `v128.load` takes any alignment.
     let (low, high) = unsafe {
@@ -166,26 +164,26 @@ fn block_product(
         )
     };
     let mut sums = [low, high, low, high, low, high, low, high];
-    for (values, w) in across.iter().zip(weights) {
-        // SAFETY: `values` is four `f32`s, one whole `v128`, and `w` eight,
-        // two whole `v128`s; wasm's `v128.load` takes any alignment.
-        let (values, low, high) = unsafe {
+    let [r0, r1, r2, r3] = rows;
+    let values = r0.iter().zip(r1).zip(r2).zip(r3);
+    for ((((&a, &b), &c), &d), w) in values.zip(weights) {
+        // SAFETY: `w` is eight `f32`s, two whole `v128`s; wasm's
+        // `v128.load` takes any alignment.
+        let (low, high) = unsafe {
             (
-                v128_load(values.as_ptr().cast::<v128>()),
                 v128_load(w.as_ptr().cast::<v128>()),
                 v128_load(w.as_ptr().add(4).cast::<v128>()),
             )
         };
-        let lanes = [
-            i32x4_shuffle::<0, 0, 0, 0>(values, values),
-            i32x4_shuffle::<1, 1, 1, 1>(values, values),
-            i32x4_shuffle::<2, 2, 2, 2>(values, values),
-            i32x4_shuffle::<3, 3, 3, 3>(values, values),
-        ];
-        for (r, value) in lanes.into_iter().enumerate() {
+        for (r, value) in [a, b, c, d].into_iter().enumerate() {
+            let value = f32x4_splat(value);
             sums[2 * r] = f32x4_add(sums[2 * r], f32x4_mul(value, low));
             sums[2 * r + 1] = f32x4_add(sums[2 * r + 1], f32x4_mul(value, high));
         }
+    }
+    if activation == Activation::Relu {
+        let zero = f32x4_splat(0.0);
+        sums = sums.map(|sum| f32x4_pmax(sum, zero));
     }
     let mut out = [[0.0f32; COLS]; ROWS];
     for (r, row_out) in out.iter_mut().enumerate() {
@@ -343,20 +341,33 @@ impl DenseChain {
             cast = input.cast_to::<f32>().ok()?;
             &*cast
         };
-        let mut values = input
-            .try_as_plain_ram()
-            .ok()?
-            .as_slice::<f32>()
-            .ok()?
-            .to_vec();
+        let values = input.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?;
+        // The rows are padded to whole groups of [`ROWS`] with zeros, and
+        // each layer's rows to whole blocks of columns: the loop never
+        // meets a short group or block, and the padding is cut at the end.
+        let padded = rows.next_multiple_of(ROWS);
+        let mut values = values.to_vec();
+        values.resize(padded * width, 0.0);
+        let mut stride = width;
         let mut next = Vec::new();
-        let mut across = Vec::new();
         for layer in &self.layers {
-            layer.run(&values, rows, &mut next, &mut across);
+            layer.run(&values, stride, &mut next);
             std::mem::swap(&mut values, &mut next);
+            stride = layer.stride();
         }
         let width = self.layers.last()?.outputs;
-        Tensor::from_shape(&[rows, width], &values).ok()
+        let answer: Vec<f32> = if width == stride {
+            values.truncate(rows * width);
+            values
+        } else {
+            values
+                .chunks_exact(stride)
+                .take(rows)
+                .flat_map(|row| &row[..width])
+                .copied()
+                .collect()
+        };
+        Tensor::from_shape(&[rows, width], &answer).ok()
     }
 }
 
