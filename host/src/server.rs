@@ -11,7 +11,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::api::tenancy::{AllowedUrls, Tenancy};
-use crate::api::{self, AppState, Drain, SINGLE_MODEL};
+use crate::api::{self, AppState, Drain, SINGLE_MODEL, Shared};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::package::Limits;
@@ -99,7 +99,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         });
     }
     let allowed_urls = allowed_urls(&config, tenancy.is_some())?;
-    let state = AppState {
+    let state = AppState::new(Shared {
         registry,
         metrics,
         max_request_bytes: config.max_request_bytes,
@@ -110,7 +110,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         tenancy: tenancy.clone(),
         allowed_urls,
         drain: Drain::default(),
-    };
+    });
     if let Some(tenancy) = tenancy {
         tokio::spawn(reload_on_hangup(tenancy));
     } else if !config.multi_model && !config.bind.ip().is_loopback() {

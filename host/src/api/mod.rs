@@ -26,9 +26,29 @@ pub use inference::SINGLE_MODEL;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
-/// What every handler can reach.
+/// What every handler can reach, behind one `Arc`: axum clones the state
+/// for each layer and handler of every request, so a clone is one atomic
+/// increment, not one per field and a copy of a path.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state that handlers share.
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct Shared {
     /// The loaded models.
     pub registry: Arc<Registry>,
     /// The server's metrics.
