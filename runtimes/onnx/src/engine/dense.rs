@@ -56,6 +56,10 @@ struct Layer {
     blocks: Vec<[f32; COLS]>,
     /// The bias by the same blocks of columns, padded with zeros.
     bias: Vec<[f32; COLS]>,
+    /// A layer of one output (a regressor's last) has its weights as one
+    /// column too: its rows are dot products along the inputs, which wastes
+    /// no lanes on the seven padding columns of a block.
+    column: Option<Vec<f32>>,
     activation: Activation,
 }
 
@@ -73,6 +77,7 @@ impl Layer {
             outputs,
             blocks,
             bias: vec![[0.0; COLS]; block_count],
+            column: (outputs == 1).then(|| weights[..inputs].to_vec()),
             activation: Activation::Identity,
         }
     }
@@ -97,6 +102,13 @@ impl Layer {
         for (group, out) in groups {
             let row = |r: usize| &group[r * stride..][..self.inputs];
             let rows: [&[f32]; ROWS] = std::array::from_fn(row);
+            if let Some(column) = &self.column {
+                let sums = dot_products(rows, column, self.bias[0][0], self.activation);
+                for (r, sum) in sums.into_iter().enumerate() {
+                    out[r * width] = sum;
+                }
+                continue;
+            }
             let blocks = self.blocks.chunks_exact(self.inputs).zip(&self.bias);
             for (block, (weights, bias)) in blocks.enumerate() {
                 let sums = block_product(rows, weights, bias, self.activation);
@@ -193,6 +205,75 @@ fn block_product(
             v128_store(row_out.as_mut_ptr().cast::<v128>(), sums[2 * r]);
             v128_store(row_out.as_mut_ptr().add(4).cast::<v128>(), sums[2 * r + 1]);
         }
+    }
+    out
+}
+
+/// The dot products of [`ROWS`] rows with `column`, plus `bias`, and
+/// `Relu` if the layer has it, in plain Rust: the reference for the wasm
+/// version below.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn dot_products(
+    rows: [&[f32]; ROWS],
+    column: &[f32],
+    bias: f32,
+    activation: Activation,
+) -> [f32; ROWS] {
+    rows.map(|row| {
+        let sum = bias + row.iter().zip(column).map(|(x, w)| x * w).sum::<f32>();
+        if activation == Activation::Relu && sum < 0.0 {
+            0.0
+        } else {
+            sum
+        }
+    })
+}
+
+/// The same dot products four inputs at a time: a 128-bit sum per row,
+/// added across its lanes at the end, then the inputs past the last four
+/// one by one. The order of the terms differs from the plain version's,
+/// so the last bits may too.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+#[allow(unsafe_code)] // See the SAFETY comments: whole `v128`s inside slices of `f32`.
+fn dot_products(
+    rows: [&[f32]; ROWS],
+    column: &[f32],
+    bias: f32,
+    activation: Activation,
+) -> [f32; ROWS] {
+    use core::arch::wasm32::{
+        f32x4_add, f32x4_extract_lane, f32x4_mul, f32x4_splat, v128, v128_load,
+    };
+    let whole = column.len() / 4 * 4;
+    let mut sums = [f32x4_splat(0.0); ROWS];
+    for k in (0..whole).step_by(4) {
+        // SAFETY: `k + 4 <= whole <= column.len()`, and every row is
+        // `column.len()` long (the layer's inputs); wasm's `v128.load`
+        // takes any alignment.
+        unsafe {
+            let w = v128_load(column.as_ptr().add(k).cast::<v128>());
+            for (sum, row) in sums.iter_mut().zip(rows) {
+                let x = v128_load(row.as_ptr().add(k).cast::<v128>());
+                *sum = f32x4_add(*sum, f32x4_mul(x, w));
+            }
+        }
+    }
+    let mut out = [0.0; ROWS];
+    for ((out, sum), row) in out.iter_mut().zip(sums).zip(rows) {
+        let lanes = (f32x4_extract_lane::<0>(sum) + f32x4_extract_lane::<1>(sum))
+            + (f32x4_extract_lane::<2>(sum) + f32x4_extract_lane::<3>(sum));
+        let tail: f32 = row[whole..]
+            .iter()
+            .zip(&column[whole..])
+            .map(|(x, w)| x * w)
+            .sum();
+        let total = bias + lanes + tail;
+        *out = if activation == Activation::Relu && total < 0.0 {
+            0.0
+        } else {
+            total
+        };
     }
     out
 }

@@ -333,3 +333,75 @@ fn a_linear_regressor_is_one_fused_layer_that_answers_as_tract_does() {
     let transformed = Graph::load(&linear_regressor("SOFTMAX")).expect("graph");
     assert!(!transformed.is_fused());
 }
+
+/// A layer of one output, as regressors end: 7 inputs to 5, then 5 to 1
+/// with `Relu` (a whole group of four inputs and one more), and 9 inputs
+/// straight to 1 with no activation.
+fn single_outputs(inputs: usize) -> Vec<u8> {
+    let (nodes, constants) = if inputs == 7 {
+        (
+            vec![
+                node("MatMul", &["x", "w1"], "m1", vec![]),
+                node("Add", &["m1", "b1"], "a1", vec![]),
+                node("Relu", &["a1"], "r1", vec![]),
+                node("MatMul", &["r1", "w2"], "m2", vec![]),
+                node("Add", &["m2", "b2"], "a2", vec![]),
+                node("Relu", &["a2"], "y", vec![]),
+            ],
+            vec![
+                constant("w1", &[7, 5], &values(7 * 5, 11)),
+                constant("b1", &[1, 5], &values(5, 12)),
+                constant("w2", &[5, 1], &values(5, 13)),
+                constant("b2", &[1, 1], &[-0.4]),
+            ],
+        )
+    } else {
+        (
+            vec![
+                node("MatMul", &["x", "w"], "m", vec![]),
+                node("Add", &["m", "b"], "y", vec![]),
+            ],
+            vec![
+                constant("w", &[inputs, 1], &values(inputs, 15)),
+                constant("b", &[1], &values(1, 16)),
+            ],
+        )
+    };
+    model(
+        value("x", DataType::Float, &[None, Some(inputs)]),
+        nodes,
+        constants,
+        "y",
+    )
+}
+
+#[test]
+fn a_layer_of_one_output_answers_as_tract_does() {
+    for inputs in [7, 9] {
+        let graph = Graph::load(&single_outputs(inputs)).expect("graph");
+        assert!(graph.is_fused());
+        let (mut negatives, mut zeros, mut positives) = (0, 0, 0);
+        for rows in [1, 4, 6, 64] {
+            let input =
+                Tensor::from_shape(&[rows, inputs], &values(rows * inputs, 17)).expect("input");
+            let fused = graph.run(tvec!(input.clone().into())).expect("fused");
+            let planned = graph.run_on_tract(tvec!(input.into())).expect("tract");
+            assert_eq!(fused[0].shape(), planned[0].shape(), "{rows} rows");
+            assert_close(&fused[0], &planned[0], rows);
+            let plain = planned[0].try_as_plain_ram().expect("plain");
+            let sums = plain.as_slice::<f32>().expect("f32");
+            negatives += sums.iter().filter(|&&s| s < 0.0).count();
+            zeros += sums.iter().filter(|&&s| s == 0.0).count();
+            positives += sums.iter().filter(|&&s| s > 0.0).count();
+        }
+        // Some sums are below zero: Relu clamps them, the plain layer keeps them.
+        if inputs == 7 {
+            assert!(
+                negatives == 0 && zeros > 0 && positives > 0,
+                "{negatives} negative, {zeros} zero, {positives} positive"
+            );
+        } else {
+            assert!(negatives > 0, "no negative sums");
+        }
+    }
+}
