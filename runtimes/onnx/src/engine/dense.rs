@@ -33,6 +33,17 @@ enum Activation {
 }
 
 impl Activation {
+    /// `Relu` of one value, the activation done before a value is stored:
+    /// a comparison, not `f32::max`, which would turn NaN into 0 where ONNX
+    /// keeps NaN.
+    fn in_register(self, x: f32) -> f32 {
+        if self == Activation::Relu && x < 0.0 {
+            0.0
+        } else {
+            x
+        }
+    }
+
     /// Applies the activations that are not done in registers to every
     /// value: one loop per kind, so that each is a plain pass.
     fn apply_after(self, values: &mut [f32]) {
@@ -123,8 +134,7 @@ impl Layer {
 
 /// The products of [`ROWS`] rows with one block of weights, plus the bias,
 /// and `Relu` if the layer has it, in plain Rust: what runs natively (the
-/// tests), and the reference for the wasm version below. `Relu` is a
-/// comparison, not `f32::max`, which would turn NaN into 0 where ONNX keeps NaN.
+/// tests), and the reference for the wasm version below.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 fn block_product(
     rows: [&[f32]; ROWS],
@@ -140,11 +150,9 @@ fn block_product(
             }
         }
     }
-    if activation == Activation::Relu {
-        sums.iter_mut()
-            .flatten()
-            .for_each(|x| *x = if *x < 0.0 { 0.0 } else { *x });
-    }
+    sums.iter_mut()
+        .flatten()
+        .for_each(|x| *x = activation.in_register(*x));
     sums
 }
 
@@ -221,11 +229,7 @@ fn dot_products(
 ) -> [f32; ROWS] {
     rows.map(|row| {
         let sum = bias + row.iter().zip(column).map(|(x, w)| x * w).sum::<f32>();
-        if activation == Activation::Relu && sum < 0.0 {
-            0.0
-        } else {
-            sum
-        }
+        activation.in_register(sum)
     })
 }
 
@@ -268,12 +272,7 @@ fn dot_products(
             .zip(&column[whole..])
             .map(|(x, w)| x * w)
             .sum();
-        let total = bias + lanes + tail;
-        *out = if activation == Activation::Relu && total < 0.0 {
-            0.0
-        } else {
-            total
-        };
+        *out = activation.in_register(bias + lanes + tail);
     }
     out
 }
