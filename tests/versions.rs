@@ -244,8 +244,15 @@ async fn a_djl_registration_names_its_version() {
     );
     // The same version again is taken; a version that cannot be one is refused.
     assert_eq!(post_json(&server, &register, "").await.0, 409);
+    // The same answer as a version that cannot be one in a route.
     let bad = format!("/models?url={url}&model_name=reg&model_version=two");
-    assert_eq!(post_json(&server, &bad, "").await.0, 400);
+    let (status, body) = post_json(&server, &bad, "").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["type"],
+        "InvalidModelVersion",
+        "{body}"
+    );
     assert_eq!(delete(&server, "/models/reg/2").await, 200);
     assert_eq!(get(&server, "/models/reg").await.0, 404);
 }

@@ -100,7 +100,7 @@ pub async fn register(
     let name = match parse_version(query_version.as_deref().unwrap_or_default()) {
         Ok(Some(version)) => model_key(&name, version),
         Ok(None) => name,
-        Err(error) => return Err(invalid(error.to_string())),
+        Err(error) => return Err(LoadError::Store(error).into()),
     };
     let source = PackageSource::parse(&url).map_err(|e| invalid(e.to_string()))?;
     let source = package_source(
