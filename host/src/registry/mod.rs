@@ -11,67 +11,41 @@
 //! is refused with the numbers, because SageMaker picks the victims there.
 
 mod budget;
+mod errors;
+mod failures;
 mod model;
 mod room;
 mod shares;
+mod unload;
+mod versions;
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
-use thiserror::Error;
 use tokio::sync::OnceCell;
 
 pub use budget::{MODEL_METADATA_BYTES, MemoryBudget, MemoryUse, default_limit};
+pub use errors::{LoadError, PredictError};
+use failures::Failure;
+pub use failures::{FAILED_RETRY_AFTER, NotReady};
 pub use model::{LoadTimings, LoadedModel, Overrides, WasmBackend, sandbox_for};
 pub use room::MakeRoom;
 pub use shares::{Share, Shares};
 
 use crate::metrics::{LoadLabels, MemoryLabels, Metrics, PhaseLabels};
 use crate::package::Limits;
-use crate::runtime::{CallError, GuestError, Request, Response, Runtime, RuntimeError};
-use crate::store::{ModelStore, PackageSource, StoreError, Version, check_key, model_key};
-use crate::wlm::{Bounds, CpuGroup, HostFailed, JobError, Scheduler, ShuttingDown, TaskError};
+use crate::runtime::{GuestError, Request, Response, Runtime};
+use crate::store::{ModelStore, PackageSource, StoreError, check_key};
+use crate::wlm::{Bounds, CpuGroup, HostFailed, JobError, Scheduler, ShuttingDown};
 
 /// The work-load manager that runs every model's wasm.
 pub type WasmScheduler = Scheduler<WasmBackend>;
-/// How long a package that failed to load answers with that failure
-/// before a request tries it again.
-pub const FAILED_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// How many instance sizes, one per component, are kept before those of
 /// components that no loaded model uses are dropped.
 const MAX_INSTANCE_ESTIMATES: usize = 4096;
-
-/// How many failed loads are remembered for `describe`; the oldest go first.
-const MAX_FAILURES_KEPT: usize = 10_000;
-
-/// A load that failed, kept until the model loads or is unregistered.
-#[derive(Debug, Clone)]
-struct Failure {
-    at: Instant,
-    when: SystemTime,
-    error: LoadError,
-}
-
-/// A model that is not loaded, but that the registry knows of.
-#[derive(Debug, Clone)]
-pub enum NotReady {
-    /// Its load is under way.
-    Loading,
-    /// Its last load failed.
-    Failed {
-        /// When.
-        when: SystemTime,
-        /// Why.
-        error: LoadError,
-    },
-}
-
-/// How long an unload waits for the requests in flight on the model.
-const UNLOAD_WAIT: Duration = Duration::from_secs(30);
 
 /// Settings of the registry that come from the server's configuration.
 #[derive(Debug, Clone)]
@@ -90,140 +64,6 @@ pub struct RegistryConfig {
     /// Caps on what groups of models (tenants) may hold; `None`: only the
     /// whole budget.
     pub shares: Option<Shares>,
-}
-
-/// Why a model could not be loaded.
-#[derive(Debug, Clone, Error)]
-pub enum LoadError {
-    /// The name leads nowhere.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The package is not a valid model: an unsafe or corrupt archive, bad
-    /// `serving.properties`, or a `model.wasm` that is not a component of
-    /// the model world. The package's author must fix it.
-    #[error("model {model:?} cannot be loaded from {package}: {reason}")]
-    InvalidPackage {
-        /// The model's name.
-        model: String,
-        /// The package path.
-        package: String,
-        /// Why.
-        reason: String,
-    },
-    /// The package is valid, but the model's own `load` failed: it returned
-    /// an error, trapped, or ran past `model_loading_timeout`.
-    #[error("model {model:?} cannot be loaded from {package}: {reason}")]
-    Broken {
-        /// The model's name.
-        model: String,
-        /// The package path.
-        package: String,
-        /// Why.
-        reason: String,
-    },
-    /// A model of that name is already loaded or loading.
-    #[error("model {0:?} is already loaded; unload it first to load it again")]
-    AlreadyLoaded(String),
-    /// No model of that name is loaded.
-    #[error("model {0:?} is not loaded")]
-    NotLoaded(String),
-    /// The instance pool is full: the model is fine, the server is busy.
-    #[error("model {model:?} cannot be loaded now: {reason}")]
-    NoCapacity {
-        /// The model's name.
-        model: String,
-        /// What is full.
-        reason: String,
-    },
-    /// The model needs more memory than the whole budget.
-    #[error(
-        "model {model:?} needs {needed} ({detail}), more than the whole memory limit of {limit}; raise --memory-limit"
-    )]
-    TooLarge {
-        /// The model's name.
-        model: String,
-        /// What it needs.
-        needed: String,
-        /// Where that comes from.
-        detail: String,
-        /// The limit.
-        limit: String,
-    },
-    /// The model does not fit next to the loaded ones.
-    #[error(
-        "model {model:?} needs {needed}, but {used} of the {limit} memory limit is in use; {advice}"
-    )]
-    NoMemory {
-        /// The model's name.
-        model: String,
-        /// What it needs.
-        needed: String,
-        /// What is in use.
-        used: String,
-        /// The limit.
-        limit: String,
-        /// What to do about it.
-        advice: &'static str,
-        /// Whether the same load may fit soon by itself (the loaded models
-        /// are busy, not too many).
-        retry: bool,
-    },
-    /// The server is stopping.
-    #[error(transparent)]
-    ShuttingDown(#[from] ShuttingDown),
-    /// Host code panicked on it.
-    #[error(transparent)]
-    HostFailed(#[from] HostFailed),
-}
-
-/// Why a request got no prediction.
-#[derive(Debug, Clone, Error)]
-pub enum PredictError {
-    /// The model could not be loaded.
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    /// The model refused the input or failed on it.
-    #[error(transparent)]
-    Guest(#[from] GuestError),
-    /// The model crashed or ran out of time.
-    #[error(transparent)]
-    Call(#[from] CallError),
-    /// No instance could be made.
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    /// The model's queue is full.
-    #[error("model {model:?} has {limit} requests waiting, the limit of its job_queue_size")]
-    QueueFull {
-        /// The model's name.
-        model: String,
-        /// Its `job_queue_size`.
-        limit: usize,
-    },
-    /// The request waited in the queue past its deadline and never ran.
-    #[error(
-        "model {model:?} is overloaded: the request waited {waited:?} in its queue, past its deadline"
-    )]
-    Expired {
-        /// The model's name.
-        model: String,
-        /// How long it waited.
-        waited: Duration,
-    },
-    /// The server is stopping.
-    #[error(transparent)]
-    ShuttingDown(#[from] ShuttingDown),
-    /// Host code panicked on it.
-    #[error(transparent)]
-    HostFailed(#[from] HostFailed),
-}
-
-impl From<TaskError> for LoadError {
-    fn from(error: TaskError) -> Self {
-        match error {
-            TaskError::ShuttingDown(e) => e.into(),
-            TaskError::HostFailed(e) => e.into(),
-        }
-    }
 }
 
 type Slot = Arc<OnceCell<Arc<LoadedModel>>>;
@@ -316,116 +156,6 @@ impl Registry {
         self.store.missing(name)
     }
 
-    /// The loaded model `wanted` (a name, or `name/N` for version `N`: see
-    /// [`crate::store::versions::wanted`]), loading it from the store on
-    /// first use. Without a version, the highest version loaded answers,
-    /// else the highest in the store.
-    pub async fn get_or_load(&self, wanted: &str) -> Result<Arc<LoadedModel>, LoadError> {
-        let (name, version) = crate::store::versions::parse_wanted(wanted)?;
-        let key = match version {
-            Some(version) => Cow::Owned(model_key(name, version)),
-            None => {
-                if let Some(model) = self.latest_loaded(name) {
-                    return Ok(model);
-                }
-                match self.store.latest_version(name) {
-                    Some(version) => Cow::Owned(model_key(name, version)),
-                    None => Cow::Borrowed(name),
-                }
-            }
-        };
-        let loaded = self
-            .get_or_load_with(&key, || self.store.source_of(&key))
-            .await;
-        // An S3 store with Triton's layout has no `name.tar.gz`: then the
-        // highest `name/N.tar.gz` answers for the name, and version 1 is
-        // `name/1.tar.gz`. Listed only on this miss, not for every load.
-        let missing = match loaded {
-            Err(LoadError::Store(missing @ StoreError::ObjectNotFound { .. })) if key == name => {
-                missing
-            }
-            other => return other,
-        };
-        let listed = match version {
-            Some(version) => Some(version),
-            None => self.store.listed_version(name).await,
-        };
-        match listed {
-            Some(crate::store::versions::FIRST_VERSION) => {
-                let Some(first) = self.store.first_version_source(name) else {
-                    return Err(missing.into());
-                };
-                self.get_or_load_with(name, || Ok(first))
-                    .await
-                    .map_err(|error| match error {
-                        LoadError::Store(StoreError::ObjectNotFound { .. }) => missing.into(),
-                        other => other,
-                    })
-            }
-            Some(later) => {
-                let key = model_key(name, later);
-                self.get_or_load_with(&key, || self.store.source_of(&key))
-                    .await
-            }
-            None => Err(missing.into()),
-        }
-    }
-
-    /// The highest loaded version of `name`, if one is loaded.
-    fn latest_loaded(&self, name: &str) -> Option<Arc<LoadedModel>> {
-        let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-        let first = models.get(name).and_then(|slot| slot.get());
-        if !self.versioned.load(Ordering::Relaxed) {
-            return first.cloned();
-        }
-        let later = format!("{name}/");
-        models
-            .range::<str, _>((
-                std::ops::Bound::Included(later.as_str()),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(key, _)| key.starts_with(&later))
-            .filter_map(|(key, slot)| {
-                let version: Version = key[later.len()..].parse().ok()?;
-                Some((version, slot.get()?))
-            })
-            .max_by_key(|(version, _)| *version)
-            .map(|(_, model)| model)
-            .or(first)
-            .cloned()
-    }
-
-    /// The keys of every version of `name` that is loaded, loading, or
-    /// whose load failed: what unloading the model without a version unloads.
-    pub fn keys_of(&self, name: &str) -> Vec<String> {
-        // `name/N` sort between `name/` and `name0` ('0' follows '/').
-        let (later, past) = (format!("{name}/"), format!("{name}0"));
-        let mut keys: Vec<String> = {
-            let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-            models
-                .get_key_value(name)
-                .map(|(key, _)| key)
-                .into_iter()
-                .chain(
-                    models
-                        .range::<str, _>((
-                            std::ops::Bound::Included(later.as_str()),
-                            std::ops::Bound::Excluded(past.as_str()),
-                        ))
-                        .map(|(key, _)| key),
-                )
-                .cloned()
-                .collect()
-        };
-        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        for key in failed.keys() {
-            if crate::store::split_key(key).0 == name && !keys.contains(key) {
-                keys.push(key.clone());
-            }
-        }
-        keys
-    }
-
     /// The loaded model `name`, loading it from `source` on first use: the
     /// single model of SageMaker's single-model mode.
     pub async fn get_or_load_from(
@@ -463,54 +193,6 @@ impl Registry {
             .await
             .cloned();
         self.forget_failed(name, &slot, result)
-    }
-
-    /// The error of a load of `name` that failed less than
-    /// [`FAILED_RETRY_AFTER`] ago: a broken package is not unpacked again
-    /// for every request that asks for it.
-    fn recent_failure(&self, name: &str) -> Option<LoadError> {
-        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        failed
-            .get(name)
-            .filter(|failure| failure.at.elapsed() < FAILED_RETRY_AFTER)
-            .map(|failure| failure.error.clone())
-    }
-
-    /// Remembers that loading `name` failed, for `describe`, until the model
-    /// loads or is unregistered.
-    pub fn record_failure(&self, name: &str, error: LoadError) {
-        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        if failed.len() >= MAX_FAILURES_KEPT && !failed.contains_key(name) {
-            let oldest = failed
-                .iter()
-                .min_by_key(|(_, failure)| failure.at)
-                .map(|(name, _)| name.clone());
-            if let Some(oldest) = oldest {
-                failed.remove(&oldest);
-            }
-        }
-        let failure = Failure {
-            at: Instant::now(),
-            when: SystemTime::now(),
-            error,
-        };
-        failed.insert(name.to_string(), failure);
-    }
-
-    /// What is known of `name` if it is not loaded: loading, or failed.
-    pub fn not_ready(&self, name: &str) -> Option<NotReady> {
-        let loading = {
-            let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-            models.get(name).is_some_and(|slot| slot.get().is_none())
-        };
-        if loading {
-            return Some(NotReady::Loading);
-        }
-        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        failed.get(name).map(|failure| NotReady::Failed {
-            when: failure.when,
-            error: failure.error.clone(),
-        })
     }
 
     /// Loads model `name` from `source` (a folder or an archive), as the
@@ -556,118 +238,6 @@ impl Registry {
             .await
             .cloned();
         self.forget_failed(name, &slot, result)
-    }
-
-    /// A failed load leaves no entry, so that the next request tries again.
-    fn forget_failed(
-        &self,
-        name: &str,
-        slot: &Slot,
-        result: Result<Arc<LoadedModel>, LoadError>,
-    ) -> Result<Arc<LoadedModel>, LoadError> {
-        match &result {
-            Err(error @ (LoadError::Broken { .. } | LoadError::InvalidPackage { .. })) => {
-                self.record_failure(name, error.clone());
-            }
-            Ok(_) => {
-                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-                failed.remove(name);
-            }
-            Err(_) => {}
-        }
-        if result.is_err() {
-            let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-            if models
-                .get(name)
-                .is_some_and(|s| Arc::ptr_eq(s, slot) && s.get().is_none())
-            {
-                models.remove(name);
-            }
-        }
-        result
-    }
-
-    /// Unloads every loaded version of model `name` (and forgets its failed
-    /// loads), as DJL's `DELETE /models/{name}` and Triton's unload do.
-    pub async fn unload_all(&self, name: &str) -> Result<(), LoadError> {
-        crate::store::check_name(name)?;
-        let mut unloaded = false;
-        for key in self.keys_of(name) {
-            match self.unload(&key).await {
-                Ok(()) => unloaded = true,
-                Err(LoadError::NotLoaded(_)) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        if unloaded {
-            Ok(())
-        } else {
-            Err(LoadError::NotLoaded(name.to_string()))
-        }
-    }
-
-    /// Unloads model `name`: it takes no new request, the queued ones are
-    /// answered (waiting up to `UNLOAD_WAIT`), and its instances and
-    /// unpacked folder are freed when this returns.
-    /// A model whose last load failed is forgotten, as DJL unregisters a
-    /// failed model.
-    pub async fn unload(&self, name: &str) -> Result<(), LoadError> {
-        check_key(name)?;
-        let forgot_failure = {
-            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-            failed.remove(name).is_some()
-        };
-        let model = {
-            let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(model) = models.get(name).and_then(|slot| slot.get().cloned()) else {
-                return if forgot_failure {
-                    Ok(())
-                } else {
-                    Err(LoadError::NotLoaded(name.to_string()))
-                };
-            };
-            models.remove(name);
-            model
-        };
-        model.queue.close();
-        self.release(model).await;
-        Ok(())
-    }
-
-    /// Frees a model whose queue is closed and which is out of the map:
-    /// waits for its queue to drain, then drops its instances and package
-    /// off the async threads.
-    async fn release(&self, model: Arc<LoadedModel>) {
-        let name = model.name.clone();
-        let deadline = Instant::now() + UNLOAD_WAIT;
-        while !model.queue.is_drained() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let idle = model.queue.take_idle();
-        self.metrics.forget_model(&name);
-        let mut model = model;
-        loop {
-            match Arc::try_unwrap(model) {
-                Ok(last) => {
-                    // Dropping instances and the unpacked folder blocks: not here.
-                    let _ = tokio::task::spawn_blocking(move || drop((idle, last))).await;
-                    tracing::info!(model = name, "model unloaded");
-                    return;
-                }
-                Err(shared) if Instant::now() < deadline => {
-                    model = shared;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err(_) => {
-                    drop(idle);
-                    tracing::warn!(
-                        model = name,
-                        "model unloaded; requests in flight still hold it"
-                    );
-                    return;
-                }
-            }
-        }
     }
 
     /// The linear memory of one instance of the component `hash`, as its
@@ -818,32 +388,6 @@ impl Registry {
             Err(JobError::Closed) => Err(LoadError::NotLoaded(model.name.clone()).into()),
             Err(JobError::Dropped) => Err(ShuttingDown.into()),
             Err(JobError::HostFailed(failed)) => Err(failed.into()),
-        }
-    }
-
-    /// The model `wanted` (as for [`Registry::get_or_load`]) if it is
-    /// loaded; never loads. A name that no model could have is an error of
-    /// its own, not "not loaded".
-    pub fn get_loaded(&self, wanted: &str) -> Result<Arc<LoadedModel>, LoadError> {
-        let (name, version) = crate::store::versions::parse_wanted(wanted)?;
-        let Some(version) = version else {
-            return self
-                .latest_loaded(name)
-                .ok_or_else(|| LoadError::NotLoaded(name.to_string()));
-        };
-        let key = model_key(name, version);
-        let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-        models
-            .get(&key)
-            .and_then(|slot| slot.get())
-            .cloned()
-            .ok_or(LoadError::NotLoaded(key))
-    }
-
-    /// Remembers that a later version is in use, once one is.
-    fn note_version(&self, key: &str) {
-        if key.contains('/') {
-            self.versioned.store(true, Ordering::Relaxed);
         }
     }
 
