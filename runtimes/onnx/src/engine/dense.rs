@@ -401,7 +401,10 @@ impl DenseChain {
             }
             current = out;
         }
-        (current == output.name && !layers.is_empty()).then_some(DenseChain { layers })
+        // A layer of no outputs (weights of shape [k, 0]) is left to tract,
+        // which says what it makes of it: the loop takes whole rows.
+        let whole = !layers.is_empty() && layers.iter().all(|layer| layer.outputs > 0);
+        (current == output.name && whole).then_some(DenseChain { layers })
     }
 
     /// Runs the chain on `input`, a `[rows, width]` tensor; `None` when the

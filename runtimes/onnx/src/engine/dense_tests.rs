@@ -266,6 +266,41 @@ fn weights_whose_size_disagrees_with_their_shape_are_not_fused() {
     assert!(DenseChain::recognise(&graph_with(constant("w", &[4, 4], &values(16, 1)))).is_some());
 }
 
+#[test]
+fn a_layer_of_no_outputs_is_not_fused() {
+    let layers = |widths: &[usize]| {
+        let mut nodes = Vec::new();
+        let mut constants = Vec::new();
+        let mut current = "x".to_string();
+        for (index, pair) in widths.windows(2).enumerate() {
+            let (w, out) = (format!("w{index}"), format!("m{index}"));
+            nodes.push(node(
+                "MatMul",
+                &[current.as_str(), w.as_str()],
+                &out,
+                vec![],
+            ));
+            constants.push(constant(
+                &w,
+                &[pair[0], pair[1]],
+                &values(pair[0] * pair[1], 1),
+            ));
+            current = out;
+        }
+        let graph = pb::GraphProto {
+            node: nodes,
+            initializer: constants,
+            input: vec![value("x", DataType::Float, &[None, Some(widths[0])])],
+            output: vec![value(&current, DataType::Float, &[None, None])],
+            ..Default::default()
+        };
+        DenseChain::recognise(&graph)
+    };
+    assert!(layers(&[4, 0]).is_none());
+    assert!(layers(&[4, 0, 3]).is_none());
+    assert!(layers(&[4, 2, 3]).is_some());
+}
+
 fn ml_attribute(name: &str, build: impl FnOnce(&mut pb::AttributeProto)) -> pb::AttributeProto {
     let mut attribute = pb::AttributeProto {
         name: name.into(),
