@@ -1,0 +1,177 @@
+//! Quotas: models, rates and memory are each tenant's own.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quotas_and_rates_are_the_tenants_and_leave_other_tenants_alone() {
+    let work = tempfile::tempdir().unwrap();
+    let names = ["acme-1", "acme-2", "acme-3", "globex-1"];
+    let (server, _) = serve(
+        work.path(),
+        &names,
+        "max_models = 2\nrequests_per_second = 5",
+        &[],
+    )
+    .await;
+    for name in ["acme-1", "acme-2"] {
+        let answer = call(
+            &server,
+            "POST",
+            &format!("/v2/repository/models/{name}/load"),
+            Some(ACME_MANAGE),
+            "",
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let over = call(
+        &server,
+        "POST",
+        "/predictions/acme-3",
+        Some(ACME_INFER),
+        "[[1.0]]",
+    )
+    .await;
+    assert_eq!(over.status, 403, "{}", over.body);
+    assert!(
+        over.body.contains("QuotaExceeded") && over.body.contains("max_models"),
+        "{}",
+        over.body
+    );
+    // A model loaded already is no new load.
+    assert_eq!(
+        call(
+            &server,
+            "POST",
+            "/predictions/acme-1",
+            Some(ACME_INFER),
+            "[[1.0]]"
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        call(&server, "DELETE", "/models/acme-2", Some(ACME_MANAGE), "")
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        call(
+            &server,
+            "POST",
+            "/predictions/acme-3",
+            Some(ACME_INFER),
+            "[[1.0]]"
+        )
+        .await
+        .status,
+        200
+    );
+
+    // Past five a second acme gets 429 with Retry-After; globex does not.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut limited = 0;
+    for _ in 0..20 {
+        let answer = call(
+            &server,
+            "POST",
+            "/predictions/acme-1",
+            Some(ACME_INFER),
+            "[[1.0]]",
+        )
+        .await;
+        if answer.status == 429 {
+            limited += 1;
+            let wait: u64 = answer.headers["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(wait >= 1, "{wait}");
+            assert!(
+                answer.body.contains("requests_per_second"),
+                "{}",
+                answer.body
+            );
+        } else {
+            assert_eq!(answer.status, 200, "{}", answer.body);
+        }
+        let other = call(
+            &server,
+            "POST",
+            "/predictions/globex-1",
+            Some(GLOBEX_MANAGE),
+            "[[1.0]]",
+        )
+        .await;
+        assert_eq!(other.status, 200, "{}", other.body);
+    }
+    assert!(
+        limited >= 10,
+        "only {limited} of 20 calls were over 5 a second"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_over_its_memory_share_evicts_its_own_models_only() {
+    let work = tempfile::tempdir().unwrap();
+    let names = [
+        "acme-1", "acme-2", "acme-3", "acme-4", "acme-5", "globex-1", "globex-2",
+    ];
+    let (server, _) = serve(work.path(), &names, "", &[]).await;
+    for name in ["globex-1", "globex-2", "acme-1"] {
+        let answer = call(
+            &server,
+            "POST",
+            &format!("/predictions/{name}"),
+            Some(ADMIN),
+            "[[1.0]]",
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let described = call(&server, "GET", "/models/acme-1", Some(ADMIN), "").await;
+    let memory = &serde_json::from_str::<serde_json::Value>(&described.body).unwrap()["memory"];
+    let one = memory["heldBytes"].as_u64().unwrap() + memory["instanceBytes"].as_u64().unwrap();
+    // Room for two of acme's models, not three.
+    let share = one * 5 / 2;
+    tenants_file(work.path(), &format!("memory = \"{share}B\""));
+    server.signal("HUP");
+    server.wait_logged("tenants file read again").await;
+
+    for name in ["acme-2", "acme-3", "acme-4", "acme-5", "acme-1"] {
+        let answer = call(
+            &server,
+            "POST",
+            &format!("/predictions/{name}"),
+            Some(ACME_INFER),
+            "[[1.0]]",
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{name}: {}", answer.body);
+        let listed = call(&server, "GET", "/models", Some(ACME_MANAGE), "").await;
+        let value: serde_json::Value = serde_json::from_str(&listed.body).unwrap();
+        let loaded = value["models"].as_array().unwrap().len();
+        assert!(
+            loaded <= 2,
+            "acme holds {loaded} models within a share of two: {}",
+            listed.body
+        );
+    }
+    // Globex's models were never the ones to go.
+    for name in ["globex-1", "globex-2"] {
+        let answer = call(
+            &server,
+            "GET",
+            &format!("/models/{name}"),
+            Some(GLOBEX_MANAGE),
+            "",
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{name}: {}", answer.body);
+    }
+}
