@@ -94,15 +94,22 @@ impl Request {
 }
 
 impl Response {
+    /// A response of `body` as it is, sent with `content_type`: for a model
+    /// that writes its own bytes (a format of its own, or JSON it printed
+    /// faster than a serializer would).
+    pub fn new(content_type: impl Into<String>, body: impl Into<Vec<u8>>) -> Self {
+        Response {
+            content_type: content_type.into(),
+            body: body.into(),
+            attributes: String::new(),
+        }
+    }
+
     /// A JSON response holding `value`.
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
         let body = serde_json::to_vec(value)
             .map_err(|e| Error::internal(format!("cannot encode the response as JSON: {e}")))?;
-        Ok(Response {
-            content_type: JSON.to_string(),
-            body,
-            attributes: String::new(),
-        })
+        Ok(Response::new(JSON, body))
     }
 
     /// The same response, sending `attributes` back to the caller as
@@ -167,6 +174,24 @@ mod tests {
             Err(Error::InvalidInput(message)) => message,
             other => panic!("expected invalid input, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn responses_carry_their_bytes_and_type_as_given() {
+        let csv = Response::new("text/csv", "1\n2\n");
+        assert_eq!(
+            (
+                csv.content_type.as_str(),
+                csv.body.as_slice(),
+                csv.attributes.as_str()
+            ),
+            ("text/csv", &b"1\n2\n"[..], "")
+        );
+        let json = Response::json(&[1.5, 2.0]).unwrap();
+        assert_eq!(
+            (json.content_type.as_str(), json.body.as_slice()),
+            (JSON, &b"[1.5,2.0]"[..])
+        );
     }
 
     #[test]

@@ -14,11 +14,7 @@ impl Model for Echo {
     }
 
     fn predict(&self, request: Request) -> Result<Response, Error> {
-        Ok(Response {
-            content_type: request.content_type,
-            body: request.body,
-            attributes: String::new(),
-        })
+        Ok(Response::new(request.content_type, request.body))
     }
 }
 

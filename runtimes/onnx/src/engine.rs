@@ -145,11 +145,10 @@ impl OnnxModel {
                         ..
                     }),
                 ),
-            ] => Ok(Response {
-                content_type: mme_guest::JSON.to_string(),
-                body: tensors::nested_f32_json(shape, values),
-                attributes: String::new(),
-            }),
+            ] => Ok(Response::new(
+                mme_guest::JSON,
+                tensors::nested_f32_json(shape, values),
+            )),
             [(_, only)] => Response::json(only),
             many => Response::json(&ByName(many)),
         }
@@ -263,11 +262,10 @@ impl OnnxModel {
         let header_length = answer.body.len();
         let mut body = answer.body;
         body.extend_from_slice(&tail);
-        Ok(Response {
-            content_type: mme_oip::framed_content_type(header_length),
+        Ok(Response::new(
+            mme_oip::framed_content_type(header_length),
             body,
-            attributes: String::new(),
-        })
+        ))
     }
 }
 

@@ -93,11 +93,10 @@ impl Model for Faulty {
                 }
             }
             "recurse" => Response::json(&recurse(std::hint::black_box(1))),
-            "big" => Ok(Response {
-                content_type: "application/octet-stream".into(),
-                body: vec![b'x'; 16 << 20],
-                attributes: String::new(),
-            }),
+            "big" => Ok(Response::new(
+                "application/octet-stream",
+                vec![b'x'; 16 << 20],
+            )),
             "print" => {
                 println!("hello from the guest");
                 eprintln!("a warning from the guest");
