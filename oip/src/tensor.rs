@@ -230,11 +230,7 @@ pub(crate) fn write_values(datatype: &str, data: &Value, out: &mut Vec<u8>) -> R
 }
 
 /// An integer's little-endian bytes, if it fits in `size` bytes.
-pub(crate) fn integer_bytes(
-    n: &serde_json::Number,
-    size: usize,
-    unsigned: bool,
-) -> Option<[u8; 8]> {
+fn integer_bytes(n: &serde_json::Number, size: usize, unsigned: bool) -> Option<[u8; 8]> {
     let bits = u32::try_from(size * 8).ok()?;
     if unsigned {
         let x = n.as_u64()?;
@@ -247,7 +243,7 @@ pub(crate) fn integer_bytes(
 }
 
 /// Calls `f` on every leaf of nested lists, in row-major order.
-pub(crate) fn visit(value: &Value, f: &mut impl FnMut(&Value)) {
+fn visit(value: &Value, f: &mut impl FnMut(&Value)) {
     match value {
         Value::Array(items) => items.iter().for_each(|item| visit(item, f)),
         leaf => f(leaf),
