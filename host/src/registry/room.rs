@@ -65,7 +65,8 @@ fn take_spare_instance(models: &Models, keep: &str) -> bool {
             .cloned()
             .collect()
     };
-    candidates.sort_by_key(|model| model.last_used.load(Ordering::Relaxed));
+    // Each key read once: requests move them while the sort runs.
+    candidates.sort_by_cached_key(|model| model.last_used.load(Ordering::Relaxed));
     let spare = candidates
         .iter()
         .find_map(|model| Some((&model.name, model.queue.take_spare()?)));
@@ -102,7 +103,8 @@ impl Registry {
                     })
                 })
                 .collect();
-            candidates.sort_by_key(|model| model.last_used.load(Ordering::Relaxed));
+            // Each key read once: requests move them while the sort runs.
+            candidates.sort_by_cached_key(|model| model.last_used.load(Ordering::Relaxed));
             // A model held by anyone but the map is about to get a request
             // (it was just looked up or loaded for one): not a victim.
             let victim = candidates
