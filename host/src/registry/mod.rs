@@ -336,6 +336,13 @@ impl Registry {
         let mut reloads = 0;
         loop {
             model.last_used.store(self.next_use(), Ordering::Relaxed);
+            request = match model.queue.try_inline(request) {
+                Ok(call) => {
+                    let result = Self::answer_of(&model, call.run().await);
+                    return (Some(model), result);
+                }
+                Err(request) => request,
+            };
             let refused = match model.queue.try_submit(request) {
                 Ok(receiver) => {
                     let reply = receiver.await.unwrap_or(Err(JobError::Dropped));

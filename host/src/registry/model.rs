@@ -13,11 +13,11 @@ use super::{LoadError, PredictError, RegistryConfig};
 use crate::metrics::Metrics;
 use crate::package::{CodeError, ModelCode, Package, Properties, PropertiesError};
 use crate::runtime::{
-    CallError, Charge, Compiled, GuestError, Instance, LogBudget, MemoryMeter, Request, Response,
-    Runtime, RuntimeError, Sandbox, Tier,
+    Ambient, CallError, Charge, Compiled, GuestError, Instance, LogBudget, MemoryMeter, Request,
+    Response, Runtime, RuntimeError, Sandbox, Tier,
 };
 use crate::store::PackageSource;
-use crate::wlm::{Backend, Bounds, ModelQueue, QueueStats, Settings};
+use crate::wlm::{Backend, Bounds, InlineCall, ModelQueue, QueueStats, Settings};
 
 /// Guest output a model may log per window, and the window.
 const LOG_BYTES_PER_WINDOW: usize = 64 * 1024;
@@ -263,12 +263,42 @@ impl Backend for WasmBackend {
         worker
             .instance
             .predict_within(&batch, time_left)
-            .map_err(|error| {
-                // A trap poisons the store: the work-load manager drops this instance.
-                tracing::warn!(model = %self.name, %error, "instance discarded");
-                PredictError::Call(error)
-            })
+            .map_err(|error| discarded(&self.name, error))
     }
+
+    fn start_call(
+        &self,
+        worker: WasmWorker,
+        input: Request,
+        time_left: Duration,
+    ) -> Result<InlineCall<Self>, (WasmWorker, Request)> {
+        // Baseline code moves to optimized code on a compute thread first.
+        if worker.compiled.tier() == Tier::Baseline && !worker.stays {
+            return Err((worker, input));
+        }
+        let name = self.name.clone();
+        Ok(Box::pin(Ambient(Box::pin(async move {
+            let mut worker = worker;
+            let batch = std::slice::from_ref(&input);
+            match worker.instance.predict_async(batch, time_left).await {
+                // One result for the one request: `predict_async` checks the count.
+                Ok(mut results) => {
+                    let result = results.pop().unwrap_or_else(|| {
+                        Err(GuestError::Internal("the model returned no result".into()))
+                    });
+                    (Some(worker), Ok(result))
+                }
+                Err(error) => (None, Err(discarded(&name, error))),
+            }
+        }))))
+    }
+}
+
+/// A call failed in a way that poisons the store: the work-load manager
+/// drops the instance.
+fn discarded(model: &str, error: CallError) -> PredictError {
+    tracing::warn!(model, %error, "instance discarded");
+    PredictError::Call(error)
 }
 
 /// Settings that replace the package's own, as DJL's `POST /models` query

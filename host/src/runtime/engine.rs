@@ -145,12 +145,6 @@ impl Drop for EpochTicker {
     }
 }
 
-/// The number of epoch ticks that covers `timeout`, at least one.
-pub fn ticks_for(timeout: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_nanos();
-    u64::try_from(timeout.as_nanos().div_ceil(tick).max(1)).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +165,7 @@ mod tests {
         let module = wasmtime::Module::new(&engine, SPIN).unwrap();
         let mut store = wasmtime::Store::new(&engine, ());
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks_for(Duration::from_millis(50)));
+        store.set_epoch_deadline(5);
         let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
         let spin = instance
             .get_typed_func::<(), ()>(&mut store, "spin")
@@ -193,14 +187,5 @@ mod tests {
         };
         let (_engine, pooled) = build(&config).unwrap();
         assert!(pooled);
-    }
-
-    #[test]
-    fn ticks_round_up_and_never_reach_zero() {
-        assert_eq!(ticks_for(Duration::ZERO), 1);
-        assert_eq!(ticks_for(Duration::from_millis(1)), 1);
-        assert_eq!(ticks_for(Duration::from_millis(10)), 1);
-        assert_eq!(ticks_for(Duration::from_millis(11)), 2);
-        assert_eq!(ticks_for(Duration::from_secs(60)), 6000);
     }
 }

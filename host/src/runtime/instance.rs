@@ -10,14 +10,15 @@ use thiserror::Error;
 use wasmtime::component::ResourceTable;
 use wasmtime::{
     PoolConcurrencyLimitError, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
+    UpdateDeadline,
 };
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::Model;
 use super::bindings::mme::model::types::Error as WitError;
 use super::guest_log::{GuestLog, LogBudget};
-use super::wait::WaitedPastDeadline;
-use super::{Charge, Compiled, MemoryMeter, Request, Response, RuntimeError, engine};
+use super::wait::{WaitedPastDeadline, block_on};
+use super::{Charge, Compiled, MemoryMeter, Request, Response, RuntimeError};
 
 /// Where the guest sees its package.
 pub const MODEL_MOUNT: &str = "/model";
@@ -279,9 +280,18 @@ impl Instance {
         };
         let mut store = Store::new(compiled.engine(), state);
         store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
+        // At each tick, a call past its deadline stops; any other yields to
+        // its executor, so that a call inline on an async thread holds that
+        // thread for one tick at most.
+        store.epoch_deadline_callback(|store| {
+            Ok(if Instant::now() >= store.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
         arm_deadline(&mut store, sandbox.load_timeout.max(sandbox.timeout));
-        let model = compiled.pre.instantiate(&mut store).map_err(|e| {
+        let model = block_on(compiled.pre.instantiate_async(&mut store)).map_err(|e| {
             if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
                 RuntimeError::PoolExhausted(format!("{e:#}"))
             } else {
@@ -307,7 +317,7 @@ impl Instance {
     /// Calls the guest's `load` with the `option.*` settings.
     pub fn load(&mut self, config: &[(String, String)]) -> Result<(), CallError> {
         arm_deadline(&mut self.store, self.load_timeout);
-        match self.model.call_load(&mut self.store, config) {
+        match block_on(self.model.call_load(&mut self.store, config)) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(CallError::Load(error.into())),
             Err(error) => Err(match self.classify(error) {
@@ -327,8 +337,19 @@ impl Instance {
 
     /// [`Instance::predict`], stopped after `time_left` if that comes before
     /// the model's own timeout: what is left of the batch's earliest deadline
-    /// once the requests have waited in the queue.
+    /// once the requests have waited in the queue. Blocks this thread until
+    /// the call ends.
     pub fn predict_within(
+        &mut self,
+        batch: &[Request],
+        time_left: Duration,
+    ) -> Result<Vec<Result<Response, GuestError>>, CallError> {
+        block_on(self.predict_async(batch, time_left))
+    }
+
+    /// [`Instance::predict_within`] as a future, which yields at each epoch
+    /// tick and while the guest waits in WASI.
+    pub async fn predict_async(
         &mut self,
         batch: &[Request],
         time_left: Duration,
@@ -337,6 +358,7 @@ impl Instance {
         let results = self
             .model
             .call_predict(&mut self.store, batch)
+            .await
             .map_err(|error| self.classify(error))?;
         if results.len() != batch.len() {
             let message = format!(
@@ -377,9 +399,9 @@ impl Instance {
     }
 }
 
-/// Sets the deadline of the next call: for its wasm code, in epoch ticks,
-/// and for its waits in WASI, as an instant.
+/// Sets the deadline of the next call, for its wasm code (checked at each
+/// epoch tick) and for its waits in WASI.
 fn arm_deadline(store: &mut Store<InstanceState>, timeout: Duration) {
     store.data_mut().deadline = Instant::now() + timeout;
-    store.set_epoch_deadline(engine::ticks_for(timeout));
+    store.set_epoch_deadline(1);
 }

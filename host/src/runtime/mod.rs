@@ -31,6 +31,7 @@ pub use meter::{Charge, MemoryMeter};
 pub use onnx::{ONNX_ENGINE_FILE, default_onnx_engine};
 pub use resident::{INSTANCE_HOST_BYTES, InstanceMemory};
 pub use tier::Tiering;
+pub use wait::Ambient;
 
 /// The bindings of the `mme:model/model` world, generated from `wit/`.
 #[allow(missing_docs)] // Generated code.
@@ -38,6 +39,9 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "model",
+        // Calls are futures: a call inline on the server's async threads
+        // yields at each epoch tick, and a compute thread blocks on it.
+        exports: { default: async },
     });
 }
 

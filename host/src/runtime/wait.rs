@@ -29,29 +29,35 @@ const POLL_INTERFACE: &str = "wasi:io/poll@0.2.12";
 pub struct WaitedPastDeadline;
 
 /// A linker with all of WASI p2, its waits bounded by the call's deadline.
+/// WASI's calls are async: a call that runs inline on the server's async
+/// threads waits as a future, not by blocking its thread.
 pub(super) fn wasi_linker(
     engine: &wasmtime::Engine,
 ) -> Result<Linker<InstanceState>, RuntimeError> {
     let link =
         |error: wasmtime::Error| RuntimeError::Engine(format!("cannot link WASI: {error:#}"));
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link)?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
     linker.allow_shadowing(true);
     let mut poll = linker.instance(POLL_INTERFACE).map_err(link)?;
-    poll.func_wrap(
+    poll.func_wrap_async(
         "poll",
         |mut store: StoreContextMut<'_, InstanceState>,
          (pollables,): (Vec<Resource<DynPollable>>,)| {
-            let (table, deadline) = store.data_mut().waiting();
-            Ok((until(deadline, table.poll(pollables))??,))
+            Box::new(async move {
+                let (table, deadline) = store.data_mut().waiting();
+                Ok((until(deadline, table.poll(pollables)).await??,))
+            })
         },
     )
     .map_err(link)?;
-    poll.func_wrap(
+    poll.func_wrap_async(
         "[method]pollable.block",
         |mut store: StoreContextMut<'_, InstanceState>, (pollable,): (Resource<DynPollable>,)| {
-            let (table, deadline) = store.data_mut().waiting();
-            until(deadline, table.block(pollable))?
+            Box::new(async move {
+                let (table, deadline) = store.data_mut().waiting();
+                until(deadline, table.block(pollable)).await?
+            })
         },
     )
     .map_err(link)?;
@@ -59,11 +65,33 @@ pub(super) fn wasi_linker(
     Ok(linker)
 }
 
-/// Waits for `wait` until `deadline` at most, on WASI's own Tokio runtime
-/// (a compute thread has none), as the calls it replaces do.
-fn until<F: Future>(deadline: Instant, wait: F) -> wasmtime::Result<F::Output> {
+/// Waits for `wait` until `deadline` at most.
+async fn until<F: Future>(deadline: Instant, wait: F) -> wasmtime::Result<F::Output> {
     let left = deadline.saturating_duration_since(Instant::now());
-    // The timer is made inside the runtime: it needs the runtime's clock.
-    wasmtime_wasi::runtime::in_tokio(async move { tokio::time::timeout(left, wait).await })
+    tokio::time::timeout(left, wait)
+        .await
         .map_err(|_elapsed| WaitedPastDeadline.into())
+}
+
+/// Runs a guest call to its end on this thread, as a compute thread does,
+/// inside WASI's Tokio runtime (a compute thread has none of its own).
+pub(super) fn block_on<F: Future>(call: F) -> F::Output {
+    wasmtime_wasi::runtime::in_tokio(call)
+}
+
+/// A guest call that may move between threads and executors: each poll
+/// runs inside a Tokio runtime (the caller's, else WASI's), where the
+/// call's WASI timers are made.
+pub struct Ambient<F>(pub std::pin::Pin<Box<F>>);
+
+impl<F: Future> Future for Ambient<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let call = self.0.as_mut();
+        wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| call.poll(context))
+    }
 }

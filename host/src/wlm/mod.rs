@@ -25,9 +25,19 @@ mod turns;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use policy::{Bounds, BoundsError, Settings, workers_to_add};
-pub use queue::{JobError, ModelQueue, QueueStats};
+pub use queue::{Inline, JobError, ModelQueue, QueueStats};
 pub use scheduler::{HostFailed, Scheduler, ShuttingDown, TaskError};
 pub use turns::CpuGroup;
+
+/// A call of one request begun by [`Backend::start_call`].
+pub type InlineCall<B> = std::pin::Pin<Box<dyn Future<Output = InlineOutcome<B>> + Send>>;
+
+/// How a call ended: the worker, unless it broke, and the output, or why
+/// the worker broke.
+pub type InlineOutcome<B> = (
+    Option<<B as Backend>::Worker>,
+    Result<<B as Backend>::Output, <B as Backend>::Error>,
+);
 
 /// A model, as the work-load manager sees it: something that makes workers
 /// and runs batches of inputs on them.
@@ -70,6 +80,26 @@ pub trait Backend: Send + Sync + 'static {
         batch: Vec<Self::Input>,
         time_left: std::time::Duration,
     ) -> Result<Vec<Self::Output>, Self::Error>;
+
+    /// Starts a call of one input on `worker` as a future that the caller's
+    /// async thread polls once: most calls end there, without a hand-off to
+    /// a compute thread; one that is not done then (it waits, or runs past
+    /// an epoch tick) ends on a compute thread, which blocks on it. So the
+    /// future must yield within a tick and run under any executor. Gives
+    /// both back when this worker runs on compute threads only, which is
+    /// what a backend that does not override this says of every worker.
+    fn start_call(
+        &self,
+        worker: Self::Worker,
+        input: Self::Input,
+        time_left: std::time::Duration,
+    ) -> Result<InlineCall<Self>, (Self::Worker, Self::Input)>
+    where
+        Self: Sized,
+    {
+        let _ = time_left;
+        Err((worker, input))
+    }
 }
 
 /// Starts a worker of `backend`. When the server has no room for it, the

@@ -18,8 +18,12 @@ use super::scheduler::{HostFailed, Inner, Runnable};
 use super::turns::GroupId;
 use crate::metrics::ModelMetrics;
 
+#[path = "queue_inline.rs"]
+mod inline;
 #[path = "queue_workers.rs"]
 mod workers;
+
+pub use inline::Inline;
 
 /// How long a model whose scale-up found no room serves on the workers it
 /// has before it tries to add one again: each try costs a failed
@@ -55,7 +59,10 @@ pub enum JobError<E> {
     Failed(E),
 }
 
-type Reply<B> = Result<<B as Backend>::Output, JobError<<B as Backend>::Error>>;
+pub(super) type Reply<B> = Result<<B as Backend>::Output, JobError<<B as Backend>::Error>>;
+
+/// Where a request's answer goes.
+pub(super) type ReplyTo<B> = oneshot::Sender<Reply<B>>;
 
 /// A request's reply channel and its answer, ready to send.
 type Answer<B> = (oneshot::Sender<Reply<B>>, Reply<B>);

@@ -3,6 +3,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 
 use super::*;
 use crate::wlm::{HostFailed, ManualClock, Scheduler, ShuttingDown, TaskError};
@@ -11,12 +12,30 @@ use crate::wlm::{HostFailed, ManualClock, Scheduler, ShuttingDown, TaskError};
 type BatchLog = Arc<Mutex<Vec<(&'static str, Vec<u32>)>>>;
 
 /// Doubles its inputs and logs every batch under the model's name. Input
-/// 999 breaks the worker; 666 panics.
-struct Fake {
+/// 999 breaks the worker; 666 panics. With `inline`, its calls may run
+/// inline, where inputs from 700 to 799 wait once before they answer.
+pub(super) struct Fake {
     name: &'static str,
     log: BatchLog,
-    started: AtomicUsize,
+    pub(super) started: AtomicUsize,
     room: Option<Arc<Room>>,
+    inline: bool,
+}
+
+/// A future that is pending at its first poll and ready at its second.
+struct WaitOnce(bool);
+
+impl Future for WaitOnce {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, context: &mut std::task::Context<'_>) -> Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            Poll::Ready(())
+        } else {
+            context.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
 }
 
 /// An instance pool for fakes that share it: `free` workers can start,
@@ -80,25 +99,61 @@ impl Backend for Fake {
         }
         Ok(batch.iter().map(|x| x * 2).collect())
     }
+
+    fn start_call(
+        &self,
+        worker: usize,
+        input: u32,
+        _time_left: Duration,
+    ) -> Result<crate::wlm::InlineCall<Self>, (usize, u32)> {
+        if !self.inline {
+            return Err((worker, input));
+        }
+        self.log.lock().unwrap().push((self.name, vec![input]));
+        Ok(Box::pin(async move {
+            if (700..800).contains(&input) {
+                WaitOnce(false).await;
+            }
+            match input {
+                666 => panic!("host bug"),
+                999 => (None, Err("broken".to_string())),
+                _ => (Some(worker), Ok(input * 2)),
+            }
+        }))
+    }
 }
 
-struct Harness {
+pub(super) struct Harness {
     clock: Arc<ManualClock>,
-    scheduler: Scheduler<Fake>,
+    pub(super) scheduler: Scheduler<Fake>,
     log: BatchLog,
+    inline: bool,
 }
 
 impl Harness {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
+        Self::with_inline(0)
+    }
+
+    /// Models whose calls may run inline, `places` at once.
+    pub(super) fn with_inline(places: usize) -> Self {
         let clock = Arc::new(ManualClock::default());
+        let scheduler = Scheduler::new(clock.clone(), 0).unwrap();
+        scheduler.set_inline_places(places);
         Harness {
-            scheduler: Scheduler::new(clock.clone(), 0).unwrap(),
+            scheduler,
             clock,
             log: Arc::default(),
+            inline: places > 0,
         }
     }
 
-    fn model(&self, name: &'static str, settings: Settings, warm: usize) -> Arc<ModelQueue<Fake>> {
+    pub(super) fn model(
+        &self,
+        name: &'static str,
+        settings: Settings,
+        warm: usize,
+    ) -> Arc<ModelQueue<Fake>> {
         self.model_in(name, settings, warm, None)
     }
 
@@ -115,6 +170,7 @@ impl Harness {
             log: self.log.clone(),
             started: AtomicUsize::new(0),
             room,
+            inline: self.inline,
         };
         self.scheduler.add_model(
             backend,
@@ -126,7 +182,7 @@ impl Harness {
     }
 
     /// Steps until nothing is due; returns how many units ran.
-    fn run_all(&self) -> usize {
+    pub(super) fn run_all(&self) -> usize {
         let mut steps = 0;
         while self.scheduler.run_one() {
             steps += 1;
@@ -135,7 +191,7 @@ impl Harness {
         steps
     }
 
-    fn batches(&self, name: &str) -> Vec<Vec<u32>> {
+    pub(super) fn batches(&self, name: &str) -> Vec<Vec<u32>> {
         let log = self.log.lock().unwrap();
         log.iter()
             .filter(|(n, _)| *n == name)
@@ -144,7 +200,7 @@ impl Harness {
     }
 }
 
-fn settings(min: usize, max: usize, batch_size: usize) -> Settings {
+pub(super) fn settings(min: usize, max: usize, batch_size: usize) -> Settings {
     Settings {
         bounds: Bounds::new(min, max).unwrap(),
         batch_size,
@@ -157,7 +213,7 @@ fn settings(min: usize, max: usize, batch_size: usize) -> Settings {
 
 type Receiver = oneshot::Receiver<Reply<Fake>>;
 
-fn submit_all(
+pub(super) fn submit_all(
     queue: &Arc<ModelQueue<Fake>>,
     inputs: impl IntoIterator<Item = u32>,
 ) -> Vec<Receiver> {
@@ -167,7 +223,7 @@ fn submit_all(
         .collect()
 }
 
-fn answers(receivers: Vec<Receiver>) -> Vec<Reply<Fake>> {
+pub(super) fn answers(receivers: Vec<Receiver>) -> Vec<Reply<Fake>> {
     receivers
         .into_iter()
         .map(|mut r| r.try_recv().expect("every request is answered"))
@@ -454,6 +510,7 @@ async fn compute_threads_run_batches_and_tasks_off_the_async_threads() {
         log: log.clone(),
         started: AtomicUsize::new(0),
         room: None,
+        inline: false,
     };
     let queue = scheduler.add_model(
         backend,

@@ -7,7 +7,7 @@
 //! take turns a batch at a time. A partial batch that waits for more is
 //! parked with a due time and holds no thread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -55,6 +55,14 @@ pub(super) enum Runnable<B: Backend> {
     },
     /// Work that is not a model's batch, such as a load's first instance.
     Task(Task),
+    /// A call of `queue`'s that began inline and waits: it ends here.
+    Resume {
+        queue: Arc<ModelQueue<B>>,
+        call: super::InlineCall<B>,
+        reply: super::queue::ReplyTo<B>,
+        /// When its first poll began.
+        started: Instant,
+    },
 }
 
 struct Parked<B: Backend> {
@@ -95,6 +103,13 @@ pub(super) struct Inner<B: Backend> {
     wake: Condvar,
     /// Mirrors `RunList::stopping`, readable under a model's lock.
     stopping: AtomicBool,
+    /// Whether work waits on the run list: calls then go through it, not
+    /// inline, so that they take their turn.
+    backlog: AtomicBool,
+    /// Calls that may run inline at once, on the async threads: one per
+    /// compute thread, so that the guests never run on more threads than
+    /// twice the cores.
+    inline_free: AtomicUsize,
 }
 
 /// The compute threads and their run list.
@@ -118,6 +133,8 @@ impl<B: Backend> Scheduler<B> {
             }),
             wake: Condvar::new(),
             stopping: AtomicBool::new(false),
+            backlog: AtomicBool::new(false),
+            inline_free: AtomicUsize::new(threads),
         });
         let handles = (0..threads)
             .map(|index| {
@@ -132,6 +149,13 @@ impl<B: Backend> Scheduler<B> {
             threads: Mutex::new(handles),
             thread_count: threads,
         })
+    }
+
+    /// Sets how many calls may run inline at once, for tests that step a
+    /// scheduler with no threads.
+    #[cfg(test)]
+    pub(super) fn set_inline_places(&self, places: usize) {
+        self.inner.inline_free.store(places, Ordering::SeqCst);
     }
 
     /// The number of compute threads.
@@ -249,7 +273,7 @@ impl<B: Backend> Inner<B> {
     /// Queues work for the next free compute thread.
     pub(super) fn push(&self, runnable: Runnable<B>) -> Result<(), ShuttingDown> {
         let group = match &runnable {
-            Runnable::Batch { queue, .. } => queue.group,
+            Runnable::Batch { queue, .. } | Runnable::Resume { queue, .. } => queue.group,
             Runnable::Task(_) => GroupId::NONE,
         };
         let mut run = self.lock();
@@ -257,6 +281,7 @@ impl<B: Backend> Inner<B> {
             return Err(ShuttingDown);
         }
         run.ready.push(group, runnable);
+        self.backlog.store(true, Ordering::Relaxed);
         let wake = run.sleeping > 0;
         drop(run);
         if wake {
@@ -296,6 +321,9 @@ impl<B: Backend> Inner<B> {
                 index += 1;
             }
         }
+        if woke > 0 {
+            self.backlog.store(true, Ordering::Relaxed);
+        }
         drop(run);
         for _ in 0..woke {
             self.wake.notify_one();
@@ -318,7 +346,28 @@ impl<B: Backend> Inner<B> {
                 }
             }
         }
-        run.ready.pop()
+        let next = run.ready.pop();
+        self.backlog.store(!run.ready.is_empty(), Ordering::Relaxed);
+        next
+    }
+
+    /// A place for a call inline on an async thread, if no work waits on
+    /// the run list, the pool is not stopping, and fewer calls than compute
+    /// threads run inline.
+    pub(super) fn take_inline(&self) -> bool {
+        !self.backlog.load(Ordering::Relaxed)
+            && !self.is_stopping()
+            && self
+                .inline_free
+                .fetch_update(Ordering::Acquire, Ordering::Relaxed, |free| {
+                    free.checked_sub(1)
+                })
+                .is_ok()
+    }
+
+    /// Gives back the place that [`Inner::take_inline`] took.
+    pub(super) fn give_inline(&self) {
+        self.inline_free.fetch_add(1, Ordering::Release);
     }
 
     /// A compute thread's life: take the next unit, run it, repeat.
@@ -371,6 +420,12 @@ impl<B: Backend> Inner<B> {
                 // The task catches its own panics and answers with them.
                 task();
             }
+            Runnable::Resume {
+                queue,
+                call,
+                reply,
+                started,
+            } => queue.resume(call, reply, started),
         }
     }
 }

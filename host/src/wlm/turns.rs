@@ -95,6 +95,11 @@ impl<R> Turns<R> {
         id
     }
 
+    /// True when no work waits.
+    pub(super) fn is_empty(&self) -> bool {
+        self.active.is_empty()
+    }
+
     /// Queues `runnable` behind its group's work.
     pub(super) fn push(&mut self, group: GroupId, runnable: R) {
         let entry = &mut self.groups[group.0];
