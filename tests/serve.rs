@@ -239,6 +239,24 @@ async fn a_full_instance_pool_evicts_the_least_recently_used_idle_model() {
     assert_eq!(server.metric("mme_models_loaded").await, 2.0);
 }
 
+/// Every live instance keeps the stack of its last async call: a pool of
+/// stacks smaller than the pool of instances (wasmtime's default is 1,000)
+/// answers 503 to models past it while instances are still free.
+#[tokio::test(flavor = "multi_thread")]
+async fn more_models_than_a_thousand_each_keep_their_instance_and_answer() {
+    const MODELS: usize = 1_100;
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    copies(&store, &guest("echo"), "echo-", MODELS);
+    let server = Server::start(&store, &work.path().join("cache"), &[]).await;
+    for index in 0..MODELS {
+        let (status, _, body) = server.predict(&format!("echo-{index}"), "[[0.5]]").await;
+        assert_eq!(status, 200, "echo-{index}: {body}");
+    }
+    assert_eq!(server.metric("mme_models_loaded").await, MODELS as f64);
+    assert_eq!(server.metric("mme_model_evictions_total").await, 0.0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_echo_example_answers_its_input_unchanged() {
     let work = tempfile::tempdir().unwrap();

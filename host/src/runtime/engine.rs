@@ -48,6 +48,9 @@ pub fn build(config: &RuntimeConfig) -> Result<(Engine, bool), RuntimeError> {
         .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
         .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
         .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT))
+        // Calls are async, and a store keeps the stack of its last call for
+        // the next one: every live instance may hold one.
+        .total_stacks(instances)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)
