@@ -42,6 +42,9 @@ const MEMORY_RESERVATION: u64 = 1 << 32;
 pub fn build(config: &RuntimeConfig) -> Result<(Engine, bool), RuntimeError> {
     let max_memory = config.max_instance_memory_bytes as u64;
     let mut wasm = base(config);
+    // Zeroed when given back: no tenant's stack contents wait in the pool
+    // for another's instance, and the pages go back to the system.
+    wasm.async_stack_zeroing(true);
     let instances = config.max_instances;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
@@ -51,6 +54,11 @@ pub fn build(config: &RuntimeConfig) -> Result<(Engine, bool), RuntimeError> {
         // Calls are async, and a store keeps the stack of its last call for
         // the next one: every live instance may hold one.
         .total_stacks(instances)
+        // A stack given back to the pool returns its pages to the system
+        // (with `async_stack_zeroing`, below): kept, every slot that a deep
+        // call ever touched would stay resident, a megabyte for a guest
+        // that overflows its stack.
+        .async_stack_keep_resident(0)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)
