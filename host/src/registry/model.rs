@@ -221,6 +221,13 @@ pub struct WasmWorker {
     instances: Gauge,
 }
 
+impl WasmWorker {
+    /// Runs baseline code and has not given up moving to optimized code.
+    fn awaits_optimized_code(&self) -> bool {
+        self.compiled.tier() == Tier::Baseline && !self.stays
+    }
+}
+
 impl Drop for WasmWorker {
     fn drop(&mut self) {
         self.instances.dec();
@@ -257,7 +264,7 @@ impl Backend for WasmBackend {
         batch: Vec<Request>,
         time_left: Duration,
     ) -> Result<Vec<Self::Output>, PredictError> {
-        if worker.compiled.tier() == Tier::Baseline && !worker.stays {
+        if worker.awaits_optimized_code() {
             self.upgrade(worker);
         }
         worker
@@ -273,7 +280,7 @@ impl Backend for WasmBackend {
         time_left: Duration,
     ) -> Result<InlineCall<Self>, (WasmWorker, Request)> {
         // Baseline code moves to optimized code on a compute thread first.
-        if worker.compiled.tier() == Tier::Baseline && !worker.stays {
+        if worker.awaits_optimized_code() {
             return Err((worker, input));
         }
         let name = self.name.clone();

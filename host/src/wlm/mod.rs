@@ -92,12 +92,11 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         worker: Self::Worker,
         input: Self::Input,
-        time_left: std::time::Duration,
+        _time_left: std::time::Duration,
     ) -> Result<InlineCall<Self>, (Self::Worker, Self::Input)>
     where
         Self: Sized,
     {
-        let _ = time_left;
         Err((worker, input))
     }
 }

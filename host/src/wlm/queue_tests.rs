@@ -3,7 +3,6 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::Poll;
 
 use super::*;
 use crate::wlm::{HostFailed, ManualClock, Scheduler, ShuttingDown, TaskError};
@@ -17,25 +16,9 @@ type BatchLog = Arc<Mutex<Vec<(&'static str, Vec<u32>)>>>;
 pub(super) struct Fake {
     name: &'static str,
     log: BatchLog,
-    pub(super) started: AtomicUsize,
+    started: AtomicUsize,
     room: Option<Arc<Room>>,
     inline: bool,
-}
-
-/// A future that is pending at its first poll and ready at its second.
-struct WaitOnce(bool);
-
-impl Future for WaitOnce {
-    type Output = ();
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, context: &mut std::task::Context<'_>) -> Poll<()> {
-        if std::mem::replace(&mut self.0, true) {
-            Poll::Ready(())
-        } else {
-            context.waker().wake_by_ref();
-            Poll::Pending
-        }
-    }
 }
 
 /// An instance pool for fakes that share it: `free` workers can start,
@@ -112,7 +95,8 @@ impl Backend for Fake {
         self.log.lock().unwrap().push((self.name, vec![input]));
         Ok(Box::pin(async move {
             if (700..800).contains(&input) {
-                WaitOnce(false).await;
+                // Pending at the first poll, ready at the second.
+                tokio::task::yield_now().await;
             }
             match input {
                 666 => panic!("host bug"),
@@ -125,7 +109,7 @@ impl Backend for Fake {
 
 pub(super) struct Harness {
     clock: Arc<ManualClock>,
-    pub(super) scheduler: Scheduler<Fake>,
+    scheduler: Scheduler<Fake>,
     log: BatchLog,
     inline: bool,
 }
