@@ -23,6 +23,7 @@ use wasmtime::component::{Component, Linker};
 
 use super::RuntimeError;
 use super::bindings::ModelPre;
+use super::heap;
 use super::instance::InstanceState;
 use super::meter::{Charge, MemoryMeter};
 
@@ -227,9 +228,12 @@ impl CompileCache {
         hash: &str,
     ) -> Result<Arc<Compiled>, RuntimeError> {
         let make = || self.load_or_compile(engine, linker, wasm, hash);
-        let (compiled, _) = self
+        let (compiled, made) = self
             .optimized
             .get_or_make(hash, &self.stats.memory_hits, make)?;
+        if made {
+            heap::release_free_memory();
+        }
         Ok(compiled)
     }
 
@@ -254,13 +258,18 @@ impl CompileCache {
         wasm: &[u8],
         hash: &str,
     ) -> Result<(Arc<Compiled>, bool), RuntimeError> {
-        self.baseline
+        let (compiled, made) = self
+            .baseline
             .get_or_make(hash, &self.stats.memory_hits, || {
                 let component = Component::new(engine, wasm)
                     .map_err(|e| RuntimeError::Compile(format!("{e:#}")))?;
                 self.stats.baseline_compiled.inc();
                 self.link(linker, &component, hash.to_string(), Tier::Baseline)
-            })
+            })?;
+        if made {
+            heap::release_free_memory();
+        }
+        Ok((compiled, made))
     }
 
     fn load_or_compile(

@@ -96,6 +96,22 @@ pub(super) fn kept_by<T>(make: impl FnOnce() -> T) -> (T, Option<u64>) {
     (made, Some(kept))
 }
 
+/// Gives the pages that the allocator holds free back to the system.
+///
+/// A compilation allocates tens of MiB for a moment, on the compiling
+/// threads; glibc keeps what they free in each thread's arena, so the
+/// process would hold it (and a container's limit would count it) long
+/// after the compilation ended, outside the memory budget.
+pub(super) fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` takes no pointer: it walks glibc's own arenas
+    // under their locks and returns their free pages to the kernel.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
