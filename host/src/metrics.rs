@@ -21,6 +21,19 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+impl RequestLabels {
+    /// The labels of a request answered `status` by the model whose
+    /// registry key is `key` (`name`, or `name/N` for a version).
+    pub fn of_model(key: &str, status: u16) -> Self {
+        let (model, version) = crate::store::split_key(key);
+        RequestLabels {
+            model: model.to_string(),
+            version: version.to_string(),
+            status,
+        }
+    }
+}
+
 /// Labels of load counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LoadLabels {
@@ -344,6 +357,16 @@ impl Metrics {
     /// The work-load series of model `name`, created on first use.
     pub fn for_model(&self, name: &str) -> ModelMetrics {
         self.models.handles(&ModelLabels::of(name))
+    }
+
+    /// The series of `key`'s requests answered 200, which most requests
+    /// add to: a model finds it once, at its load, where a lookup in the
+    /// family (labels built, hashed and compared) would cost every request.
+    /// Request counts outlive the model, as a counter's series should.
+    pub fn requests_ok(&self, key: &str) -> Counter {
+        self.requests
+            .get_or_create(&RequestLabels::of_model(key, 200))
+            .clone()
     }
 
     /// Drops the series of an unloaded model, so that names do not pile up.

@@ -242,21 +242,24 @@ fn counted(
         Ok(_) => StatusCode::OK,
         Err(error) => error.status,
     };
-    // Only loaded models become label values: random names must not grow the metrics.
-    let (model, version) =
-        served_by.map_or((UNKNOWN_MODEL_LABEL.to_string(), String::new()), |m| {
-            let (name, version) = split_key(&m.name);
-            (name.to_string(), version.to_string())
-        });
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            model,
-            version,
-            status: status.as_u16(),
-        })
-        .inc();
+    match served_by {
+        // Most requests: the series was found once, when the model loaded.
+        Some(model) if status == StatusCode::OK => {
+            model.requests_ok.inc();
+        }
+        // Only loaded models become label values: random names must not grow the metrics.
+        served_by => {
+            let labels = served_by.map_or(
+                RequestLabels {
+                    model: UNKNOWN_MODEL_LABEL.to_string(),
+                    version: String::new(),
+                    status: status.as_u16(),
+                },
+                |m| RequestLabels::of_model(&m.name, status.as_u16()),
+            );
+            state.metrics.requests.get_or_create(&labels).inc();
+        }
+    }
     result
 }
 

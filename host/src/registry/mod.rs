@@ -13,13 +13,14 @@
 mod budget;
 mod errors;
 mod failures;
+mod map;
 mod model;
 mod room;
 mod shares;
 mod unload;
 mod versions;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -127,7 +128,7 @@ impl Registry {
     ) -> Self {
         let budget = MemoryBudget::new(config.memory_limit, &runtime);
         metrics.memory_limit.set(clamp_i64(config.memory_limit));
-        let models = Arc::new(Mutex::new(BTreeMap::new()));
+        let models = Arc::new(Mutex::new(map::ModelMap::default()));
         let make_room = room::make_room_in(&models, metrics.spares_taken.clone());
         Registry {
             store,
@@ -183,7 +184,7 @@ impl Registry {
             if let Some(error) = self.recent_failure(name) {
                 return Err(error);
             }
-            models.entry(name.to_string()).or_default().clone()
+            models.get_or_insert_default(name)
         };
         let result = slot
             .get_or_try_init(|| async {
@@ -559,6 +560,7 @@ impl Registry {
             queue,
             holding,
             last_used: self.next_use().into(),
+            requests_ok: self.metrics.requests_ok(name),
         }))
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::room::MakeRoom;
@@ -52,6 +53,8 @@ pub struct LoadedModel {
     pub(super) holding: Charge,
     /// When a request last came for it, on the registry's clock of uses.
     pub(super) last_used: AtomicU64,
+    /// Its count of requests answered 200 ([`crate::metrics::Metrics::requests_ok`]).
+    pub requests_ok: Counter,
 }
 
 impl LoadedModel {

@@ -7,15 +7,15 @@
 //! behind costs its model nothing to lose. Only then, where the server may,
 //! a whole idle model is evicted.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
+use super::map::ModelMap;
 use super::model::{self, WasmBackend};
-use super::{LoadError, LoadedModel, Registry, Slot, budget};
+use super::{LoadError, LoadedModel, Registry, budget};
 
 /// How long a load waits for a loaded model to become idle, so that it
 /// can be evicted, when every one is busy.
@@ -31,7 +31,7 @@ const FRESH_SAMPLE: Duration = Duration::from_millis(100);
 
 /// The loaded models by name, shared with every model's backend, which
 /// takes spare instances from it.
-pub(super) type Models = Mutex<BTreeMap<String, Slot>>;
+pub(super) type Models = Mutex<ModelMap>;
 
 /// What a model's backend calls, with its own name, when its scale-up finds
 /// the instance pool full: true if a spare instance of another model was

@@ -74,7 +74,7 @@ impl Registry {
         }
         let later = format!("{name}/");
         models
-            .range::<str, _>((
+            .range((
                 std::ops::Bound::Included(later.as_str()),
                 std::ops::Bound::Unbounded,
             ))
@@ -96,19 +96,15 @@ impl Registry {
         let (later, past) = (format!("{name}/"), format!("{name}0"));
         let mut keys: Vec<String> = {
             let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+            let versions = models.range((
+                std::ops::Bound::Included(later.as_str()),
+                std::ops::Bound::Excluded(past.as_str()),
+            ));
             models
-                .get_key_value(name)
-                .map(|(key, _)| key)
+                .contains_key(name)
+                .then(|| name.to_string())
                 .into_iter()
-                .chain(
-                    models
-                        .range::<str, _>((
-                            std::ops::Bound::Included(later.as_str()),
-                            std::ops::Bound::Excluded(past.as_str()),
-                        ))
-                        .map(|(key, _)| key),
-                )
-                .cloned()
+                .chain(versions.map(|(key, _)| key.clone()))
                 .collect()
         };
         let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
