@@ -3,7 +3,9 @@
 # generator in the same run: /predictions (JSON), v2 with Triton's binary
 # tensors (as tritonclient.http sends by default) and gRPC ModelInfer with
 # raw tensors (as tritonclient.grpc sends), each after /ping measured just
-# before it. Two rounds, so that the machine's drift shows.
+# before it, then the server's CPU time per request of the route alone
+# (from /proc: the load generator shares the cores and moves req/s far more
+# than it moves this). Two rounds, so that the machine's drift shows.
 # Usage: bench/protocols.sh [DURATION]   (default 8s per measurement)
 set -euo pipefail
 export MME_ONNX_PRECOMPILE=false
@@ -26,10 +28,18 @@ trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf "127.0.0.1:$port/ping" >/dev/null && break; sleep 0.1; done
 # Every model loaded first: this measures serving, not loading.
 "$mme" bench cold --url "http://127.0.0.1:$port" --models "$models" --prefix m >/dev/null
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+ticks_per_second=$(getconf CLK_TCK)
 for round in 1 2; do
   for route in predictions v2-binary grpc; do
     echo "round $round, $route:"
-    "$mme" bench --url "http://127.0.0.1:$port" --grpc "127.0.0.1:$grpc_port" --models "$models" --prefix m \
-      --route "$route" --duration "$duration" --warmup 2s --baseline-route /ping --pattern even
+    bench=("$mme" bench --url "http://127.0.0.1:$port" --grpc "127.0.0.1:$grpc_port" --models "$models"
+      --prefix m --route "$route" --pattern even)
+    "${bench[@]}" --duration "$duration" --warmup 2s --baseline-route /ping
+    before=$(cpu_ticks)
+    report=$("${bench[@]}" --duration "$duration" --warmup 0s | grep "^even ")
+    after=$(cpu_ticks)
+    echo "$report" | awk -v ticks=$((after - before)) -v hz="$ticks_per_second" \
+      '{ printf "server CPU per request: %.1f µs (%s requests)\n", ticks / hz * 1e6 / $2, $2 }'
   done
 done

@@ -62,6 +62,8 @@ fn package_then_inspect_reports_the_model_and_a_sample_answer() {
         "/model:       model.bin, serving.properties\n",
         "batch_size 4",
         "option.model_file = model.bin",
+        // The example sets the SDK's `READS_BINARY_TENSORS`: the section is in its component.
+        "v2 tensors:   binary data reaches the model as bytes",
         "sample:       [[0.5]]",
         "answer:       [2.0",
     ] {
@@ -121,6 +123,18 @@ fn package_refuses_a_core_module_and_bad_properties() {
         .unwrap();
     assert!(!output.status.success());
     assert!(text(&output).contains("maxWorkers"), "{}", text(&output));
+}
+
+#[test]
+fn inspect_says_a_model_that_does_not_read_binary_tensors_gets_json() {
+    // The echo guest reads its body itself and leaves `READS_BINARY_TENSORS` false.
+    let output = mme().arg("inspect").arg(guest("echo")).output().unwrap();
+    let report = text(&output);
+    assert!(output.status.success(), "{report}");
+    assert!(
+        report.contains("v2 tensors:   binary data reaches the model as JSON numbers"),
+        "{report}"
+    );
 }
 
 /// Writes an archive of `files` and returns what `mme inspect` says of it.

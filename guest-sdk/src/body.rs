@@ -70,8 +70,12 @@ impl Request {
 
     /// Decodes the body as a matrix: JSON rows such as `[[0.5],[1.0]]`, CSV
     /// (`text/csv`) with one row per line and no header, or the first input
-    /// tensor of an Open Inference Protocol request.
+    /// tensor of an Open Inference Protocol request (its `data`, or its
+    /// binary data for a model that [reads binary tensors](crate::Model::READS_BINARY_TENSORS)).
     pub fn matrix(&self) -> Result<Matrix, Error> {
+        if let Some(header_length) = mme_oip::framed_header_length(&self.content_type) {
+            return crate::oip::matrix(&self.body, Some(header_length));
+        }
         match media_type(&self.content_type).as_str() {
             "" | JSON => Matrix::from_rows(self.json::<Vec<Vec<f64>>>().map_err(|_| {
                 Error::invalid_input(
@@ -79,7 +83,7 @@ impl Request {
                 )
             })?),
             CSV => parse_csv(&self.body),
-            OIP_JSON => crate::oip::matrix(&self.body),
+            OIP_JSON => crate::oip::matrix(&self.body, None),
             other => Err(Error::invalid_input(format!(
                 "unsupported content type {other:?}: send {JSON} or {CSV}"
             ))),
@@ -89,7 +93,17 @@ impl Request {
     /// Whether this is an Open Inference Protocol (KServe v2) request, whose
     /// answer the SDK wraps as the protocol's response.
     pub fn is_open_inference(&self) -> bool {
-        media_type(&self.content_type) == OIP_JSON
+        self.open_inference_header().is_some()
+    }
+
+    /// For a v2 request, the length of its JSON header: `Some(None)` when
+    /// the body is JSON alone, `Some(Some(n))` when binary tensors follow
+    /// `n` bytes of JSON; `None` for any other request.
+    pub(crate) fn open_inference_header(&self) -> Option<Option<usize>> {
+        if let Some(length) = mme_oip::framed_header_length(&self.content_type) {
+            return Some(Some(length));
+        }
+        (media_type(&self.content_type) == OIP_JSON).then_some(None)
     }
 }
 

@@ -93,6 +93,17 @@ pub trait Model: Sized + 'static {
             .collect()
     }
 
+    /// Whether the host may hand this model Open Inference requests with
+    /// Triton's binary tensors as the client sent them (a JSON header, then
+    /// the tensors' bytes), rather than turned into JSON numbers first: no
+    /// number is printed and parsed again on its way in, nor on its way out
+    /// when the client wants binary outputs. [`Request::matrix`] reads both
+    /// forms and the SDK frames the answer, so a model that reads its input
+    /// only through `matrix` sets it to `true`; one that reads a v2
+    /// request's `body` itself leaves it `false`. The host learns it from a
+    /// custom section that [`export_model!`] writes.
+    const READS_BINARY_TENSORS: bool = false;
+
     /// What the model takes and gives, as the Open Inference Protocol's model
     /// metadata lists it: `{"inputs": [...], "outputs": [...]}`, each entry
     /// `{"name", "datatype", "shape"}`, and optionally a `"platform"`. The
@@ -127,6 +138,15 @@ macro_rules! export_model {
             }
 
             struct MmeExport;
+
+            // Tells the host whether the model reads binary tensors: a
+            // custom section of the name `mme_oip::READS_BINARY_TENSORS_SECTION`
+            // holds one byte. `#[used]` keeps it although nothing reads it.
+            #[allow(unsafe_code)] // SAFETY: plain bytes in a section of its own, never executed or aliased.
+            #[used]
+            #[unsafe(link_section = "mme:reads-binary-tensors")]
+            static MME_READS_BINARY_TENSORS: [u8; 1] =
+                [<$model as $crate::Model>::READS_BINARY_TENSORS as u8];
 
             impl $crate::bindings::Guest for MmeExport {
                 fn load(
@@ -172,16 +192,20 @@ pub fn __predict<M: Model>(model: &M, batch: Vec<Request>) -> Vec<Result<Respons
             })
             .collect();
     }
-    let v2_bodies: Vec<Option<Vec<u8>>> = batch
+    let replies: Vec<Option<oip::Reply>> = batch
         .iter()
-        .map(|request| request.is_open_inference().then(|| request.body.clone()))
+        .map(|request| {
+            request
+                .open_inference_header()
+                .map(|header_length| oip::Reply::of(&request.body, header_length))
+        })
         .collect();
     let answers = model.predict_batch(batch);
     answers
         .into_iter()
-        .zip(v2_bodies)
-        .map(|(answer, v2)| match v2 {
-            Some(body) => answer.and_then(|response| oip::wrap(&body, response)),
+        .zip(replies)
+        .map(|(answer, reply)| match reply {
+            Some(reply) => answer.and_then(|response| oip::wrap(reply, response)),
             None => answer,
         })
         .collect()

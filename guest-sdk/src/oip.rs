@@ -1,10 +1,13 @@
-//! The Open Inference Protocol (KServe v2) in JSON: the host hands a v2
-//! request to the model as it came, and the SDK decodes its input tensor
-//! and wraps the model's answer in an output tensor, so that a model that
-//! reads [`Request::matrix`](crate::Request::matrix) and answers with
-//! [`Response::json`](crate::Response::json) speaks v2 with no code of its own.
+//! The Open Inference Protocol (KServe v2): the host hands a v2 request to
+//! the model as it came (JSON, or, for a model that reads binary tensors,
+//! Triton's framing of a JSON header and the tensors' bytes), and the SDK
+//! decodes its input tensor and wraps the model's answer in an output
+//! tensor, so that a model that reads [`Request::matrix`](crate::Request::matrix)
+//! and answers with [`Response::json`](crate::Response::json) speaks v2
+//! with no code of its own.
 
-use serde::Deserialize;
+use mme_oip::{BinaryOutputs, Element};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::body::{JSON, Matrix};
@@ -22,8 +25,6 @@ pub const OUTPUT_NAME: &str = "output-0";
 
 #[derive(Deserialize)]
 struct InferRequest {
-    #[serde(default)]
-    id: Option<String>,
     inputs: Vec<Tensor>,
 }
 
@@ -32,7 +33,16 @@ struct Tensor {
     name: String,
     shape: Vec<usize>,
     datatype: String,
-    data: Value,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    parameters: TensorParameters,
+}
+
+#[derive(Deserialize, Default)]
+struct TensorParameters {
+    #[serde(default)]
+    binary_data_size: Option<usize>,
 }
 
 const NUMERIC: [&str; 11] = [
@@ -40,18 +50,32 @@ const NUMERIC: [&str; 11] = [
     "UINT64",
 ];
 
-fn parse(body: &[u8]) -> Result<InferRequest, Error> {
-    serde_json::from_slice(body).map_err(|e| {
-        Error::invalid_input(format!(
-            "not an Open Inference Protocol request ({{\"inputs\": [{{\"name\", \"shape\", \"datatype\", \"data\"}}]}}): {e}"
-        ))
-    })
+fn not_v2(e: serde_json::Error) -> Error {
+    Error::invalid_input(format!(
+        "not an Open Inference Protocol request ({{\"inputs\": [{{\"name\", \"shape\", \"datatype\", \"data\"}}]}}): {e}"
+    ))
+}
+
+/// The JSON header of a v2 request and the bytes of its binary tensors
+/// after it: `header_length` of a framed request (`None` for JSON alone).
+fn split(body: &[u8], header_length: Option<usize>) -> Result<(&[u8], &[u8]), Error> {
+    match header_length {
+        None => Ok((body, &[])),
+        Some(length) => body.split_at_checked(length).ok_or_else(|| {
+            Error::invalid_input(format!(
+                "the request's JSON header is {length} bytes long but the body has only {}",
+                body.len()
+            ))
+        }),
+    }
 }
 
 /// The request's first input tensor as a matrix: shape `[rows, cols]`, or
-/// `[n]` for `n` rows of one feature. Data may be flat or nested.
-pub(crate) fn matrix(body: &[u8]) -> Result<Matrix, Error> {
-    let request = parse(body)?;
+/// `[n]` for `n` rows of one feature. Data may be flat or nested JSON, or
+/// binary data after a JSON header of `header_length` bytes.
+pub(crate) fn matrix(body: &[u8], header_length: Option<usize>) -> Result<Matrix, Error> {
+    let (header, binary) = split(body, header_length)?;
+    let request: InferRequest = serde_json::from_slice(header).map_err(not_v2)?;
     let tensor = request
         .inputs
         .into_iter()
@@ -74,7 +98,30 @@ pub(crate) fn matrix(body: &[u8]) -> Result<Matrix, Error> {
         }
     };
     let mut data = Vec::new();
-    flatten(&tensor.data, &mut data)?;
+    match (tensor.parameters.binary_data_size, &tensor.data) {
+        // The first input's bytes come first.
+        (Some(size), _) => {
+            let bytes = binary.get(..size).ok_or_else(|| {
+                Error::invalid_input(format!(
+                    "input {:?} has binary_data_size {size} but {} bytes follow the header",
+                    tensor.name,
+                    binary.len()
+                ))
+            })?;
+            data.extend(
+                mme_oip::elements(&tensor.datatype, bytes)
+                    .map_err(Error::invalid_input)?
+                    .map(Element::as_f64),
+            );
+        }
+        (None, Some(values)) => flatten(values, &mut data)?,
+        (None, None) => {
+            return Err(Error::invalid_input(format!(
+                "input {:?} has neither data nor binary_data_size",
+                tensor.name
+            )));
+        }
+    }
     if rows.checked_mul(cols) != Some(data.len()) {
         return Err(Error::invalid_input(format!(
             "input {:?} has shape [{rows}, {cols}] but {} values",
@@ -106,10 +153,145 @@ fn flatten(value: &Value, out: &mut Vec<f64>) -> Result<(), Error> {
     Ok(())
 }
 
+/// What the answer to a v2 request must carry from the request: its `id`,
+/// and whether its client wants the output as binary data.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Reply {
+    id: Option<String>,
+    binary: bool,
+}
+
+/// The parts of a v2 request's JSON header that its answer needs; serde
+/// skips the inputs without decoding them.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: BinaryFlags,
+    #[serde(default)]
+    outputs: Vec<RequestedOutput>,
+}
+
+#[derive(Deserialize)]
+struct RequestedOutput {
+    name: String,
+    #[serde(default)]
+    parameters: BinaryFlags,
+}
+
+/// Triton's binary output choices: `binary_data_output` on the request
+/// (every output), `binary_data` on a requested output (that one).
+#[derive(Deserialize, Default)]
+struct BinaryFlags {
+    #[serde(default)]
+    binary_data_output: Option<bool>,
+    #[serde(default)]
+    binary_data: Option<bool>,
+}
+
+impl Reply {
+    /// Read from a v2 request's header: the whole body, or its first
+    /// `header_length` bytes. A header that cannot be read asks for nothing
+    /// (the model's own reading of the request says what is wrong with it;
+    /// the host has refused unreadable binary choices already).
+    pub(crate) fn of(body: &[u8], header_length: Option<usize>) -> Reply {
+        let Ok((header, _)) = split(body, header_length) else {
+            return Reply::default();
+        };
+        let Ok(envelope) = serde_json::from_slice::<Envelope>(header) else {
+            return Reply::default();
+        };
+        // A choice for the output by name wins over the one for all.
+        let named = envelope
+            .outputs
+            .iter()
+            .find(|output| output.name == OUTPUT_NAME)
+            .and_then(|output| output.parameters.binary_data);
+        Reply {
+            id: envelope.id,
+            binary: named
+                .or(envelope.parameters.binary_data_output)
+                .unwrap_or(false),
+        }
+    }
+}
+
+/// A v2 answer of one flat FP64 output, written without a JSON tree.
+#[derive(Serialize)]
+struct FlatAnswer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    outputs: [FlatOutput<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct FlatOutput<'a> {
+    name: &'static str,
+    shape: [usize; 1],
+    datatype: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a [f64]>,
+}
+
+#[derive(Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
+}
+
+/// The answer for a model whose JSON answer is a flat list of numbers (the
+/// common case, such as one prediction per row), as JSON or framed binary.
+fn wrap_flat(reply: &Reply, values: &[f64], attributes: String) -> Result<Response, Error> {
+    let mut output = FlatOutput {
+        name: OUTPUT_NAME,
+        shape: [values.len()],
+        datatype: "FP64",
+        parameters: None,
+        data: Some(values),
+    };
+    if reply.binary {
+        output.parameters = Some(BinarySize {
+            binary_data_size: std::mem::size_of_val(values),
+        });
+        output.data = None;
+    }
+    let answer = FlatAnswer {
+        id: reply.id.as_deref(),
+        outputs: [output],
+    };
+    let mut body = serde_json::to_vec(&answer)
+        .map_err(|e| Error::internal(format!("cannot encode the v2 response: {e}")))?;
+    let content_type = if reply.binary {
+        let header_length = body.len();
+        body.reserve(std::mem::size_of_val(values));
+        for value in values {
+            body.extend_from_slice(&value.to_le_bytes());
+        }
+        mme_oip::framed_content_type(header_length)
+    } else {
+        JSON.to_string()
+    };
+    Ok(Response {
+        content_type,
+        body,
+        attributes,
+    })
+}
+
 /// Wraps a model's plain JSON answer to a v2 request as the protocol's
-/// response: one output tensor, with the request's `id`. An answer that is
-/// already a v2 response (it has `outputs`) is left as it is.
-pub(crate) fn wrap(request_body: &[u8], response: Response) -> Result<Response, Error> {
+/// response: one output tensor, with the request's `id`, as binary data
+/// after a JSON header where the client asked for it. An answer that is
+/// already a v2 response (it has `outputs`, or the model framed it with
+/// binary data itself) is left as it is.
+pub(crate) fn wrap(reply: Reply, response: Response) -> Result<Response, Error> {
+    if mme_oip::framed_header_length(&response.content_type).is_some() {
+        return Ok(response);
+    }
+    if let Ok(values) = serde_json::from_slice::<Vec<f64>>(&response.body) {
+        return wrap_flat(&reply, &values, response.attributes);
+    }
     let value: Value = match serde_json::from_slice(&response.body) {
         Ok(value) => value,
         // Not JSON: the model chose its own format; pass it on.
@@ -129,19 +311,33 @@ pub(crate) fn wrap(request_body: &[u8], response: Response) -> Result<Response, 
         "BYTES"
     };
     let mut body = Map::new();
-    if let Ok(request) = parse(request_body)
-        && let Some(id) = request.id
-    {
+    if let Some(id) = reply.id {
         body.insert("id".into(), Value::String(id));
     }
     body.insert(
         "outputs".into(),
         json!([{ "name": OUTPUT_NAME, "shape": shape, "datatype": datatype, "data": data }]),
     );
+    let wanted = if reply.binary {
+        BinaryOutputs::all()
+    } else {
+        BinaryOutputs::default()
+    };
+    let tail = mme_oip::encode_response(&mut body, &wanted)
+        .map_err(|e| Error::internal(format!("cannot write the answer as binary data: {e}")))?;
+    let mut bytes = serde_json::to_vec(&body)
+        .map_err(|e| Error::internal(format!("cannot encode the v2 response: {e}")))?;
+    let content_type = match tail {
+        Some(tail) => {
+            let header_length = bytes.len();
+            bytes.extend_from_slice(&tail);
+            mme_oip::framed_content_type(header_length)
+        }
+        None => JSON.to_string(),
+    };
     Ok(Response {
-        content_type: JSON.to_string(),
-        body: serde_json::to_vec(&body)
-            .map_err(|e| Error::internal(format!("cannot encode the v2 response: {e}")))?,
+        content_type,
+        body: bytes,
         attributes: response.attributes,
     })
 }
@@ -190,18 +386,132 @@ mod tests {
     const REQUEST: &str =
         r#"{"id":"r1","inputs":[{"name":"x","shape":[2,1],"datatype":"FP64","data":[0.5,2.0]}]}"#;
 
+    fn reply(body: &str) -> Reply {
+        Reply::of(body.as_bytes(), None)
+    }
+
+    /// A request framed as Triton's binary tensors: `header` of JSON, then `tensors`.
+    fn framed(header: &str, tensors: &[u8]) -> (Vec<u8>, Option<usize>) {
+        let mut body = header.as_bytes().to_vec();
+        body.extend_from_slice(tensors);
+        (body, Some(header.len()))
+    }
+
+    #[test]
+    fn a_binary_input_tensor_becomes_a_matrix_of_its_datatype() {
+        let fp32: Vec<u8> = [0.5f32, -2.0, 3.25, 4.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let (body, length) = framed(
+            r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","parameters":{"binary_data_size":16}}]}"#,
+            &fp32,
+        );
+        let m = matrix(&body, length).unwrap();
+        assert_eq!((m.rows, m.cols, m.data), (2, 2, vec![0.5, -2.0, 3.25, 4.0]));
+        let int64: Vec<u8> = [-3i64, 7].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let (body, length) = framed(
+            r#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT64","parameters":{"binary_data_size":16}},{"name":"y","shape":[1],"datatype":"FP64","data":[1]}]}"#,
+            &int64,
+        );
+        assert_eq!(matrix(&body, length).unwrap().data, vec![-3.0, 7.0]);
+        // A framed request whose first input is JSON reads its data.
+        let (body, length) = framed(
+            r#"{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP64","data":[[9]]}]}"#,
+            &[],
+        );
+        assert_eq!(matrix(&body, length).unwrap().data, vec![9.0]);
+    }
+
+    #[test]
+    fn hostile_framing_is_invalid_input_that_says_why() {
+        let header = r#"{"inputs":[{"name":"x","shape":[2,1],"datatype":"FP64","parameters":{"binary_data_size":16}}]}"#;
+        for ((body, length), words) in [
+            (framed(header, &[0; 8]), "8 bytes follow"),
+            (framed(&header.replace("16", "24"), &[0; 24]), "3 values"),
+            (
+                (header.as_bytes().to_vec(), Some(header.len() + 1)),
+                "has only",
+            ),
+            (
+                (header.as_bytes().to_vec(), Some(10)),
+                "not an Open Inference",
+            ),
+            (
+                framed(
+                    r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP64"}]}"#,
+                    &[],
+                ),
+                "neither data nor binary_data_size",
+            ),
+            (
+                framed(
+                    r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP64","parameters":{"binary_data_size":18446744073709551615}}]}"#,
+                    &[],
+                ),
+                "binary_data_size",
+            ),
+        ] {
+            match matrix(&body, length) {
+                Err(Error::InvalidInput(message)) => {
+                    assert!(message.contains(words), "{words}: {message}")
+                }
+                other => panic!("{words}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_answer_wanted_as_binary_is_framed_after_its_json_header() {
+        let (body, length) = framed(
+            r#"{"id":"b7","inputs":[{"name":"x","shape":[2,1],"datatype":"FP64","parameters":{"binary_data_size":16}}],"parameters":{"binary_data_output":true}}"#,
+            &[0; 16],
+        );
+        let wrapped = wrap(
+            Reply::of(&body, length),
+            Response::json(&[2.0, 5.0]).unwrap(),
+        )
+        .unwrap();
+        let header_length = mme_oip::framed_header_length(&wrapped.content_type).unwrap();
+        let (header, tail) = wrapped.body.split_at(header_length);
+        let header: Value = serde_json::from_slice(header).unwrap();
+        assert_eq!(
+            header,
+            json!({"id": "b7", "outputs": [{"name": "output-0", "shape": [2], "datatype": "FP64", "parameters": {"binary_data_size": 16}}]})
+        );
+        let values: Vec<f64> = tail
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(values, vec![2.0, 5.0]);
+        // Asked for by name, or not at all.
+        let by_name =
+            r#"{"inputs":[],"outputs":[{"name":"output-0","parameters":{"binary_data":true}}]}"#;
+        let wrapped = wrap(reply(by_name), Response::json(&[1.0]).unwrap()).unwrap();
+        assert!(mme_oip::framed_header_length(&wrapped.content_type).is_some());
+        // An answer that is not a flat list takes the general way, framed alike.
+        let wrapped = wrap(reply(by_name), Response::json(&[[1.0], [2.0]]).unwrap()).unwrap();
+        let header_length = mme_oip::framed_header_length(&wrapped.content_type).unwrap();
+        let header: Value = serde_json::from_slice(&wrapped.body[..header_length]).unwrap();
+        assert_eq!(header["outputs"][0]["shape"], json!([2, 1]));
+        assert_eq!(wrapped.body.len(), header_length + 16);
+        let (body, length) = framed(r#"{"inputs":[]}"#, &[]);
+        let wrapped = wrap(Reply::of(&body, length), Response::json(&[1.0]).unwrap()).unwrap();
+        assert_eq!(wrapped.content_type, JSON);
+    }
+
     #[test]
     fn an_input_tensor_becomes_a_matrix_flat_or_nested() {
-        let m = matrix(REQUEST.as_bytes()).unwrap();
+        let m = matrix(REQUEST.as_bytes(), None).unwrap();
         assert_eq!((m.rows, m.cols, m.data), (2, 1, vec![0.5, 2.0]));
         let nested =
             r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#;
         assert_eq!(
-            matrix(nested.as_bytes()).unwrap().data,
+            matrix(nested.as_bytes(), None).unwrap().data,
             vec![1.0, 2.0, 3.0, 4.0]
         );
         let vector = r#"{"inputs":[{"name":"x","shape":[3],"datatype":"INT64","data":[1,2,3]}]}"#;
-        let m = matrix(vector.as_bytes()).unwrap();
+        let m = matrix(vector.as_bytes(), None).unwrap();
         assert_eq!((m.rows, m.cols), (3, 1));
     }
 
@@ -227,7 +537,7 @@ mod tests {
                 "numbers",
             ),
         ] {
-            match matrix(body.as_bytes()) {
+            match matrix(body.as_bytes(), None) {
                 Err(Error::InvalidInput(message)) => {
                     assert!(message.contains(words), "{body}: {message}")
                 }
@@ -239,17 +549,17 @@ mod tests {
     #[test]
     fn a_plain_answer_is_wrapped_in_one_output_tensor_with_the_id() {
         let answer = Response::json(&[2.0, 5.0]).unwrap();
-        let wrapped = wrap(REQUEST.as_bytes(), answer).unwrap();
+        let wrapped = wrap(reply(REQUEST), answer).unwrap();
         let value: Value = serde_json::from_slice(&wrapped.body).unwrap();
         assert_eq!(
             value,
             json!({"id": "r1", "outputs": [{"name": "output-0", "shape": [2], "datatype": "FP64", "data": [2.0, 5.0]}]})
         );
-        let nested = wrap(b"{}", Response::json(&[[1, 2], [3, 4]]).unwrap()).unwrap();
+        let nested = wrap(reply("{}"), Response::json(&[[1, 2], [3, 4]]).unwrap()).unwrap();
         let value: Value = serde_json::from_slice(&nested.body).unwrap();
         assert_eq!(value["outputs"][0]["shape"], json!([2, 2]));
         assert!(value.get("id").is_none());
-        let labels = wrap(b"{}", Response::json(&["cat"]).unwrap()).unwrap();
+        let labels = wrap(reply("{}"), Response::json(&["cat"]).unwrap()).unwrap();
         let value: Value = serde_json::from_slice(&labels.body).unwrap();
         assert_eq!(value["outputs"][0]["datatype"], "BYTES");
     }
@@ -257,8 +567,10 @@ mod tests {
     #[test]
     fn an_answer_that_is_already_v2_or_not_json_is_left_alone() {
         let own = Response::json(&json!({"outputs": []})).unwrap();
-        assert_eq!(wrap(REQUEST.as_bytes(), own.clone()).unwrap(), own);
+        assert_eq!(wrap(reply(REQUEST), own.clone()).unwrap(), own);
+        let framed = Response::new(mme_oip::framed_content_type(2), b"[1]xyz".to_vec());
+        assert_eq!(wrap(reply(REQUEST), framed.clone()).unwrap(), framed);
         let ragged = Response::json(&json!([[1], [2, 3]])).unwrap();
-        assert!(wrap(b"{}", ragged).is_err());
+        assert!(wrap(reply("{}"), ragged).is_err());
     }
 }

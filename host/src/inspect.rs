@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::package::{Limits, ModelCode, Package, Properties};
-use crate::registry::sandbox_for;
+use crate::registry::{reads_binary_tensors, sandbox_for};
 use crate::runtime::{
     Instance, METADATA_CONTENT_TYPE, OIP_JSON, Request, Runtime, RuntimeConfig, Tiering,
 };
@@ -42,6 +42,8 @@ pub struct Report {
     pub wasm_hash: String,
     /// What the model says it takes and gives (`inputs`, `outputs`).
     pub metadata: Value,
+    /// Whether v2 requests reach it with binary tensors as bytes.
+    pub reads_binary_tensors: bool,
     /// Time of each step.
     pub compile: Duration,
     /// Time to instantiate.
@@ -113,6 +115,7 @@ pub fn inspect(
         properties: package.properties.clone(),
         code: package.code().clone(),
         wasm_hash: compiled.hash.clone(),
+        reads_binary_tensors: reads_binary_tensors(&package, &compiled),
         metadata,
         compile,
         instantiate,
@@ -255,6 +258,15 @@ impl fmt::Display for Report {
             }
         }
         writeln!(f, "  world:        mme:model/model (exports load, predict)")?;
+        writeln!(
+            f,
+            "  v2 tensors:   {}",
+            if self.reads_binary_tensors {
+                "binary data reaches the model as bytes"
+            } else {
+                "binary data reaches the model as JSON numbers (the model does not say it reads bytes)"
+            }
+        )?;
         writeln!(
             f,
             "  workers:      min {}, max {}",

@@ -7,8 +7,9 @@
 //!
 //! The host reads and checks a request here, outside the sandbox, before
 //! any model runs, so that a hostile binary body is refused at the edge.
-//! A guest that reads binary tensors itself (the built-in ONNX engine) then
-//! gets the body as the client framed it; any other gets the request as
+//! A guest that reads binary tensors itself (the built-in ONNX engine, and
+//! a model of the guest SDK that says so) then gets the body as the client
+//! framed it; any other gets the request as
 //! JSON alone, its binary tensors turned into `data`. The outputs the client
 //! asked to get as binary leave the model's JSON answer as bytes.
 
@@ -32,23 +33,37 @@ pub const HEADER_LENGTH: &str = "inference-header-content-length";
 /// The content type under which a v2 request or answer framed as Triton's
 /// binary tensors crosses into and out of the sandbox, with a
 /// `header-length` parameter: the JSON header, then the tensors' bytes.
-/// Only a guest that reads binary tensors itself (the built-in ONNX engine)
-/// gets or gives it (see `wit/model.wit`).
+/// Only a guest that reads binary tensors itself (the built-in ONNX engine,
+/// or one with the [`READS_BINARY_TENSORS_SECTION`]) gets or gives it (see
+/// `wit/model.wit`).
 pub const OIP_BINARY: &str = "application/vnd.oip.v2+octet-stream";
+
+/// The custom section by which a component says that it reads and writes
+/// [`OIP_BINARY`] bodies: one byte, 1. The guest SDK writes it for a model
+/// whose `READS_BINARY_TENSORS` is true, in the core module the component
+/// embeds. A component without it (every component built before it existed)
+/// gets v2 requests as JSON alone.
+pub const READS_BINARY_TENSORS_SECTION: &str = "mme:reads-binary-tensors";
 
 /// [`OIP_BINARY`] for a JSON header of `header_length` bytes.
 pub fn framed_content_type(header_length: usize) -> String {
-    format!("{OIP_BINARY}; header-length={header_length}")
+    // Joined, not formatted: guests write one per answer.
+    let length = header_length.to_string();
+    let mut content_type = String::with_capacity(OIP_BINARY.len() + 16 + length.len());
+    content_type.push_str(OIP_BINARY);
+    content_type.push_str("; header-length=");
+    content_type.push_str(&length);
+    content_type
 }
 
 /// The JSON header's length of a body of [`OIP_BINARY`]; `None` for any
 /// other content type, or one without a valid `header-length`.
 pub fn framed_header_length(content_type: &str) -> Option<usize> {
-    let mut parts = content_type.split(';');
-    if !parts.next()?.trim().eq_ignore_ascii_case(OIP_BINARY) {
+    let (media_type, parameters) = content_type.split_once(';')?;
+    if !media_type.trim().eq_ignore_ascii_case(OIP_BINARY) {
         return None;
     }
-    parts.find_map(|parameter| {
+    parameters.split(';').find_map(|parameter| {
         let (key, value) = parameter.split_once('=')?;
         if key.trim().eq_ignore_ascii_case("header-length") {
             value.trim().parse().ok()
@@ -121,6 +136,14 @@ pub struct BinaryOutputs {
 }
 
 impl BinaryOutputs {
+    /// Every output as binary data (`binary_data_output`).
+    pub fn all() -> Self {
+        BinaryOutputs {
+            all: true,
+            named: HashMap::new(),
+        }
+    }
+
     /// Whether any output may be wanted as binary.
     pub fn any(&self) -> bool {
         self.all || self.named.values().any(|&b| b)
@@ -328,6 +351,39 @@ pub fn encode_response(
         }
     }
     Ok((!tail.is_empty()).then_some(tail))
+}
+
+/// The JSON object `header` with `fields` (string values) written first,
+/// without building its tree: the cheap way to name the model in a framed
+/// answer. `None` when `header` is not one JSON object, or when any field's
+/// name appears in it anywhere (the caller then edits the parsed object, so
+/// that no key is written twice).
+pub fn with_fields_first(header: &[u8], fields: &[(&str, &str)]) -> Option<Vec<u8>> {
+    if fields
+        .iter()
+        .any(|(key, _)| memchr::memmem::find(header, key.as_bytes()).is_some())
+    {
+        return None;
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(header).ok()?;
+    let start = header.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = header.get(start..)?.strip_prefix(b"{")?;
+    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    let mut out = Vec::with_capacity(header.len() + 64);
+    out.push(b'{');
+    for (index, (key, value)) in fields.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key).ok()?;
+        out.push(b':');
+        serde_json::to_writer(&mut out, value).ok()?;
+    }
+    if !empty && !fields.is_empty() {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Some(out)
 }
 
 fn object(json: &[u8]) -> Result<Map<String, Value>, BinaryError> {

@@ -376,3 +376,36 @@ fn elements_read_every_fixed_width_datatype_at_its_extremes() {
     assert!(elements("BYTES", b"").is_err());
     assert_eq!(Element::Bool(true).as_f64(), 1.0);
 }
+
+#[test]
+fn fields_are_written_first_into_a_header_that_does_not_have_them() {
+    let fields = [("model_name", "m\"1"), ("model_version", "2")];
+    let named = with_fields_first(br#" {"id":"a","outputs":[]}"#, &fields).unwrap();
+    let value: Value = serde_json::from_slice(&named).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({"model_name": "m\"1", "model_version": "2", "id": "a", "outputs": []})
+    );
+    let empty = with_fields_first(b"{ }", &fields).unwrap();
+    let value: Value = serde_json::from_slice(&empty).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({"model_name": "m\"1", "model_version": "2"})
+    );
+    // Not one object, or a field already there (even as text): the caller parses.
+    for header in [
+        &b"[1]"[..],
+        b"{\"a\":",
+        b"{} {}",
+        b"",
+        br#"{"model_name":"x"}"#,
+        br#"{"id":"model_version"}"#,
+    ] {
+        assert_eq!(
+            with_fields_first(header, &fields),
+            None,
+            "{}",
+            String::from_utf8_lossy(header)
+        );
+    }
+}

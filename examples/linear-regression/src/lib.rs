@@ -17,6 +17,10 @@ struct LinearRegression {
 }
 
 impl Model for LinearRegression {
+    /// It reads its input only through `Request::matrix`, so binary tensors
+    /// reach it as bytes.
+    const READS_BINARY_TENSORS: bool = true;
+
     fn load(config: &Config) -> Result<Self, Error> {
         let file = config.get("model_file").unwrap_or(DEFAULT_MODEL_FILE);
         let path = format!("/model/{file}");

@@ -429,6 +429,17 @@ fn finish_open_inference(
     let model_error =
         |message: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ModelError", message);
     if let Some(length) = binary::framed_header_length(content_type) {
+        let (name, version) = split_key(model);
+        let version = version.to_string();
+        let fields = [("model_name", name), ("model_version", version.as_str())];
+        if let Some(mut json) = body
+            .get(..length)
+            .and_then(|header| binary::with_fields_first(header, &fields))
+        {
+            let length_now = json.len();
+            json.extend_from_slice(&body[length..]);
+            return Ok((json, Some(length_now)));
+        }
         let header = body
             .get(..length)
             .and_then(|header| serde_json::from_slice::<Object>(header).ok());

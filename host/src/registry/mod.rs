@@ -32,7 +32,9 @@ pub use budget::{MODEL_METADATA_BYTES, MemoryBudget, MemoryUse, default_limit};
 pub use errors::{LoadError, PredictError};
 use failures::Failure;
 pub use failures::{FAILED_RETRY_AFTER, NotReady};
-pub use model::{LoadTimings, LoadedModel, Overrides, WasmBackend, sandbox_for};
+pub use model::{
+    LoadTimings, LoadedModel, Overrides, WasmBackend, reads_binary_tensors, sandbox_for,
+};
 pub use room::MakeRoom;
 pub use shares::{Share, Shares};
 

@@ -126,6 +126,13 @@ pub fn sandbox_for(
     }
 }
 
+/// Whether `package`'s model, run by `compiled`, reads Triton's binary
+/// tensors itself: the built-in ONNX engine does, and so does a component
+/// that says so (the guest SDK's `READS_BINARY_TENSORS`).
+pub fn reads_binary_tensors(package: &Package, compiled: &Compiled) -> bool {
+    matches!(package.code(), ModelCode::Onnx { .. }) || compiled.reads_binary_tensors()
+}
+
 /// The work-load manager's view of a model: it starts wasm instances and
 /// runs batches on them.
 pub struct WasmBackend {
@@ -145,15 +152,18 @@ pub struct WasmBackend {
     /// Takes back another model's spare instance when the pool is full.
     make_room: MakeRoom,
     /// Keeps the unpacked folder alive as long as instances may read it.
-    package: Package,
+    _package: Package,
+    /// See [`WasmBackend::reads_binary_tensors`]; fixed at load, as every
+    /// tier of the code is the same wasm.
+    reads_binary_tensors: bool,
 }
 
 impl WasmBackend {
-    /// Whether the model's code reads Triton's binary tensors itself: the
-    /// built-in ONNX engine does, so that a binary request's tensors reach
+    /// Whether the model's code reads Triton's binary tensors itself
+    /// ([`reads_binary_tensors`]), so that a binary request's tensors reach
     /// it as bytes, not as JSON numbers it would parse again.
     pub fn reads_binary_tensors(&self) -> bool {
-        matches!(self.package.code(), ModelCode::Onnx { .. })
+        self.reads_binary_tensors
     }
 
     /// The shared compiled component that new instances start from.
@@ -401,7 +411,9 @@ pub fn open_model(
     let sandbox = sandbox_for(name, &package, runtime, config.max_response_bytes);
     // Balanced by `WasmBackend::drop`, which runs also if the load fails later.
     metrics.models_loaded.inc();
+    let reads_binary_tensors = reads_binary_tensors(&package, &compiled);
     let backend = WasmBackend {
+        reads_binary_tensors,
         name: Arc::from(name),
         runtime: runtime.clone(),
         hash: compiled.hash.clone(),
@@ -412,7 +424,7 @@ pub fn open_model(
         models_loaded: metrics.models_loaded.clone(),
         package_bytes: package.unpacked_bytes(),
         make_room,
-        package,
+        _package: package,
     };
     Ok(Opened {
         backend,

@@ -46,6 +46,8 @@ pub struct Compiled {
     pub(super) pre: ModelPre<InstanceState>,
     /// Its native code, counted while it is in memory.
     code: Charge,
+    /// Whether it says that it reads Triton's binary tensors itself.
+    reads_binary_tensors: bool,
     tier: Tier,
     /// For baseline code: the optimized code of the same wasm, once it is
     /// compiled. Held here, it lives as long as some instance may still
@@ -57,6 +59,14 @@ impl Compiled {
     /// The size of its native code in memory.
     pub fn code_bytes(&self) -> u64 {
         self.code.bytes()
+    }
+
+    /// Whether the component says, with the custom section
+    /// [`mme_oip::READS_BINARY_TENSORS_SECTION`], that it reads and writes
+    /// Triton's binary tensors itself, so that a binary request's tensors
+    /// reach it as bytes.
+    pub fn reads_binary_tensors(&self) -> bool {
+        self.reads_binary_tensors
     }
 
     /// Which compiler made its code.
@@ -264,7 +274,7 @@ impl CompileCache {
                 let component = Component::new(engine, wasm)
                     .map_err(|e| RuntimeError::Compile(format!("{e:#}")))?;
                 self.stats.baseline_compiled.inc();
-                self.link(linker, &component, hash.to_string(), Tier::Baseline)
+                self.link(linker, &component, wasm, hash.to_string(), Tier::Baseline)
             })?;
         if made {
             heap::release_free_memory();
@@ -288,13 +298,14 @@ impl CompileCache {
                 component
             }
         };
-        self.link(linker, &component, hash.to_string(), Tier::Optimized)
+        self.link(linker, &component, wasm, hash.to_string(), Tier::Optimized)
     }
 
     fn link(
         &self,
         linker: &Linker<InstanceState>,
         component: &Component,
+        wasm: &[u8],
         hash: String,
         tier: Tier,
     ) -> Result<Arc<Compiled>, RuntimeError> {
@@ -309,6 +320,7 @@ impl CompileCache {
             hash,
             pre,
             code: self.code.charge(code_bytes),
+            reads_binary_tensors: declares_binary_tensors(wasm),
             tier,
             optimized: OnceLock::new(),
         }))
@@ -347,6 +359,20 @@ impl CompileCache {
         unsafe { Component::deserialize(engine, &native) }
             .map_err(|e| RuntimeError::Compile(format!("{e:#}")))
     }
+}
+
+/// Whether any module of the component `wasm` holds the custom section
+/// [`mme_oip::READS_BINARY_TENSORS_SECTION`] set to 1. Only section headers
+/// are read; a component that does not parse (wasmtime has compiled it, so
+/// it does) says nothing.
+fn declares_binary_tensors(wasm: &[u8]) -> bool {
+    wasmparser::Parser::new(0)
+        .parse_all(wasm)
+        .map_while(Result::ok)
+        .any(|payload| {
+            matches!(payload, wasmparser::Payload::CustomSection(section)
+                if section.name() == mme_oip::READS_BINARY_TENSORS_SECTION && section.data() == [1])
+        })
 }
 
 /// The key of a component: the BLAKE3 hash of its bytes, hex.
@@ -391,6 +417,23 @@ fn private_dir(dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_component_declares_binary_tensors_with_a_section_in_any_module() {
+        let component = |byte: &str| {
+            wat::parse_str(format!(
+                r#"(component (core module (@custom "{}" "{byte}")))"#,
+                mme_oip::READS_BINARY_TENSORS_SECTION
+            ))
+            .unwrap()
+        };
+        assert!(declares_binary_tensors(&component("\\01")));
+        assert!(!declares_binary_tensors(&component("\\00")));
+        assert!(!declares_binary_tensors(
+            &wat::parse_str("(component)").unwrap()
+        ));
+        assert!(!declares_binary_tensors(b"\0asm not wasm"));
+    }
 
     #[test]
     fn a_folder_others_can_write_is_refused() {

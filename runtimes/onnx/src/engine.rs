@@ -367,6 +367,10 @@ fn media_type(content_type: &str) -> String {
 }
 
 impl Model for OnnxModel {
+    /// The host hands an ONNX model binary tensors as bytes whatever this
+    /// says; said, so that the component declares what it does.
+    const READS_BINARY_TENSORS: bool = true;
+
     fn load(config: &Config) -> Result<Self, Error> {
         let file = model_file(config)?;
         let path = std::path::Path::new(MODEL_DIR).join(&file);
