@@ -6,21 +6,28 @@
 # before it, then the server's CPU time per request of the route alone
 # (from /proc: the load generator shares the cores and moves req/s far more
 # than it moves this). Two rounds, so that the machine's drift shows.
-# Usage: bench/protocols.sh [DURATION]   (default 8s per measurement)
+# Usage: bench/protocols.sh [DURATION] [PACKAGE]
+#   DURATION per measurement (default 8s); PACKAGE the model served 1,000
+#   times (default: the example, built from this checkout), such as an
+#   older build of it to compare with.
 set -euo pipefail
 export MME_ONNX_PRECOMPILE=false
 cd "$(dirname "$0")/.."
 duration=${1:-8s}
+package=${2:-}
 models=1000
 work=target/bench-protocols
 cargo build --release -p mme-host >/dev/null
-cargo xtask package-examples --out "$work/examples" >/dev/null
+if [ -z "$package" ]; then
+  cargo xtask package-examples --out "$work/examples" >/dev/null
+  package="$work/examples/linear-regression.tar.gz"
+fi
 mme=target/release/mme
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 grpc_port=$(free_port)
 rm -rf "$work/store" && mkdir -p "$work/store"
-for i in $(seq 0 $((models - 1))); do ln "$work/examples/linear-regression.tar.gz" "$work/store/m$i.tar.gz"; done
+for i in $(seq 0 $((models - 1))); do ln "$package" "$work/store/m$i.tar.gz"; done
 "$mme" serve --model-store "$work/store" --bind "127.0.0.1:$port" --grpc-bind "127.0.0.1:$grpc_port" \
   --cache-dir "$work/cache" 2>"$work/serve.log" &
 pid=$!
