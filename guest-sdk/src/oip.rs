@@ -217,6 +217,13 @@ impl Reply {
     }
 }
 
+/// Whether an answer has `outputs`, read without building any of it.
+#[derive(Deserialize)]
+struct Outputs {
+    #[serde(default)]
+    outputs: Option<serde::de::IgnoredAny>,
+}
+
 /// A v2 answer of one flat FP64 output, written without a JSON tree.
 #[derive(Serialize)]
 struct FlatAnswer<'a> {
@@ -289,8 +296,20 @@ pub(crate) fn wrap(reply: Reply, response: Response) -> Result<Response, Error> 
     if mme_oip::framed_header_length(&response.content_type).is_some() {
         return Ok(response);
     }
-    if let Ok(values) = serde_json::from_slice::<Vec<f64>>(&response.body) {
-        return wrap_flat(&reply, &values, response.attributes);
+    // Looked at by its first byte, so that no answer pays for a failed
+    // parse (serde formats the error's message).
+    match response.body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => {
+            if let Ok(values) = serde_json::from_slice::<Vec<f64>>(&response.body) {
+                return wrap_flat(&reply, &values, response.attributes);
+            }
+        }
+        Some(b'{') => {
+            if let Ok(Outputs { outputs: Some(_) }) = serde_json::from_slice(&response.body) {
+                return Ok(response);
+            }
+        }
+        _ => {}
     }
     let value: Value = match serde_json::from_slice(&response.body) {
         Ok(value) => value,

@@ -418,7 +418,9 @@ fn encoding_error(error: EncodingError) -> ApiError {
 /// (which the model cannot know) and, where the client asked, outputs as
 /// binary data after the JSON, whose length is then returned. A model that
 /// wrote its binary outputs itself framed its answer so (`content_type`);
-/// a body that is not a JSON object is left as it is.
+/// a body that is not a JSON object is left as it is. The model's name is
+/// written before the answer's own JSON where it can be, which costs a scan
+/// of the answer rather than a tree of it.
 fn finish_open_inference(
     mut body: Vec<u8>,
     content_type: &str,
@@ -428,10 +430,10 @@ fn finish_open_inference(
     type Object = serde_json::Map<String, serde_json::Value>;
     let model_error =
         |message: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ModelError", message);
+    let (name, version) = split_key(model);
+    let version = version.to_string();
+    let fields = [("model_name", name), ("model_version", version.as_str())];
     if let Some(length) = binary::framed_header_length(content_type) {
-        let (name, version) = split_key(model);
-        let version = version.to_string();
-        let fields = [("model_name", name), ("model_version", version.as_str())];
         if let Some(mut json) = body
             .get(..length)
             .and_then(|header| binary::with_fields_first(header, &fields))
@@ -454,6 +456,11 @@ fn finish_open_inference(
         let length_now = json.len();
         json.extend_from_slice(&body.split_off(length));
         return Ok((json, Some(length_now)));
+    }
+    if !binary_outputs.any()
+        && let Some(json) = binary::with_fields_first(&body, &fields)
+    {
+        return Ok((json, None));
     }
     let Ok(mut answer) = serde_json::from_slice::<Object>(&body) else {
         return Ok((body, None));
