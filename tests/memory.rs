@@ -19,8 +19,12 @@ const ROW: &str = "[[0.5]]";
 /// about 0.8 MiB, once; about 1.1 MiB of linear memory per instance).
 const SMALL_LIMIT: &str = "5MiB";
 /// What the process may take beyond the budget: its own code, the async
-/// runtime, buffers and the allocator's slack.
-const OVERHEAD_KIB: u64 = 24 << 10;
+/// runtime, buffers and the allocator's slack. Measured 20–24 MiB for the
+/// example's 30 models cycling through a 5 MiB budget (2026-12-05), so the
+/// bound keeps 4 MiB of headroom for memory the budget does not see; the
+/// tests' own checks of evictions and of the budget's figure catch a budget
+/// that stops evicting.
+const OVERHEAD_KIB: u64 = 28 << 10;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cycling_over_more_models_than_fit_evicts_and_every_request_succeeds() {
