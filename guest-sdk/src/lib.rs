@@ -141,7 +141,10 @@ macro_rules! export_model {
 
             // Tells the host whether the model reads binary tensors: a
             // custom section of the name `mme_oip::READS_BINARY_TENSORS_SECTION`
-            // holds one byte. `#[used]` keeps it although nothing reads it.
+            // holds one byte. `#[used]` keeps it although nothing reads it;
+            // only a wasm build has it (other object formats name sections
+            // otherwise, and a native build is for the model's own tests).
+            #[cfg(target_family = "wasm")]
             #[allow(unsafe_code)] // SAFETY: plain bytes in a section of its own, never executed or aliased.
             #[used]
             #[unsafe(link_section = "mme:reads-binary-tensors")]
