@@ -1,16 +1,30 @@
 #!/usr/bin/env bash
 # The cost of tenancy on the hot path: the demo's three patterns over the
 # example's 1,000 copies, against a server without tenants and one with a
-# tenants file of 100 tenants (200 keys, each call's key checked against
-# all of them), in the same run, alternating, two rounds. Each measurement
-# also gives the server's CPU time per request (from /proc, over the whole
-# call), which the load generator sharing the cores moves much less than
-# it moves req/s.
-# Usage: bench/tenants.sh [DURATION]   (default 8s per measurement)
+# tenants file of 100 tenants (201 keys), in the same run. Each round
+# measures the two servers one after the other, in turns of which goes
+# first. Each measurement also gives the server's CPU time per request
+# (from /proc, over the whole call). At the end, the median of on / off
+# over the rounds, per pattern.
+#
+# On a machine of two or more cores each server runs on the last core and
+# the load generator on the others (taskset), so that the client's work
+# does not move the server's figures; PIN=0 turns that off.
+# Usage: bench/tenants.sh [DURATION] [ROUNDS]   (default 8s per measurement, 2 rounds)
 set -euo pipefail
 export MME_ONNX_PRECOMPILE=false
 cd "$(dirname "$0")/.."
 duration=${1:-8s}
+rounds=${2:-2}
+cores=$(nproc)
+if [ "${PIN:-1}" = 1 ] && [ "$cores" -ge 2 ] && command -v taskset >/dev/null; then
+  server_cpus=(taskset -c $((cores - 1)))
+  client_cpus=(taskset -c 0-$((cores - 2)))
+  echo "servers on core $((cores - 1)), the load generator on cores 0-$((cores - 2))"
+else
+  server_cpus=()
+  client_cpus=()
+fi
 models=1000
 work=target/bench-tenants
 cargo build --release -p mme-host >/dev/null
@@ -32,10 +46,10 @@ token=bench-token-0
 } >"$work/tenants.toml"
 off=$(free_port)
 on=$(free_port)
-"$mme" serve --model-store "$work/store" --bind "127.0.0.1:$off" --grpc-bind off \
+"${server_cpus[@]}" "$mme" serve --model-store "$work/store" --bind "127.0.0.1:$off" --grpc-bind off \
   --cache-dir "$work/cache" 2>"$work/off.log" &
 off_pid=$!
-"$mme" serve --model-store "$work/store" --bind "127.0.0.1:$on" --grpc-bind off \
+"${server_cpus[@]}" "$mme" serve --model-store "$work/store" --bind "127.0.0.1:$on" --grpc-bind off \
   --cache-dir "$work/cache" --tenants "$work/tenants.toml" 2>"$work/on.log" &
 on_pid=$!
 pids="$off_pid $on_pid"
@@ -49,19 +63,42 @@ done
 # Every model loaded first: this measures serving, not loading.
 "$mme" bench cold --url "http://127.0.0.1:$off" --models "$models" --prefix m >/dev/null
 "$mme" bench cold --url "http://127.0.0.1:$on" --models "$models" --prefix m --token "$token" >/dev/null
-for round in 1 2; do
+results="$work/results.txt"
+: >"$results"
+for round in $(seq "$rounds"); do
   for pattern in even hot few-hot; do
-    for server in off on; do
+    # The order alternates, so that going first or second favours neither.
+    order=(off on)
+    [ $((round % 2)) = 0 ] && order=(on off)
+    for server in "${order[@]}"; do
       if [ "$server" = off ]; then port=$off; pid=$off_pid; auth=(); else port=$on; pid=$on_pid; auth=(--token "$token"); fi
       echo "round $round, $pattern, tenants $server:"
       before=$(cpu_ticks "$pid")
-      report=$("$mme" bench --url "http://127.0.0.1:$port" --models "$models" --prefix m "${auth[@]}" \
+      report=$("${client_cpus[@]}" "$mme" bench --url "http://127.0.0.1:$port" --models "$models" --prefix m "${auth[@]}" \
         --duration "$duration" --warmup 0s --pattern "$pattern")
       after=$(cpu_ticks "$pid")
       echo "$report"
       requests=$(awk -v p="$pattern" '$1 == p { print $2 }' <<<"$report")
-      awk -v t=$((after - before)) -v hz="$ticks_per_second" -v n="$requests" \
-        'BEGIN { printf "server CPU per request: %.2f us\n", t / hz * 1e6 / n }'
+      rate=$(awk -v p="$pattern" '$1 == p { print $3 }' <<<"$report")
+      cpu=$(awk -v t=$((after - before)) -v hz="$ticks_per_second" -v n="$requests" \
+        'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+      echo "server CPU per request: $cpu us"
+      echo "$round $pattern $server $rate $cpu" >>"$results"
     done
   done
 done
+echo
+echo "on / off, median over $rounds rounds (each round's on against its off, measured one after the other):"
+python3 - "$results" <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+table = {(r, p, s): (float(rate), float(cpu)) for r, p, s, rate, cpu in rows}
+print(f"{'pattern':<8} {'req/s on/off':>13} {'range':>12} {'CPU/req on/off':>15} {'range':>12}")
+for pattern in ["even", "hot", "few-hot"]:
+    pairs = [(table[(r, pattern, "on")], table[(r, pattern, "off")])
+             for r, p, s in table if p == pattern and s == "off" and (r, p, "on") in table]
+    rate = [on[0] / off[0] for on, off in pairs]
+    cpu = [on[1] / off[1] for on, off in pairs]
+    print(f"{pattern:<8} {statistics.median(rate):>13.3f} {min(rate):>5.2f}-{max(rate):<6.2f}"
+          f" {statistics.median(cpu):>15.3f} {min(cpu):>5.2f}-{max(cpu):<6.2f}")
+PY

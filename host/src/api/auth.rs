@@ -94,51 +94,50 @@ pub(super) async fn layer(State(state): State<AppState>, request: Request, next:
         request.extensions_mut().insert(Caller::Anyone);
         return next.run(request).await;
     }
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(String::new, |matched| matched.as_str().to_string());
-    let route = route.as_str();
+    // A clone shares the router's text: no copy per call.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("", MatchedPath::as_str);
     let Some(guard) = guard_of(route) else {
         return next.run(request).await;
     };
     // A route that names a model and whose name cannot be read is refused
-    // here, so that no model is ever let through unchecked.
-    let model = match guard.model {
-        None => None,
-        Some(_) if route == "/invocations" => Some(invocation_model(&request)),
-        Some(_) => {
-            let (mut parts, body) = request.into_parts();
-            let params = RawPathParams::from_request_parts(&mut parts, &state).await;
-            request = Request::from_parts(parts, body);
-            let named = params.ok().and_then(|params| {
-                params
-                    .iter()
-                    .find(|(name, _)| *name == "model")
-                    .map(|(_, value)| value.to_string())
-            });
-            if named.is_none() {
-                let unreadable = ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidModelName",
-                    "the model name in the path is not valid UTF-8 once percent-decoded",
-                );
-                return if guard.open_inference {
-                    unreadable.into_open_inference_response()
-                } else {
-                    unreadable.into_response()
-                };
-            }
-            named
+    // here, so that no model is ever let through unchecked. The name is
+    // borrowed from the route's parameters, which live as long as the call.
+    let invocation =
+        (guard.model.is_some() && route == "/invocations").then(|| invocation_model(&request));
+    let params = if guard.model.is_some() && invocation.is_none() {
+        let (mut parts, body) = request.into_parts();
+        let params = RawPathParams::from_request_parts(&mut parts, &state).await;
+        request = Request::from_parts(parts, body);
+        params.ok()
+    } else {
+        None
+    };
+    let named = invocation.as_deref().or_else(|| {
+        params
+            .as_ref()?
+            .iter()
+            .find(|(name, _)| *name == "model")
+            .map(|(_, value)| value)
+    });
+    let model = match (guard.model, named) {
+        (None, _) => None,
+        (Some(_), Some(named)) => Some(named),
+        (Some(_), None) => {
+            let unreadable = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidModelName",
+                "the model name in the path is not valid UTF-8 once percent-decoded",
+            );
+            return if guard.open_inference {
+                unreadable.into_open_inference_response()
+            } else {
+                unreadable.into_response()
+            };
         }
     };
     let token = bearer(request.headers());
-    let checked = admit(
-        &state,
-        token,
-        route,
-        (guard.action, model.as_deref(), guard.model),
-    );
+    let checked = admit(&state, token, route, (guard.action, model, guard.model));
     let caller = match checked {
         Ok((caller, Verdict::Proceed)) => caller,
         Ok((_, Verdict::NothingToDo)) => return axum::Json(serde_json::json!({})).into_response(),
@@ -154,7 +153,7 @@ pub(super) async fn layer(State(state): State<AppState>, request: Request, next:
             tenant = caller.audit_name(),
             action = %method,
             route,
-            model = model.as_deref().unwrap_or("-"),
+            model = model.unwrap_or("-"),
             outcome = response.status().as_u16(),
         );
     }
@@ -213,7 +212,9 @@ fn authorize(
         };
     }
     caller.permit(action).map_err(|denied| denial(&denied))?;
+    // Only a tenant with a quota pays for asking whether the model is loaded.
     if let (Some(model), Some(Missing::InStore), Some(tenant)) = (model, missing, caller.tenant())
+        && tenant.max_models.is_some()
         && state.registry.get_loaded(model).is_err()
     {
         check_quota(state, tenant)?;

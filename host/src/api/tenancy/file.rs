@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 
 use super::keys::{Key, KeyError, Written};
+use super::names::NamePatterns;
 use super::urls::{AllowedUrls, UrlsError};
 
 /// The largest tenants file read: thousands of tenants fit well below it.
@@ -101,7 +101,7 @@ pub(super) enum Holder {
 pub struct Tenant {
     /// Its name, the table's.
     pub name: String,
-    models: GlobSet,
+    models: NamePatterns,
     /// Its share of the memory budget, in bytes.
     pub memory: Option<u64>,
     /// How many of its models may be loaded at once.
@@ -118,7 +118,7 @@ pub struct Tenant {
 impl Tenant {
     /// Whether `model` is one of this tenant's names.
     pub fn owns(&self, model: &str) -> bool {
-        self.models.is_match(model)
+        self.models.matches(model)
     }
 }
 
@@ -180,7 +180,7 @@ impl Tenants {
                 move |reason: String| TenantsError::Entry { place: at, reason }
             };
             let tenant = Tenant {
-                models: patterns(&table.models).map_err(entry("models"))?,
+                models: NamePatterns::new(&table.models).map_err(entry("models"))?,
                 memory: table
                     .memory
                     .map(|text| {
@@ -281,18 +281,6 @@ fn check_name(name: &str) -> Result<(), String> {
     } else {
         Err("a tenant's name is 1 to 64 letters, digits, '-', '_' or '.'".into())
     }
-}
-
-fn patterns(written: &[String]) -> Result<GlobSet, String> {
-    if written.is_empty() {
-        return Err("list at least one pattern of model names, such as \"acme-*\"".into());
-    }
-    let mut set = GlobSetBuilder::new();
-    for pattern in written {
-        let glob = Glob::new(pattern).map_err(|e| format!("{pattern:?} is not a pattern: {e}"))?;
-        set.add(glob);
-    }
-    set.build().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 mod file;
 mod keys;
+mod names;
 mod urls;
 
 use std::io::Read;
