@@ -10,7 +10,7 @@
 # On a machine of two or more cores each server runs on the last core and
 # the load generator on the others (taskset), so that the client's work
 # does not move the server's figures; PIN=0 turns that off.
-# Usage: bench/tenants.sh [DURATION] [ROUNDS]   (default 8s per measurement, 2 rounds)
+# Usage: [MME=path] bench/tenants.sh [DURATION] [ROUNDS]   (default 8s per measurement, 2 rounds)
 set -euo pipefail
 export MME_ONNX_PRECOMPILE=false
 cd "$(dirname "$0")/.."
@@ -27,9 +27,11 @@ else
 fi
 models=1000
 work=target/bench-tenants
-cargo build --release -p mme-host >/dev/null
+# MME=path measures another build of the server (the client stays this one).
+if [ -z "${MME:-}" ]; then cargo build --release -p mme-host >/dev/null; fi
 cargo xtask package-examples --out "$work/examples" >/dev/null
 mme=target/release/mme
+server_binary=${MME:-$mme}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rm -rf "$work/store" && mkdir -p "$work/store"
 for i in $(seq 0 $((models - 1))); do ln "$work/examples/linear-regression.tar.gz" "$work/store/m$i.tar.gz"; done
@@ -46,10 +48,10 @@ token=bench-token-0
 } >"$work/tenants.toml"
 off=$(free_port)
 on=$(free_port)
-"${server_cpus[@]}" "$mme" serve --model-store "$work/store" --bind "127.0.0.1:$off" --grpc-bind off \
+"${server_cpus[@]}" "$server_binary" serve --model-store "$work/store" --bind "127.0.0.1:$off" --grpc-bind off \
   --cache-dir "$work/cache" 2>"$work/off.log" &
 off_pid=$!
-"${server_cpus[@]}" "$mme" serve --model-store "$work/store" --bind "127.0.0.1:$on" --grpc-bind off \
+"${server_cpus[@]}" "$server_binary" serve --model-store "$work/store" --bind "127.0.0.1:$on" --grpc-bind off \
   --cache-dir "$work/cache" --tenants "$work/tenants.toml" 2>"$work/on.log" &
 on_pid=$!
 pids="$off_pid $on_pid"
