@@ -1,7 +1,8 @@
 //! End to end: hostile guests, run again and again, leak nothing. Each
 //! kind of failure is repeated 1,000 times (the endless loop fewer, as each
 //! costs its deadline) after a warm-up round of the same; the server's RSS
-//! stays flat, and the neighbour model serves throughout.
+//! stays flat over a round (of at most three measured), and the neighbour
+//! model serves throughout.
 
 #![allow(clippy::unwrap_used)] // A test that cannot set up should stop loudly.
 
@@ -11,9 +12,12 @@ use common::{Server, faulty_folder, guest};
 
 /// Requests in flight at once.
 const CONCURRENCY: usize = 4;
-/// RSS growth allowed over the measured runs: allocator noise, far below
+/// RSS growth allowed over a measured round: allocator noise, far below
 /// what one leaked instance per failure would cost (1,000 × 64 KiB+).
 const SLACK_KIB: u64 = 8 << 10;
+/// Rounds measured at most: the test passes at the first that stays
+/// within [`SLACK_KIB`] of the one before.
+const MEASURED_ROUNDS: usize = 3;
 
 /// Retires the hostile models' workers above one, so that both RSS
 /// readings see the same workers: how many a round leaves depends on how
@@ -76,16 +80,29 @@ async fn hostile_guests_repeated_a_thousand_times_leave_rss_flat() {
     }
     assert_eq!(server.predict("neighbour", "[[0.5]]").await.0, 200);
     settle(&server).await;
-    let before = server.rss_kib();
-    for (model, command, times, status) in cases {
-        repeat(&server, model, command, times, status).await;
-        assert_eq!(server.predict("neighbour", "[[0.5]]").await.0, 200);
+    // A leak grows RSS in every round; the allocator's arenas, grown while
+    // other tests load the machine, reach a plateau. So a round that grows
+    // past the slack is followed by another, measured from where it ended.
+    let mut readings = vec![server.rss_kib()];
+    for _ in 0..MEASURED_ROUNDS {
+        for (model, command, times, status) in cases {
+            repeat(&server, model, command, times, status).await;
+            assert_eq!(server.predict("neighbour", "[[0.5]]").await.0, 200);
+        }
+        settle(&server).await;
+        readings.push(server.rss_kib());
+        if let [.., before, after] = readings[..]
+            && after <= before + SLACK_KIB
+        {
+            break;
+        }
     }
-    settle(&server).await;
-    let after = server.rss_kib();
+    let flat = readings
+        .windows(2)
+        .any(|pair| pair[1] <= pair[0] + SLACK_KIB);
     assert!(
-        after <= before + SLACK_KIB,
-        "RSS grew from {before} KiB to {after} KiB over the hostile runs"
+        flat,
+        "RSS grew in each of {MEASURED_ROUNDS} rounds of the hostile runs: {readings:?} KiB"
     );
     // Crashed instances are dropped: at most the workers of the three models live.
     assert!(server.metric("mme_instances").await <= 9.0);
