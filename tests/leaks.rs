@@ -84,22 +84,21 @@ async fn hostile_guests_repeated_a_thousand_times_leave_rss_flat() {
     // other tests load the machine, reach a plateau. So a round that grows
     // past the slack is followed by another, measured from where it ended.
     let mut readings = vec![server.rss_kib()];
+    let mut flat = false;
     for _ in 0..MEASURED_ROUNDS {
         for (model, command, times, status) in cases {
             repeat(&server, model, command, times, status).await;
             assert_eq!(server.predict("neighbour", "[[0.5]]").await.0, 200);
         }
         settle(&server).await;
-        readings.push(server.rss_kib());
-        if let [.., before, after] = readings[..]
-            && after <= before + SLACK_KIB
-        {
+        let after = server.rss_kib();
+        let before = readings[readings.len() - 1];
+        readings.push(after);
+        if after <= before + SLACK_KIB {
+            flat = true;
             break;
         }
     }
-    let flat = readings
-        .windows(2)
-        .any(|pair| pair[1] <= pair[0] + SLACK_KIB);
     assert!(
         flat,
         "RSS grew in each of {MEASURED_ROUNDS} rounds of the hostile runs: {readings:?} KiB"
