@@ -175,3 +175,71 @@ async fn a_tenant_over_its_memory_share_evicts_its_own_models_only() {
         assert_eq!(answer.status, 200, "{name}: {}", answer.body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loads_still_in_flight_count_against_the_share() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    // Each load takes most of a second in the model's `load`: the window in
+    // which a model is admitted and not yet listed.
+    for name in ["acme-0", "acme-1", "acme-2"] {
+        faulty_folder(&store, name, "option.sleep_load_ms=800\n");
+    }
+    let tenants = tenants_file(work.path(), "");
+    let server = Server::start(
+        &store,
+        &work.path().join("cache"),
+        &["--tenants", tenants.to_str().unwrap()],
+    )
+    .await;
+    let answer = call(
+        &server,
+        "POST",
+        "/predictions/acme-0",
+        Some(ADMIN),
+        "\"ok\"",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let described = call(&server, "GET", "/models/acme-0", Some(ADMIN), "").await;
+    let memory = &serde_json::from_str::<serde_json::Value>(&described.body).unwrap()["memory"];
+    let one = memory["heldBytes"].as_u64().unwrap() + memory["instanceBytes"].as_u64().unwrap();
+    // Room for two of acme's models, not three.
+    tenants_file(work.path(), &format!("memory = \"{}B\"", one * 5 / 2));
+    server.signal("HUP");
+    server.wait_logged("tenants file read again").await;
+
+    // Two loads at once: the second is admitted while the first sleeps in
+    // `load`, and must count it (and so evict acme-0 to make room).
+    let (first, second) = tokio::join!(
+        call(
+            &server,
+            "POST",
+            "/predictions/acme-1",
+            Some(ACME_INFER),
+            "\"ok\""
+        ),
+        call(
+            &server,
+            "POST",
+            "/predictions/acme-2",
+            Some(ACME_INFER),
+            "\"ok\""
+        ),
+    );
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(second.status, 200, "{}", second.body);
+    let listed = call(&server, "GET", "/models", Some(ACME_MANAGE), "").await;
+    let value: serde_json::Value = serde_json::from_str(&listed.body).unwrap();
+    let names: Vec<&str> = value["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["modelName"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["acme-1", "acme-2"],
+        "acme's share holds two models; the last two loaded stay"
+    );
+}

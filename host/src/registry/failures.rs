@@ -84,8 +84,10 @@ impl Registry {
         })
     }
 
-    /// A failed load leaves no entry, so that the next request tries again.
-    pub(super) fn forget_failed(
+    /// Settles a load once its slot is set: a failed load leaves no entry,
+    /// so that the next request tries again; a model loaded is listed, and
+    /// its admission's charge on its share ends.
+    pub(super) fn settle_load(
         &self,
         name: &str,
         slot: &Slot,
@@ -95,7 +97,8 @@ impl Registry {
             Err(error @ (LoadError::Broken { .. } | LoadError::InvalidPackage { .. })) => {
                 self.record_failure(name, error.clone());
             }
-            Ok(_) => {
+            Ok(model) => {
+                model.listed();
                 let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
                 failed.remove(name);
             }

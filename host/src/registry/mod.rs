@@ -109,6 +109,8 @@ pub struct Registry {
     budget: MemoryBudget,
     /// One admission at a time, so that two loads cannot both take the last room.
     admission: tokio::sync::Mutex<()>,
+    /// What loads admitted into each share will hold until they are listed.
+    admitting: shares::Admitting,
     /// The linear memory one instance of each component took at its last load.
     instance_bytes: Mutex<HashMap<String, u64>>,
     /// The models' clock of last use: a count of uses, so that two uses in
@@ -143,6 +145,7 @@ impl Registry {
             failed: Mutex::new(HashMap::new()),
             budget,
             admission: tokio::sync::Mutex::new(()),
+            admitting: shares::Admitting::default(),
             instance_bytes: Mutex::new(HashMap::new()),
             uses: std::sync::atomic::AtomicU64::new(0),
             versioned: std::sync::atomic::AtomicBool::new(false),
@@ -195,7 +198,7 @@ impl Registry {
             })
             .await
             .cloned();
-        self.forget_failed(name, &slot, result)
+        self.settle_load(name, &slot, result)
     }
 
     /// Loads model `name` from `source` (a folder or an archive), as the
@@ -240,7 +243,7 @@ impl Registry {
             .get_or_try_init(|| self.load(name, source, overrides))
             .await
             .cloned();
-        self.forget_failed(name, &slot, result)
+        self.settle_load(name, &slot, result)
     }
 
     /// The linear memory of one instance of the component `hash`, as its
@@ -524,16 +527,20 @@ impl Registry {
         let holding = required
             .saturating_sub(first_instances)
             .max(backend.package_bytes() + MODEL_METADATA_BYTES);
-        let (holding, reserved) = {
+        let (holding, reserved, admitted) = {
             let _admission = self.admission.lock().await;
             // Counted already if another model shares it; this is its own
             // cost should it have to fit alone.
             let own_code = backend.compiled().code_bytes();
-            self.admit_share(name, holding + first_instances).await?;
+            let admitted = self.admit_share(name, holding + first_instances).await?;
             self.admit(name, holding + first_instances, own_code)
                 .await?;
             let meter = self.budget.models_meter();
-            (meter.charge(holding), meter.charge(first_instances))
+            (
+                meter.charge(holding),
+                meter.charge(first_instances),
+                admitted,
+            )
         };
         let (backend, mut warm) = self.warm_up(name, backend, label, warm_count).await?;
         let measured = backend.memory().bytes() / warm.len().max(1) as u64;
@@ -561,6 +568,7 @@ impl Registry {
             timings,
             queue,
             holding,
+            admitted: Mutex::new(admitted),
             last_used: self.next_use().into(),
             requests_ok: self.metrics.requests_ok(name),
         }))

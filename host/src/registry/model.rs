@@ -51,6 +51,9 @@ pub struct LoadedModel {
     pub(super) queue: Arc<ModelQueue<WasmBackend>>,
     /// What it holds besides code and instances, on the budget while it lives.
     pub(super) holding: Charge,
+    /// Its share's charge from its admission until it is listed, when its
+    /// memory counts instead ([`LoadedModel::listed`]).
+    pub(super) admitted: Mutex<Option<Charge>>,
     /// When a request last came for it, on the registry's clock of uses.
     pub(super) last_used: AtomicU64,
     /// Its count of requests answered 200 ([`crate::metrics::Metrics::requests_ok`]).
@@ -66,6 +69,17 @@ impl LoadedModel {
     /// Whether its code reads Triton's binary tensors itself.
     pub fn reads_binary_tensors(&self) -> bool {
         self.queue.backend().reads_binary_tensors()
+    }
+
+    /// Ends its admission's charge on its share: it is listed now, and
+    /// its memory counts instead.
+    pub(super) fn listed(&self) {
+        let charge = self
+            .admitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(charge);
     }
 
     /// Its queue and workers now.

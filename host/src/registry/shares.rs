@@ -3,10 +3,16 @@
 //! memory share gives way by evicting its own least recently used idle
 //! models, never another group's; its weight goes with each of its models
 //! to the scheduler ([`crate::wlm::CpuGroup`]).
+//!
+//! A load admitted into a group is charged to it at once: until its model
+//! is listed, the memory it will hold is not on any listed model, and two
+//! loads in a row would each see room that only one of them may take.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use super::{LoadError, Registry, budget};
+use crate::runtime::{Charge, MemoryMeter};
 
 /// A model's group, that group's memory cap and its weight on the cores.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +48,24 @@ impl Shares {
     }
 }
 
+/// What the loads admitted into each group will hold, from admission until
+/// their models are listed (or fail).
+#[derive(Debug, Default)]
+pub(super) struct Admitting(Mutex<HashMap<Arc<str>, MemoryMeter>>);
+
+impl Admitting {
+    fn meter(&self, group: &Arc<str>) -> MemoryMeter {
+        let mut meters = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        meters.entry(group.clone()).or_default().clone()
+    }
+
+    /// Bytes admitted into `group` and not yet listed.
+    fn bytes(&self, group: &str) -> u64 {
+        let meters = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        meters.get(group).map_or(0, MemoryMeter::bytes)
+    }
+}
+
 impl std::fmt::Debug for Shares {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Shares(…)")
@@ -54,9 +78,13 @@ impl Registry {
         self.config.shares.as_ref()?.of(name)
     }
 
-    /// What the loaded models of `group` hold now, in bytes.
+    /// What the loaded models of `group` hold now, and what its admitted
+    /// loads will, in bytes. A model just listed may still be counted
+    /// twice, for the moment before its admission's charge ends: too much
+    /// is safe, too little lets the group past its share.
     fn group_use(&self, group: &str) -> u64 {
-        self.list()
+        let listed: u64 = self
+            .list()
             .iter()
             .filter(|model| {
                 self.share_of(&model.name)
@@ -66,22 +94,30 @@ impl Registry {
                 let memory = model.memory();
                 memory.held + memory.instances
             })
-            .sum()
+            .sum();
+        listed + self.admitting.bytes(group)
     }
 
     /// Makes room within model `name`'s share for `needed` more bytes,
-    /// evicting the group's own idle models where the server may.
-    pub(super) async fn admit_share(&self, name: &str, needed: u64) -> Result<(), LoadError> {
+    /// evicting the group's own idle models where the server may, and
+    /// charges them to the group. The charge must live until the model is
+    /// listed; `None` when the model's group has no memory share.
+    /// Called under the admission lock.
+    pub(super) async fn admit_share(
+        &self,
+        name: &str,
+        needed: u64,
+    ) -> Result<Option<Charge>, LoadError> {
         let Some(share) = self.share_of(name) else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(limit) = share.limit else {
-            return Ok(());
+            return Ok(None);
         };
         loop {
             let used = self.group_use(&share.group);
             if used.saturating_add(needed) <= limit {
-                return Ok(());
+                return Ok(Some(self.admitting.meter(&share.group).charge(needed)));
             }
             let refused = |advice, retry| LoadError::NoMemory {
                 model: name.to_string(),
