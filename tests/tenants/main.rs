@@ -109,4 +109,32 @@ async fn call(server: &Server, method: &str, path: &str, key: Option<&str>, body
     }
 }
 
+/// Gives acme a memory share of `halves` halves of what its loaded model
+/// `measured` holds now (its package, metadata and instances), with
+/// `acme_extra` also in its table, and waits for the server to read it.
+async fn share_of_halves(
+    server: &Server,
+    work: &Path,
+    measured: &str,
+    halves: u64,
+    acme_extra: &str,
+) {
+    let described = call(
+        server,
+        "GET",
+        &format!("/models/{measured}"),
+        Some(ADMIN),
+        "",
+    )
+    .await;
+    let memory = &serde_json::from_str::<serde_json::Value>(&described.body).unwrap()["memory"];
+    let one = memory["heldBytes"].as_u64().unwrap() + memory["instanceBytes"].as_u64().unwrap();
+    tenants_file(
+        work,
+        &format!("{acme_extra}\nmemory = \"{}B\"", one * halves / 2),
+    );
+    server.signal("HUP");
+    server.wait_logged("tenants file read again").await;
+}
+
 const OIP: &str = r#"{"inputs":[{"name":"input-0","shape":[1,1],"datatype":"FP64","data":[1.0]}]}"#;

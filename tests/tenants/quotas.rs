@@ -134,14 +134,8 @@ async fn a_tenant_over_its_memory_share_evicts_its_own_models_only() {
         .await;
         assert_eq!(answer.status, 200, "{}", answer.body);
     }
-    let described = call(&server, "GET", "/models/acme-1", Some(ADMIN), "").await;
-    let memory = &serde_json::from_str::<serde_json::Value>(&described.body).unwrap()["memory"];
-    let one = memory["heldBytes"].as_u64().unwrap() + memory["instanceBytes"].as_u64().unwrap();
     // Room for two of acme's models, not three.
-    let share = one * 5 / 2;
-    tenants_file(work.path(), &format!("memory = \"{share}B\""));
-    server.signal("HUP");
-    server.wait_logged("tenants file read again").await;
+    share_of_halves(&server, work.path(), "acme-1", 5, "").await;
 
     for name in ["acme-2", "acme-3", "acme-4", "acme-5", "acme-1"] {
         let answer = call(
@@ -201,13 +195,8 @@ async fn loads_still_in_flight_count_against_the_share() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let described = call(&server, "GET", "/models/acme-0", Some(ADMIN), "").await;
-    let memory = &serde_json::from_str::<serde_json::Value>(&described.body).unwrap()["memory"];
-    let one = memory["heldBytes"].as_u64().unwrap() + memory["instanceBytes"].as_u64().unwrap();
     // Room for two of acme's models, not three.
-    tenants_file(work.path(), &format!("memory = \"{}B\"", one * 5 / 2));
-    server.signal("HUP");
-    server.wait_logged("tenants file read again").await;
+    share_of_halves(&server, work.path(), "acme-0", 5, "").await;
 
     // Two loads at once: the second is admitted while the first sleeps in
     // `load`, and must count it (and so evict acme-0 to make room).

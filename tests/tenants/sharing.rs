@@ -139,15 +139,7 @@ async fn a_tenant_flooding_a_hundred_models_leaves_the_other_alone() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let described = call(&server, "GET", "/models/acme-0", Some(ADMIN), "").await;
-    let memory = &serde_json::from_str::<serde_json::Value>(&described.body).unwrap()["memory"];
-    let one = memory["heldBytes"].as_u64().unwrap() + memory["instanceBytes"].as_u64().unwrap();
-    tenants_file(
-        work.path(),
-        &format!("{limits}\nmemory = \"{}B\"", one * 11 / 2),
-    );
-    server.signal("HUP");
-    server.wait_logged("tenants file read again").await;
+    share_of_halves(&server, work.path(), "acme-0", 11, limits).await;
 
     // Globex alone, then while acme floods: the same client, the same calls.
     let alone = Instant::now() + Duration::from_secs(3);

@@ -74,12 +74,8 @@ impl LoadedModel {
     /// Ends its admission's charge on its share: it is listed now, and
     /// its memory counts instead.
     pub(super) fn listed(&self) {
-        let charge = self
-            .admitted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        drop(charge);
+        let mut admitted = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+        drop(admitted.take());
     }
 
     /// Its queue and workers now.
