@@ -3,10 +3,13 @@
 //! handler runs. The gRPC service asks the same questions through
 //! [`authorize`].
 
-use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use std::borrow::Cow;
+
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
 use super::inference::SINGLE_MODEL;
@@ -34,9 +37,20 @@ pub(super) enum Missing {
 struct Guard {
     action: Action,
     /// Where the route names its model, and what a missing one gets.
-    model: Option<Missing>,
+    model: Option<(ModelAt, Missing)>,
     /// Whether errors take the Open Inference Protocol's shape.
     open_inference: bool,
+}
+
+/// Where a route names its model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModelAt {
+    /// In the path: the segment at this index of the path split at `/`
+    /// (the route's `{model}`; the empty text before the leading `/` is 0).
+    Segment(usize),
+    /// SageMaker's `/invocations`: in the query, in a header, or the single
+    /// model.
+    Invocation,
 }
 
 /// The guard of each route, by its pattern; `None` for routes open to all.
@@ -50,25 +64,43 @@ fn guard_of(route: &str) -> Option<Guard> {
     };
     use Action::*;
     use Missing::*;
+    use ModelAt::*;
     match route {
         "/ping" | "/v2" | "/v2/health/live" | "/v2/health/ready" => None,
         "/metrics" => guard(Admin, None, false),
-        "/predictions/{model}" | "/predictions/{model}/{version}" | "/invocations" => {
-            guard(Infer, Some(InStore), false)
+        "/predictions/{model}" | "/predictions/{model}/{version}" => {
+            guard(Infer, Some((Segment(2), InStore)), false)
         }
-        "/models/{model}/invoke" => guard(Infer, Some(NotLoaded), false),
+        "/invocations" => guard(Infer, Some((Invocation, InStore)), false),
+        "/models/{model}/invoke" => guard(Infer, Some((Segment(2), NotLoaded)), false),
         "/v2/models/{model}"
         | "/v2/models/{model}/ready"
         | "/v2/models/{model}/infer"
         | "/v2/models/{model}/versions/{version}"
         | "/v2/models/{model}/versions/{version}/ready"
-        | "/v2/models/{model}/versions/{version}/infer" => guard(Infer, Some(InStore), true),
-        "/models/{model}" | "/models/{model}/{version}" => guard(Manage, Some(NotLoaded), false),
-        "/v2/repository/models/{model}/load" => guard(Manage, Some(InStore), true),
-        "/v2/repository/models/{model}/unload" => guard(Manage, Some(NothingToDo), true),
+        | "/v2/models/{model}/versions/{version}/infer" => {
+            guard(Infer, Some((Segment(3), InStore)), true)
+        }
+        "/models/{model}" | "/models/{model}/{version}" => {
+            guard(Manage, Some((Segment(2), NotLoaded)), false)
+        }
+        "/v2/repository/models/{model}/load" => guard(Manage, Some((Segment(4), InStore)), true),
+        "/v2/repository/models/{model}/unload" => {
+            guard(Manage, Some((Segment(4), NothingToDo)), true)
+        }
         // Listing and registering: the handler filters and checks by caller.
         _ => guard(Manage, None, route.starts_with("/v2/")),
     }
+}
+
+/// The model named by the path segment at `index`, percent-decoded as axum
+/// decodes the route's parameters, so that this layer and the handler read
+/// the same name; `None` if the decoded bytes are not UTF-8. Reading it here
+/// rather than through axum's `RawPathParams` spares a copy of every
+/// parameter on each call.
+fn model_in_path(path: &str, index: usize) -> Option<Cow<'_, str>> {
+    let segment = path.split('/').nth(index)?;
+    percent_decode_str(segment).decode_utf8().ok()
 }
 
 #[derive(Deserialize)]
@@ -101,29 +133,16 @@ pub(super) async fn layer(State(state): State<AppState>, request: Request, next:
         return next.run(request).await;
     };
     // A route that names a model and whose name cannot be read is refused
-    // here, so that no model is ever let through unchecked. The name is
-    // borrowed from the route's parameters, which live as long as the call.
-    let invocation =
-        (guard.model.is_some() && route == "/invocations").then(|| invocation_model(&request));
-    let params = if guard.model.is_some() && invocation.is_none() {
-        let (mut parts, body) = request.into_parts();
-        let params = RawPathParams::from_request_parts(&mut parts, &state).await;
-        request = Request::from_parts(parts, body);
-        params.ok()
-    } else {
-        None
+    // here, so that no model is ever let through unchecked.
+    let named = match guard.model {
+        None => None,
+        Some((ModelAt::Invocation, _)) => Some(Some(Cow::Owned(invocation_model(&request)))),
+        Some((ModelAt::Segment(index), _)) => Some(model_in_path(request.uri().path(), index)),
     };
-    let named = invocation.as_deref().or_else(|| {
-        params
-            .as_ref()?
-            .iter()
-            .find(|(name, _)| *name == "model")
-            .map(|(_, value)| value)
-    });
-    let model = match (guard.model, named) {
-        (None, _) => None,
-        (Some(_), Some(named)) => Some(named),
-        (Some(_), None) => {
+    let model = match named {
+        None => None,
+        Some(Some(named)) => Some(named),
+        Some(None) => {
             let unreadable = ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "InvalidModelName",
@@ -136,24 +155,38 @@ pub(super) async fn layer(State(state): State<AppState>, request: Request, next:
             };
         }
     };
+    let missing = guard.model.map(|(_, missing)| missing);
     let token = bearer(request.headers());
-    let checked = admit(&state, token, route, (guard.action, model, guard.model));
+    let checked = admit(
+        &state,
+        token,
+        route,
+        (guard.action, model.as_deref(), missing),
+    );
     let caller = match checked {
         Ok((caller, Verdict::Proceed)) => caller,
         Ok((_, Verdict::NothingToDo)) => return axum::Json(serde_json::json!({})).into_response(),
         Err(answer) if guard.open_inference => return answer.into_open_inference_response(),
         Err(answer) => return answer.into_response(),
     };
-    request.extensions_mut().insert(caller.clone());
+    // What the audit log will name, copied only for the calls it logs: the
+    // name may borrow the request, which goes on to the handler.
     let method = request.method().clone();
+    let audited = (guard.action == Action::Manage && method != Method::GET)
+        .then(|| model.map_or_else(|| "-".to_string(), Cow::into_owned));
+    // Only the management handlers ask who calls; an inference call is
+    // decided here, and its handler would fail rather than find no caller.
+    if guard.action != Action::Infer {
+        request.extensions_mut().insert(caller.clone());
+    }
     let response = next.run(request).await;
-    if guard.action == Action::Manage && method != Method::GET {
+    if let Some(model) = audited {
         tracing::info!(
             target: AUDIT,
             tenant = caller.audit_name(),
             action = %method,
             route,
-            model = model.unwrap_or("-"),
+            model,
             outcome = response.status().as_u16(),
         );
     }
@@ -349,5 +382,62 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn each_guard_reads_the_model_from_the_routes_own_model_segment() {
+        let routes = [
+            "/predictions/{model}",
+            "/predictions/{model}/{version}",
+            "/models/{model}/invoke",
+            "/models/{model}",
+            "/models/{model}/{version}",
+            "/v2/models/{model}",
+            "/v2/models/{model}/ready",
+            "/v2/models/{model}/infer",
+            "/v2/models/{model}/versions/{version}",
+            "/v2/models/{model}/versions/{version}/ready",
+            "/v2/models/{model}/versions/{version}/infer",
+            "/v2/repository/models/{model}/load",
+            "/v2/repository/models/{model}/unload",
+        ];
+        for route in routes {
+            let at = route.split('/').position(|segment| segment == "{model}");
+            let guard = guard_of(route).expect("a route that names a model is guarded");
+            let Some((ModelAt::Segment(index), _)) = guard.model else {
+                panic!("{route} names its model in the path");
+            };
+            assert_eq!(Some(index), at, "{route}");
+            // The path as a client sends it, with the model where the route has it.
+            let path = route.replace("{model}", "acme-1").replace("{version}", "2");
+            assert_eq!(
+                model_in_path(&path, index).as_deref(),
+                Some("acme-1"),
+                "{route}"
+            );
+        }
+        assert!(matches!(
+            guard_of("/invocations").and_then(|guard| guard.model),
+            Some((ModelAt::Invocation, Missing::InStore))
+        ));
+    }
+
+    #[test]
+    fn a_model_in_the_path_is_percent_decoded_as_the_handler_decodes_it() {
+        assert_eq!(
+            model_in_path("/predictions/%61cme-1", 2).as_deref(),
+            Some("acme-1")
+        );
+        assert_eq!(
+            model_in_path("/predictions/a%2Fb", 2).as_deref(),
+            Some("a/b")
+        );
+        assert_eq!(
+            model_in_path("/predictions/a%20b/2", 2).as_deref(),
+            Some("a b")
+        );
+        // Not UTF-8 once decoded: refused, never read as some other name.
+        assert_eq!(model_in_path("/predictions/%FF%FE", 2), None);
+        assert_eq!(model_in_path("/predictions", 2), None);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 
-use super::keys::{Key, KeyError, Written};
+use super::keys::{ByDigest, Key, KeyError, Written};
 use super::names::NamePatterns;
 use super::urls::{AllowedUrls, UrlsError};
 
@@ -135,7 +135,7 @@ impl std::fmt::Debug for Tenant {
 pub struct Tenants {
     pub(super) tenants: Vec<Arc<Tenant>>,
     /// Every key by its digest.
-    pub(super) keys: HashMap<Key, Holder>,
+    pub(super) keys: HashMap<Key, Holder, ByDigest>,
 }
 
 /// Something in a file that works but deserves the operator's attention.
