@@ -1,5 +1,6 @@
 //! Wires the layers together for `mme serve` and runs until a shutdown signal.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,9 +114,11 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     });
     if let Some(tenancy) = tenancy {
         tokio::spawn(reload_on_hangup(tenancy));
-    } else if !config.multi_model && !config.bind.ip().is_loopback() {
+    } else if let Some(address) =
+        open_to_other_machines(config.bind, config.grpc_bind, config.multi_model)
+    {
         tracing::warn!(
-            address = %config.bind,
+            %address,
             "no --tenants file: anyone who reaches this address may load, unload and run every model"
         );
     }
@@ -366,4 +369,57 @@ enum Phase {
     Draining,
     /// The listeners close; what is in flight finishes.
     Stopping,
+}
+
+/// For a server without a tenants file, the first address it listens on
+/// (HTTP, then gRPC) that other machines can reach; never in SageMaker's
+/// mode (`multi_model`), where SageMaker is the only caller and its
+/// contract has no keys.
+fn open_to_other_machines(
+    bind: SocketAddr,
+    grpc_bind: Option<SocketAddr>,
+    multi_model: bool,
+) -> Option<SocketAddr> {
+    if multi_model {
+        return None;
+    }
+    std::iter::once(bind)
+        .chain(grpc_bind)
+        .find(|address| !address.ip().is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_without_tenants_warns_of_every_listener_other_machines_reach() {
+        let address = |text: &str| text.parse::<SocketAddr>().unwrap();
+        let loopback = address("127.0.0.1:8080");
+        let anywhere = address("0.0.0.0:8080");
+        let grpc_anywhere = address("0.0.0.0:8081");
+        assert_eq!(open_to_other_machines(loopback, None, false), None);
+        assert_eq!(
+            open_to_other_machines(loopback, Some(address("[::1]:8081")), false),
+            None
+        );
+        assert_eq!(
+            open_to_other_machines(anywhere, None, false),
+            Some(anywhere)
+        );
+        // gRPC takes the same calls without keys: its port counts too.
+        assert_eq!(
+            open_to_other_machines(loopback, Some(grpc_anywhere), false),
+            Some(grpc_anywhere)
+        );
+        assert_eq!(
+            open_to_other_machines(address("10.0.0.5:8080"), None, false),
+            Some(address("10.0.0.5:8080"))
+        );
+        // SageMaker's mode: SageMaker is the only caller.
+        assert_eq!(
+            open_to_other_machines(anywhere, Some(grpc_anywhere), true),
+            None
+        );
+    }
 }
