@@ -15,10 +15,12 @@
 
 #[cfg(feature = "grpc")]
 pub mod grpc;
+mod header;
 mod tensor;
 
+use header::{Claim, Header};
 pub use tensor::{Element, element_size, elements, strings};
-use tensor::{check_tensor, tensor_values, write_values};
+use tensor::{check_tensor, datatype_and_count, tensor_values, write_values};
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -175,7 +177,8 @@ pub struct Framed {
     body: Vec<u8>,
     /// The JSON header, parsed, with the binary output choices taken out;
     /// `None` for a plain JSON body that asks for nothing binary, which is
-    /// passed on unparsed.
+    /// passed on unparsed, and for a framed header read into borrowed
+    /// fields only (parsed when it is needed as JSON).
     header: Option<Map<String, Value>>,
     /// The JSON header's length, when binary tensors follow it.
     header_length: Option<usize>,
@@ -215,39 +218,92 @@ pub fn read_request(body: Vec<u8>, header_length: Option<&str>) -> Result<Framed
             body.len()
         ));
     }
+    // The common header is read into borrowed fields; only one that the
+    // protocol's types do not fit is read as a tree (which names what is
+    // wrong), and a guest that takes the request as JSON then has it
+    // parsed again in `into_json`.
+    let (header, wanted, tensors) = match Header::read(&body[..length]) {
+        Some(fields) => (
+            None,
+            fields.wanted(),
+            place(&body, length, fields.claims())?,
+        ),
+        None => read_tree(&body, length)?,
+    };
+    Ok(Framed {
+        body,
+        header,
+        header_length: Some(length),
+        tensors,
+        wanted,
+    })
+}
+
+/// What [`read_request`] keeps of a framed request's header.
+type Parts = (
+    Option<Map<String, Value>>,
+    BinaryOutputs,
+    Vec<(usize, Range<usize>)>,
+);
+
+/// A framed request's header read as a tree, with the binary output choices
+/// taken out, and where each binary input's bytes are.
+fn read_tree(body: &[u8], length: usize) -> Result<Parts, BinaryError> {
     let mut request = object(&body[..length])?;
     let wanted = binary_outputs(&mut request)?;
+    let tensors = place(body, length, claims(&request))?;
+    Ok((Some(request), wanted, tensors))
+}
+
+/// The inputs of a header read as a tree whose bytes follow it.
+fn claims(request: &Map<String, Value>) -> impl Iterator<Item = Claim<'_>> {
+    let inputs = request.get("inputs").and_then(Value::as_array);
+    inputs
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(index, input)| {
+            let Value::Object(input) = input else {
+                return None;
+            };
+            let size = input.get("parameters")?.get("binary_data_size")?;
+            Some(Claim {
+                index,
+                name: input.get("name").and_then(Value::as_str).unwrap_or("?"),
+                size: size.as_u64().and_then(|s| usize::try_from(s).ok()),
+                shape: datatype_and_count(input),
+            })
+        })
+}
+
+/// Where each claimed input's bytes are in `body`, after the header's
+/// `length` bytes, each checked against its datatype and shape; the claims
+/// must use every byte.
+fn place<'a>(
+    body: &[u8],
+    length: usize,
+    claims: impl Iterator<Item = Claim<'a>>,
+) -> Result<Vec<(usize, Range<usize>)>, BinaryError> {
     let mut tensors = Vec::new();
     let mut at = length;
-    let inputs = request.get("inputs").and_then(Value::as_array);
-    for (index, input) in inputs.into_iter().flatten().enumerate() {
-        let Value::Object(input) = input else {
-            continue;
-        };
-        let Some(size) = input
-            .get("parameters")
-            .and_then(|p| p.get("binary_data_size"))
-        else {
-            continue;
-        };
-        let name = input.get("name").and_then(Value::as_str).unwrap_or("?");
-        let size = size
-            .as_u64()
-            .and_then(|s| usize::try_from(s).ok())
-            .ok_or_else(|| {
-                BinaryError(format!(
-                    "input {name:?}: binary_data_size must be a count of bytes"
-                ))
-            })?;
+    for claim in claims {
+        let name = claim.name;
+        let size = claim.size.ok_or_else(|| {
+            BinaryError(format!(
+                "input {name:?}: binary_data_size must be a count of bytes"
+            ))
+        })?;
         let left = body.len() - at;
         if size > left {
             return fail(format!(
                 "input {name:?}: binary_data_size is {size} but only {left} bytes follow"
             ));
         }
-        check_tensor(input, &body[at..at + size])
+        claim
+            .shape
+            .and_then(|shape| check_tensor(shape, &body[at..at + size]))
             .map_err(|reason| BinaryError(format!("input {name:?}: {reason}")))?;
-        tensors.push((index, at..at + size));
+        tensors.push((claim.index, at..at + size));
         at += size;
     }
     if at != body.len() {
@@ -256,13 +312,7 @@ pub fn read_request(body: Vec<u8>, header_length: Option<&str>) -> Result<Framed
             body.len() - at
         ));
     }
-    Ok(Framed {
-        body,
-        header: Some(request),
-        header_length: Some(length),
-        tensors,
-        wanted,
-    })
+    Ok(tensors)
 }
 
 impl Framed {
@@ -290,8 +340,17 @@ impl Framed {
     /// The request as JSON alone: each binary input's values as `data`,
     /// and no binary parameters left.
     pub fn into_json(self) -> Result<Vec<u8>, BinaryError> {
-        let Some(mut request) = self.header else {
-            return Ok(self.body);
+        let mut request = match (self.header, self.header_length) {
+            (Some(request), _) => request,
+            // Read into borrowed fields only: read as a tree now, with the
+            // binary output choices taken out as the tree's reading does.
+            (None, Some(length)) => {
+                let json = self.body.get(..length).unwrap_or_default();
+                let mut request = object(json)?;
+                binary_outputs(&mut request)?;
+                request
+            }
+            (None, None) => return Ok(self.body),
         };
         if let Some(Value::Array(inputs)) = request.get_mut("inputs") {
             for (index, range) in &self.tensors {

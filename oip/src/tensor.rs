@@ -19,19 +19,27 @@ pub fn element_size(datatype: &str) -> Result<Option<usize>, String> {
 }
 
 /// The datatype and element count of a binary input, as its JSON says.
-fn datatype_and_count(input: &Map<String, Value>) -> Result<(&str, usize), String> {
-    let datatype = input
-        .get("datatype")
-        .and_then(Value::as_str)
-        .ok_or("it has no datatype")?;
-    let count = input
-        .get("shape")
-        .and_then(Value::as_array)
+pub(crate) fn datatype_and_count(input: &Map<String, Value>) -> Result<(&str, usize), String> {
+    checked_shape(
+        input.get("datatype").and_then(Value::as_str),
+        input
+            .get("shape")
+            .and_then(Value::as_array)
+            .map(|dims| dims.iter().map(Value::as_u64)),
+    )
+}
+
+/// An input's datatype and element count, from its `datatype` and `shape`
+/// as the header gave them (`None` for a size that is not a count).
+pub(crate) fn checked_shape(
+    datatype: Option<&str>,
+    shape: Option<impl Iterator<Item = Option<u64>>>,
+) -> Result<(&str, usize), String> {
+    let datatype = datatype.ok_or("it has no datatype")?;
+    let count = shape
         .ok_or("it has no shape")?
-        .iter()
         .try_fold(1usize, |n, d| {
-            d.as_u64()
-                .and_then(|d| usize::try_from(d).ok())
+            d.and_then(|d| usize::try_from(d).ok())
                 .and_then(|d| n.checked_mul(d))
         })
         .ok_or("its shape must be a list of sizes")?;
@@ -39,8 +47,7 @@ fn datatype_and_count(input: &Map<String, Value>) -> Result<(&str, usize), Strin
 }
 
 /// Checks a binary input's bytes against its datatype and shape.
-pub(crate) fn check_tensor(input: &Map<String, Value>, bytes: &[u8]) -> Result<(), String> {
-    let (datatype, count) = datatype_and_count(input)?;
+pub(crate) fn check_tensor((datatype, count): (&str, usize), bytes: &[u8]) -> Result<(), String> {
     match element_size(datatype)? {
         None => strings(bytes, count).map(drop),
         Some(size) if count.checked_mul(size) == Some(bytes.len()) => Ok(()),

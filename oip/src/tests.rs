@@ -409,3 +409,141 @@ fn fields_are_written_first_into_a_header_that_does_not_have_them() {
         );
     }
 }
+
+/// A framed request read as `read_request` reads it (borrowed fields where
+/// they fit), and as a tree: the same JSON for the model, the same binary
+/// choices and places, or the same error.
+fn both_readings(header: &str, tail: &[u8]) -> (Result<(Vec<u8>, BinaryOutputs), String>, bool) {
+    let mut body = header.as_bytes().to_vec();
+    body.extend_from_slice(tail);
+    let length = header.len();
+    let fast = Header::read(header.as_bytes()).is_some();
+    let read = read_request(body.clone(), Some(&length.to_string()))
+        .and_then(|framed| {
+            let wanted = framed.wanted.clone();
+            Ok((framed.tensors.clone(), framed.into_json()?, wanted))
+        })
+        .map_err(|e| e.to_string());
+    let tree = read_tree(&body, length)
+        .and_then(|(header, wanted, tensors)| {
+            let framed = Framed {
+                body: body.clone(),
+                header,
+                header_length: Some(length),
+                tensors: tensors.clone(),
+                wanted: wanted.clone(),
+            };
+            Ok((tensors, framed.into_json()?, wanted))
+        })
+        .map_err(|e| e.to_string());
+    assert_eq!(read, tree, "{header}");
+    (read.map(|(_, json, wanted)| (json, wanted)), fast)
+}
+
+#[test]
+fn a_header_read_into_fields_reads_as_the_tree_reads_it() {
+    let four = 1.5f32.to_le_bytes();
+    let eight: Vec<u8> = [1.5f32, 2.5].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let input = |rest: &str| {
+        format!(r#"{{"inputs":[{{"name":"x","shape":[1,2],"datatype":"FP32"{rest}}}]}}"#)
+    };
+    let sized = r#","parameters":{"binary_data_size":8}"#;
+    // Headers in the protocol's types: read into fields.
+    for (header, tail) in [
+        (input(sized), &eight[..]),
+        (
+            r#"{"id":"a\"b","inputs":[{"name":"x\u00e9","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8,"other":[1]}}],"parameters":{"binary_data_output":true},"outputs":[{"name":"y","parameters":{"binary_data":false}},{"name":"z"}]}"#.to_string(),
+            &eight[..],
+        ),
+        (
+            r#"{"inputs":[{"name":"j","shape":[1],"datatype":"FP32","data":[1]},{"name":"b","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}],"parameters":null}"#.to_string(),
+            &four[..],
+        ),
+        (r#"{"inputs":[{"shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}]}"#.to_string(), &four[..]),
+        (r#"{"inputs":[{"name":"x","parameters":{"binary_data_size":4}}]}"#.to_string(), &four[..]),
+        (r#"{"inputs":[{"name":"x","datatype":"FP32","parameters":{"binary_data_size":4}}]}"#.to_string(), &four[..]),
+        (input(r#","parameters":{"binary_data_size":4}"#), &four[..]),
+        (input(r#","parameters":{"binary_data_size":9}"#), &eight[..]),
+        (input(sized), &[0u8; 9][..]),
+        (input(r#","parameters":{"binary_data_size":8}"#).replace("FP32", "FP99"), &eight[..]),
+        (input(sized).replace("[1,2]", "[18446744073709551615,2]"), &eight[..]),
+        (input(sized).replace("[1,2]", "null"), &eight[..]),
+        (r#"{"inputs":[]}"#.to_string(), &[][..]),
+        ("{}".to_string(), &[][..]),
+        (" {} ".to_string(), &[1u8][..]),
+    ] {
+        let (_, fast) = both_readings(&header, tail);
+        assert!(fast, "{header}");
+    }
+    // Anything else: read as a tree, with its errors.
+    for (header, tail) in [
+        (
+            input(r#","parameters":{"binary_data_size":null}"#),
+            &eight[..],
+        ),
+        (
+            input(r#","parameters":{"binary_data_size":-8}"#),
+            &eight[..],
+        ),
+        (
+            input(r#","parameters":{"binary_data_size":8.0}"#),
+            &eight[..],
+        ),
+        (input(sized).replace("[1,2]", "[1,-2]"), &eight[..]),
+        (
+            input(sized).replace(r#""name":"x""#, r#""name":7"#),
+            &eight[..],
+        ),
+        (
+            input(sized).replace(r#""name":"x""#, r#""name":"x","name":"y""#),
+            &eight[..],
+        ),
+        (
+            input(sized).replace(r#""datatype":"FP32""#, r#""datatype":32"#),
+            &eight[..],
+        ),
+        (
+            format!(
+                r#"{{"inputs":[7,{}]}}"#,
+                &input(sized)[11..input(sized).len() - 2]
+            ),
+            &eight[..],
+        ),
+        (r#"{"inputs":null}"#.to_string(), &[][..]),
+        (r#"{"inputs":[],"inputs":[]}"#.to_string(), &[][..]),
+        (
+            r#"{"parameters":{"binary_data_output":null}}"#.to_string(),
+            &[][..],
+        ),
+        (
+            r#"{"parameters":{"binary_data_output":"yes"}}"#.to_string(),
+            &[][..],
+        ),
+        (r#"{"parameters":[]}"#.to_string(), &[][..]),
+        (
+            r#"{"outputs":[{"name":"y","parameters":{"binary_data":1}}]}"#.to_string(),
+            &[][..],
+        ),
+        (
+            r#"{"outputs":[{"name":3,"parameters":{"binary_data":true}}]}"#.to_string(),
+            &[][..],
+        ),
+        (r#"{"outputs":[7]}"#.to_string(), &[][..]),
+        ("[]".to_string(), &[][..]),
+        ("[[]]".to_string(), &[][..]),
+        ("{".to_string(), &[][..]),
+        (r#"{"parameters":[true]}"#.to_string(), &[][..]),
+        (
+            r#"{"inputs":[["x",[1],"FP32",{"binary_data_size":4}]]}"#.to_string(),
+            &four[..],
+        ),
+        (input(r#","parameters":[8]"#), &eight[..]),
+        (
+            r#"{"outputs":[["y",{"binary_data":true}]]}"#.to_string(),
+            &[][..],
+        ),
+    ] {
+        let (_, fast) = both_readings(&header, tail);
+        assert!(!fast, "{header}");
+    }
+}
