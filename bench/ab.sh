@@ -16,6 +16,8 @@
 #   GUEST=echo            the example to serve (echo: the host's own cost)
 #   B_ARGS="..."          more arguments for server B's `mme serve`
 #   B_CLIENT_ARGS="..."   more arguments for the load generator against B
+#   CLIENT_ARGS="..."     more arguments for the load generator against both
+#                         (such as "--route v2-binary")
 #   WORK=target/bench-ab  where the store, logs and results go
 set -euo pipefail
 export MME_ONNX_PRECOMPILE=false
@@ -28,6 +30,8 @@ duration=${5:-6s}
 guest=${GUEST:-echo}
 read -r -a b_args <<<"${B_ARGS:-}"
 read -r -a b_client_args <<<"${B_CLIENT_ARGS:-}"
+read -r -a client_args <<<"${CLIENT_ARGS:-}"
+b_client_args=("${client_args[@]}" "${b_client_args[@]}")
 work=${WORK:-target/bench-ab}
 models=1000
 cores=$(nproc)
@@ -61,7 +65,7 @@ for port in $a_port $b_port; do
   for _ in $(seq 100); do curl -sf "127.0.0.1:$port/ping" >/dev/null && break; sleep 0.1; done
 done
 # Every model loaded first: this measures serving, not loading.
-"$mme" bench cold --url "http://127.0.0.1:$a_port" --models "$models" --prefix m >/dev/null
+"$mme" bench cold --url "http://127.0.0.1:$a_port" --models "$models" --prefix m "${client_args[@]}" >/dev/null
 "$mme" bench cold --url "http://127.0.0.1:$b_port" --models "$models" --prefix m "${b_client_args[@]}" >/dev/null
 results="$work/results.txt"
 : >"$results"
@@ -71,7 +75,7 @@ for round in $(seq "$rounds"); do
     order=(a b)
     [ $((round % 2)) = 0 ] && order=(b a)
     for server in "${order[@]}"; do
-      if [ "$server" = a ]; then port=$a_port; pid=$a_pid; client=(); else port=$b_port; pid=$b_pid; client=("${b_client_args[@]}"); fi
+      if [ "$server" = a ]; then port=$a_port; pid=$a_pid; client=("${client_args[@]}"); else port=$b_port; pid=$b_pid; client=("${b_client_args[@]}"); fi
       before=$(cpu_ticks "$pid")
       report=$("${client_cpus[@]}" "$mme" bench --url "http://127.0.0.1:$port" --models "$models" --prefix m "${client[@]}" \
         --duration "$duration" --warmup 0s --pattern "$pattern")
