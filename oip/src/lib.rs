@@ -192,6 +192,28 @@ pub struct Framed {
 /// hostile body is refused here, before any model runs).
 /// `header_length` is the `Inference-Header-Content-Length` header, if sent.
 pub fn read_request(body: Vec<u8>, header_length: Option<&str>) -> Result<Framed, BinaryError> {
+    read_request_for(body, header_length, Reader::BinaryTensors)
+}
+
+/// How the model that a request goes to reads it, where that is known
+/// before the request is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// It reads binary tensors itself, or it is not known yet: a framed
+    /// header is read into borrowed fields, and parsed as a tree only if
+    /// the request must become JSON after all.
+    BinaryTensors,
+    /// It takes the request as JSON alone ([`Framed::into_json`]): a framed
+    /// header is parsed as a tree at once, which `into_json` then edits.
+    Json,
+}
+
+/// [`read_request`] for a model that reads requests as `reader` says.
+pub fn read_request_for(
+    body: Vec<u8>,
+    header_length: Option<&str>,
+    reader: Reader,
+) -> Result<Framed, BinaryError> {
     let Some(length) = header_length else {
         // Plain JSON: it can still ask for binary outputs, but most requests
         // do not, and are passed on unparsed.
@@ -218,11 +240,15 @@ pub fn read_request(body: Vec<u8>, header_length: Option<&str>) -> Result<Framed
             body.len()
         ));
     }
-    // The common header is read into borrowed fields; only one that the
-    // protocol's types do not fit is read as a tree (which names what is
-    // wrong), and a guest that takes the request as JSON then has it
-    // parsed again in `into_json`.
-    let (header, wanted, tensors) = match Header::read(&body[..length]) {
+    // For a model that may read the bytes itself, the common header is
+    // read into borrowed fields; one that the protocol's types do not fit
+    // is read as a tree (which names what is wrong), as is every header of
+    // a request that will become JSON.
+    let fields = match reader {
+        Reader::BinaryTensors => Header::read(&body[..length]),
+        Reader::Json => None,
+    };
+    let (header, wanted, tensors) = match fields {
         Some(fields) => (
             None,
             fields.wanted(),

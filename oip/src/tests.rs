@@ -424,6 +424,13 @@ fn both_readings(header: &str, tail: &[u8]) -> (Result<(Vec<u8>, BinaryOutputs),
             Ok((framed.tensors.clone(), framed.into_json()?, wanted))
         })
         .map_err(|e| e.to_string());
+    let as_json = read_request_for(body.clone(), Some(&length.to_string()), Reader::Json)
+        .and_then(|framed| {
+            let wanted = framed.wanted.clone();
+            Ok((framed.tensors.clone(), framed.into_json()?, wanted))
+        })
+        .map_err(|e| e.to_string());
+    assert_eq!(read, as_json, "{header}");
     let tree = read_tree(&body, length)
         .and_then(|(header, wanted, tensors)| {
             let framed = Framed {

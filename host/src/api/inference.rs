@@ -294,34 +294,40 @@ async fn predict_read(
     body: Vec<u8>,
     (loading, protocol): (Loading, Protocol),
 ) -> (Option<Arc<LoadedModel>>, Result<Response, ApiError>) {
+    // The model, when it is loaded already: how it reads binary tensors
+    // decides how the request is read. A model that must be loaded is
+    // loaded only after its request has been checked, and an error of the
+    // lookup waits until then too.
+    let found = match loading {
+        Loading::OnDemand | Loading::LoadedOnly => Some(state.registry.get_loaded(model)),
+        Loading::Single => None,
+    };
+    let reader = match &found {
+        Some(Ok(loaded)) if !loaded.reads_binary_tensors() => binary::Reader::Json,
+        _ => binary::Reader::BinaryTensors,
+    };
     // A binary request is read and checked here, before a model is loaded
     // for it; its tensors become JSON only for a model that cannot read them.
     let (mut body, framed) = if protocol == Protocol::OpenInference {
         let length = headers
             .get(binary::HEADER_LENGTH)
             .map(|value| value.to_str().unwrap_or("(not text)"));
-        match binary::read_request(body, length) {
+        match binary::read_request_for(body, length, reader) {
             Ok(framed) => (Vec::new(), Some(framed)),
             Err(error) => return (None, Err(invalid_binary(error))),
         }
     } else {
         (body, None)
     };
-    let loaded = match loading {
-        Loading::OnDemand | Loading::Single => None,
-        Loading::LoadedOnly => match state.registry.get_loaded(model) {
-            Ok(loaded) => Some(loaded),
-            Err(error) => return (None, Err(error.into())),
-        },
-    };
     let reload = match loading {
         Loading::OnDemand => Reload::FromStore,
         Loading::LoadedOnly => Reload::Never,
         Loading::Single => Reload::From(state.single_model_dir.clone()),
     };
-    let loaded = match loaded {
-        Some(loaded) => loaded,
-        None => {
+    let loaded = match found {
+        Some(Ok(loaded)) => loaded,
+        Some(Err(error)) if loading == Loading::LoadedOnly => return (None, Err(error.into())),
+        _ => {
             let loaded = match &reload {
                 Reload::From(dir) => state.registry.get_or_load_from(model, dir.clone()).await,
                 _ => state.registry.get_or_load(model).await,
