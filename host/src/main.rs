@@ -475,13 +475,17 @@ fn soak_command(runtime: &tokio::runtime::Runtime, args: SoakArgs) -> anyhow::Re
     let report = runtime.block_on(bench::soak(&config))?;
     println!("{report}");
     let growth = report.rss_growth(config.duration);
-    match growth {
-        Some(growth) => println!(
-            "RSS growth after warm-up: {:+.2}% (limit {:.0}%)",
+    let late = report.late_rss_growth(config.duration);
+    match (growth, late) {
+        (Some(growth), Some(late)) => println!(
+            "RSS growth after warm-up: {:+.2}%, over the second half: {:+.2}% \
+             (a leak: {:.0}% after warm-up and still {:.2}% over the second half)",
             growth * 100.0,
-            bench::MAX_RSS_GROWTH * 100.0
+            late * 100.0,
+            bench::MAX_RSS_GROWTH * 100.0,
+            bench::MAX_RSS_GROWTH * 25.0
         ),
-        None => println!("RSS growth after warm-up: too few samples; run longer"),
+        _ => println!("RSS growth after warm-up: too few samples; run longer"),
     }
     anyhow::ensure!(
         report.passed(config.duration),

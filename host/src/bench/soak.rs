@@ -112,6 +112,21 @@ impl SoakReport {
     /// to its cap), while a leak lifts the floor.
     pub fn rss_growth(&self, duration: Duration) -> Option<f64> {
         let warm = duration.mul_f64(WARMUP_SHARE);
+        self.floor_growth(warm, duration)
+    }
+
+    /// RSS growth over the run's second half: the lowest RSS of the last
+    /// fifth over the lowest of the fifth from the middle, less one. A leak
+    /// goes on lifting the floor to the end; a step taken once (the
+    /// allocator keeping an arena, a pool reaching its working size) lifts
+    /// it once and leaves it flat, which this tells apart.
+    pub fn late_rss_growth(&self, duration: Duration) -> Option<f64> {
+        self.floor_growth(duration / 2, duration)
+    }
+
+    /// The lowest RSS of the run's last fifth over the lowest of the fifth
+    /// from `from`, less one.
+    fn floor_growth(&self, from: Duration, duration: Duration) -> Option<f64> {
         let fifth = duration / 5;
         let lowest = |from: Duration, to: Duration| {
             self.rss
@@ -120,17 +135,23 @@ impl SoakReport {
                 .map(|(_, kib)| *kib)
                 .min()
         };
-        let baseline = lowest(warm, warm + fifth)?;
+        let baseline = lowest(from, from + fifth)?;
         let last = lowest(duration.saturating_sub(fifth), Duration::MAX)?;
         (baseline > 0).then(|| last as f64 / baseline as f64 - 1.0)
     }
 
-    /// Whether the soak passed: no unexpected answer, RSS flat enough.
+    /// Whether RSS leaks: it grew by [`MAX_RSS_GROWTH`] after warm-up and
+    /// was still growing in the second half (by a quarter of the limit).
+    /// `None` with too few samples to tell.
+    pub fn rss_leaks(&self, duration: Duration) -> Option<bool> {
+        let growth = self.rss_growth(duration)?;
+        let late = self.late_rss_growth(duration)?;
+        Some(growth >= MAX_RSS_GROWTH && late >= MAX_RSS_GROWTH / 4.0)
+    }
+
+    /// Whether the soak passed: no unexpected answer, no leak.
     pub fn passed(&self, duration: Duration) -> bool {
-        self.unexpected() == 0
-            && self
-                .rss_growth(duration)
-                .is_some_and(|growth| growth < MAX_RSS_GROWTH)
+        self.unexpected() == 0 && self.rss_leaks(duration) == Some(false)
     }
 }
 
@@ -426,9 +447,31 @@ mod tests {
         assert!(flat.passed(run));
         let leaking = report_with(&[50, 90, 100, 100, 100, 104, 108, 112, 116, 120, 124], &[]);
         assert!(leaking.rss_growth(run).unwrap() > MAX_RSS_GROWTH);
+        assert_eq!(leaking.rss_leaks(run), Some(true));
         assert!(!leaking.passed(run));
         let spiky = report_with(&[50, 90, 100, 160, 100, 100, 100, 150, 100, 100, 170], &[]);
         assert!(spiky.passed(run), "a moment's peak is not a leak");
+    }
+
+    #[test]
+    fn a_floor_that_steps_once_is_not_a_leak_but_one_that_climbs_after_it_is() {
+        let run = Duration::from_secs(100);
+        // The floor steps by 15% at 40 s and stays: the middle (50–70 s) and the end agree.
+        let stepped = report_with(&[50, 90, 100, 100, 115, 115, 115, 116, 115, 115, 115], &[]);
+        assert!(stepped.rss_growth(run).unwrap() > MAX_RSS_GROWTH);
+        assert!(stepped.late_rss_growth(run).unwrap().abs() < 0.01);
+        assert!(stepped.passed(run));
+        // The same step, then a slow climb to the end: still a leak.
+        let climbing = report_with(&[50, 90, 100, 100, 115, 115, 115, 117, 118, 119, 120], &[]);
+        assert!(climbing.late_rss_growth(run).unwrap() >= MAX_RSS_GROWTH / 4.0);
+        assert!(!climbing.passed(run));
+        // A leak that starts only in the second half is one too.
+        let late = report_with(&[50, 90, 100, 100, 100, 100, 100, 103, 106, 109, 112], &[]);
+        assert!(!late.passed(run));
+        // Too few samples to tell is not a pass.
+        let short = report_with(&[100, 100], &[]);
+        assert_eq!(short.rss_leaks(run), None);
+        assert!(!short.passed(run));
     }
 
     #[test]
