@@ -8,10 +8,15 @@
 //! then the HTTP path under another codec, and this conversion of
 //! untrusted messages is fuzzed on its own.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-use serde_json::{Map, Value, json};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
 use thiserror::Error;
+
+use crate::header::Object;
 
 use proto::infer_parameter::ParameterChoice;
 use proto::model_infer_request::InferInputTensor;
@@ -59,7 +64,7 @@ pub fn framed_request(request: ModelInferRequest) -> Result<(Vec<u8>, usize), Gr
     let mut raw = raw_input_contents.into_iter();
     let mut data = Vec::new();
     let mut described = Vec::with_capacity(inputs.len());
-    for input in inputs {
+    for input in &inputs {
         let start = data.len();
         match raw.next() {
             Some(_)
@@ -74,45 +79,124 @@ pub fn framed_request(request: ModelInferRequest) -> Result<(Vec<u8>, usize), Gr
                 )));
             }
             Some(bytes) => data.extend_from_slice(&bytes),
-            None => write_contents(&input, &mut data)?,
+            None => write_contents(input, &mut data)?,
         }
-        let mut parameters = json_parameters(&input.parameters);
-        parameters.insert("binary_data_size".into(), (data.len() - start).into());
-        described.push(json!({
-            "name": input.name,
-            "datatype": input.datatype,
-            "shape": input.shape,
-            "parameters": parameters,
-        }));
+        described.push(FramedInput {
+            name: &input.name,
+            datatype: &input.datatype,
+            shape: &input.shape,
+            parameters: Parameters::with(&input.parameters, "binary_data_size", data.len() - start),
+        });
     }
-    let mut header = Map::new();
-    if !id.is_empty() {
-        header.insert("id".into(), id.into());
-    }
-    let mut parameters = json_parameters(&parameters);
-    if outputs.is_empty() {
-        parameters.insert("binary_data_output".into(), true.into());
-    }
-    if !parameters.is_empty() {
-        header.insert("parameters".into(), parameters.into());
-    }
-    header.insert("inputs".into(), described.into());
-    if !outputs.is_empty() {
-        let wanted: Vec<Value> = outputs
-            .into_iter()
-            .map(|output| {
-                let mut parameters = json_parameters(&output.parameters);
-                parameters.insert("binary_data".into(), true.into());
-                json!({ "name": output.name, "parameters": parameters })
+    let header = FramedHeader {
+        id: &id,
+        parameters: if outputs.is_empty() {
+            Parameters::with(&parameters, "binary_data_output", true)
+        } else {
+            Parameters::given(&parameters)
+        },
+        inputs: described,
+        outputs: outputs
+            .iter()
+            .map(|output| FramedOutput {
+                name: &output.name,
+                parameters: Parameters::with(&output.parameters, "binary_data", true),
             })
-            .collect();
-        header.insert("outputs".into(), wanted.into());
-    }
-    let mut body = serde_json::to_vec(&header)
+            .collect(),
+    };
+    let mut body = Vec::with_capacity(256 + data.len());
+    serde_json::to_writer(&mut body, &header)
         .map_err(|e| GrpcError::Internal(format!("cannot write the request as JSON: {e}")))?;
     let header_length = body.len();
     body.extend_from_slice(&data);
     Ok((body, header_length))
+}
+
+/// A framed request's JSON header, written from the gRPC message's fields
+/// without a tree of maps and strings.
+#[derive(Serialize)]
+struct FramedHeader<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    #[serde(skip_serializing_if = "Parameters::is_empty")]
+    parameters: Parameters<'a>,
+    inputs: Vec<FramedInput<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    outputs: Vec<FramedOutput<'a>>,
+}
+
+#[derive(Serialize)]
+struct FramedInput<'a> {
+    name: &'a str,
+    datatype: &'a str,
+    shape: &'a [i64],
+    parameters: Parameters<'a>,
+}
+
+#[derive(Serialize)]
+struct FramedOutput<'a> {
+    name: &'a str,
+    parameters: Parameters<'a>,
+}
+
+/// gRPC parameters as the JSON ones of the HTTP protocol, with one of the
+/// binary extension's own in place of any the client gave of that name.
+struct Parameters<'a> {
+    given: &'a HashMap<String, InferParameter>,
+    ours: Option<(&'static str, Value)>,
+}
+
+impl<'a> Parameters<'a> {
+    fn given(given: &'a HashMap<String, InferParameter>) -> Self {
+        Parameters { given, ours: None }
+    }
+
+    fn with(
+        given: &'a HashMap<String, InferParameter>,
+        key: &'static str,
+        value: impl Into<Value>,
+    ) -> Self {
+        Parameters {
+            given,
+            ours: Some((key, value.into())),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.given.is_empty() && self.ours.is_none()
+    }
+}
+
+impl Serialize for Parameters<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let ours = self.ours.as_ref().map(|(key, _)| *key);
+        let mut map = serializer.serialize_map(None)?;
+        for (key, parameter) in self.given {
+            if Some(key.as_str()) != ours {
+                map.serialize_entry(key, &ParameterValue(parameter))?;
+            }
+        }
+        if let Some((key, value)) = &self.ours {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// One gRPC parameter as its JSON value (`null` for one that holds none).
+struct ParameterValue<'a>(&'a InferParameter);
+
+impl Serialize for ParameterValue<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0.parameter_choice {
+            Some(ParameterChoice::BoolParam(b)) => serializer.serialize_bool(*b),
+            Some(ParameterChoice::Int64Param(i)) => serializer.serialize_i64(*i),
+            Some(ParameterChoice::Uint64Param(u)) => serializer.serialize_u64(*u),
+            Some(ParameterChoice::DoubleParam(x)) => serializer.serialize_f64(*x),
+            Some(ParameterChoice::StringParam(s)) => serializer.serialize_str(s),
+            None => serializer.serialize_unit(),
+        }
+    }
 }
 
 /// The names of the typed contents that hold values.
@@ -225,24 +309,6 @@ fn write_contents(input: &InferInputTensor, out: &mut Vec<u8>) -> Result<(), Grp
     Ok(())
 }
 
-/// gRPC parameters as the JSON ones of the HTTP protocol.
-fn json_parameters(parameters: &HashMap<String, InferParameter>) -> Map<String, Value> {
-    parameters
-        .iter()
-        .map(|(key, parameter)| {
-            let value = match &parameter.parameter_choice {
-                Some(ParameterChoice::BoolParam(b)) => Value::from(*b),
-                Some(ParameterChoice::Int64Param(i)) => Value::from(*i),
-                Some(ParameterChoice::Uint64Param(u)) => Value::from(*u),
-                Some(ParameterChoice::DoubleParam(x)) => Value::from(*x),
-                Some(ParameterChoice::StringParam(s)) => Value::from(s.as_str()),
-                None => Value::Null,
-            };
-            (key.clone(), value)
-        })
-        .collect()
-}
-
 /// A JSON parameter as gRPC's; anything that is not a scalar as its JSON text.
 fn grpc_parameter(value: &Value) -> InferParameter {
     let choice = match value {
@@ -260,16 +326,146 @@ fn grpc_parameter(value: &Value) -> InferParameter {
     }
 }
 
-/// The parameters of a JSON object, but for the binary extension's own.
-fn grpc_parameters(holder: &Value) -> HashMap<String, InferParameter> {
-    holder
-        .get("parameters")
-        .and_then(Value::as_object)
+/// Parameters from JSON as gRPC's, but for the binary extension's own.
+fn grpc_parameters(parameters: Option<&Map<String, Value>>) -> HashMap<String, InferParameter> {
+    parameters
         .into_iter()
         .flatten()
         .filter(|(key, _)| key.as_str() != "binary_data_size")
         .map(|(key, value)| (key.clone(), grpc_parameter(value)))
         .collect()
+}
+
+/// The fields of a model's framed answer that gRPC's answer carries, when
+/// they have the protocol's types. Anything else is read as a tree (the
+/// fallback in [`infer_response`]), so that both readings give one answer.
+#[derive(Deserialize)]
+struct Answer<'a> {
+    #[serde(default, borrow)]
+    model_name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    model_version: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default, borrow)]
+    outputs: Option<Vec<Object<AnswerOutput<'a>>>>,
+}
+
+#[derive(Deserialize)]
+struct AnswerOutput<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    datatype: Option<Cow<'a, str>>,
+    #[serde(default)]
+    shape: Option<Vec<i64>>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+/// An answer's fields as either reading finds them.
+struct AnswerFields<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    id: &'a str,
+    parameters: Option<&'a Map<String, Value>>,
+    outputs: Vec<OutputFields<'a>>,
+}
+
+struct OutputFields<'a> {
+    name: &'a str,
+    datatype: &'a str,
+    shape: Vec<i64>,
+    parameters: Option<&'a Map<String, Value>>,
+}
+
+impl<'a> AnswerFields<'a> {
+    fn of_fields(answer: &'a Answer<'a>) -> Self {
+        AnswerFields {
+            model_name: answer.model_name.as_deref().unwrap_or_default(),
+            model_version: answer.model_version.as_deref().unwrap_or_default(),
+            id: answer.id.as_deref().unwrap_or_default(),
+            parameters: answer.parameters.as_ref(),
+            outputs: answer
+                .outputs
+                .iter()
+                .flatten()
+                .map(|Object(output)| OutputFields {
+                    name: output.name.as_deref().unwrap_or_default(),
+                    datatype: output.datatype.as_deref().unwrap_or_default(),
+                    shape: output.shape.clone().unwrap_or_default(),
+                    parameters: output.parameters.as_ref(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The tree's reading: a field of another type counts as absent, and a
+    /// dimension that is not an integer as -1.
+    fn of_tree(header: &'a Value) -> Self {
+        let text = |value: &'a Value, key: &str| {
+            value.get(key).and_then(Value::as_str).unwrap_or_default()
+        };
+        let parameters = |value: &'a Value| value.get("parameters").and_then(Value::as_object);
+        AnswerFields {
+            model_name: text(header, "model_name"),
+            model_version: text(header, "model_version"),
+            id: text(header, "id"),
+            parameters: parameters(header),
+            outputs: header
+                .get("outputs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|output| OutputFields {
+                    name: text(output, "name"),
+                    datatype: text(output, "datatype"),
+                    shape: shape(output),
+                    parameters: parameters(output),
+                })
+                .collect(),
+        }
+    }
+
+    /// gRPC's answer, with each output's bytes taken in order from `data`.
+    fn response(self, mut data: &[u8]) -> Result<ModelInferResponse, GrpcError> {
+        let mut outputs = Vec::with_capacity(self.outputs.len());
+        let mut raw_output_contents = Vec::with_capacity(self.outputs.len());
+        for output in self.outputs {
+            let size = output
+                .parameters
+                .and_then(|parameters| parameters.get("binary_data_size"))
+                .and_then(Value::as_u64)
+                .and_then(|size| usize::try_from(size).ok())
+                .filter(|size| *size <= data.len())
+                .ok_or_else(|| {
+                    GrpcError::Internal(format!(
+                        "output {:?} came back without its data",
+                        output.name
+                    ))
+                })?;
+            let (bytes, rest) = data.split_at(size);
+            data = rest;
+            raw_output_contents.push(bytes.to_vec());
+            outputs.push(InferOutputTensor {
+                name: output.name.to_string(),
+                datatype: output.datatype.to_string(),
+                shape: output.shape,
+                parameters: grpc_parameters(output.parameters),
+                contents: None,
+            });
+        }
+        Ok(ModelInferResponse {
+            model_name: self.model_name.to_string(),
+            model_version: self.model_version.to_string(),
+            id: self.id.to_string(),
+            parameters: grpc_parameters(self.parameters),
+            outputs,
+            raw_output_contents,
+        })
+    }
 }
 
 /// The model's framed v2 answer (`header_length` bytes of JSON, then the
@@ -280,64 +476,26 @@ pub fn infer_response(
     header_length: Option<usize>,
 ) -> Result<ModelInferResponse, GrpcError> {
     let header_end = header_length.unwrap_or(body.len());
-    let header: Value = body
-        .get(..header_end)
-        .and_then(|header| serde_json::from_slice(header).ok())
-        .filter(Value::is_object)
-        .ok_or_else(|| {
-            GrpcError::Internal("the model's answer is not a v2 inference answer".into())
-        })?;
-    let mut data = body.get(header_end..).unwrap_or_default();
-    let text = |key: &str| {
-        header
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let mut outputs = Vec::new();
-    let mut raw_output_contents = Vec::new();
-    for output in header
-        .get("outputs")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let name = output
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let size = output
-            .pointer("/parameters/binary_data_size")
-            .and_then(Value::as_u64)
-            .and_then(|size| usize::try_from(size).ok())
-            .filter(|size| *size <= data.len())
-            .ok_or_else(|| {
-                GrpcError::Internal(format!("output {name:?} came back without its data"))
-            })?;
-        let (bytes, rest) = data.split_at(size);
-        data = rest;
-        raw_output_contents.push(bytes.to_vec());
-        outputs.push(InferOutputTensor {
-            name: name.to_string(),
-            datatype: output
-                .get("datatype")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            shape: shape(output),
-            parameters: grpc_parameters(output),
-            contents: None,
-        });
+    let header = body.get(..header_end).ok_or_else(not_an_answer)?;
+    let data = body.get(header_end..).unwrap_or_default();
+    if let Ok(Object(answer)) = serde_json::from_slice::<Object<Answer>>(header) {
+        return AnswerFields::of_fields(&answer).response(data);
     }
-    Ok(ModelInferResponse {
-        model_name: text("model_name"),
-        model_version: text("model_version"),
-        id: text("id"),
-        parameters: grpc_parameters(&header),
-        outputs,
-        raw_output_contents,
-    })
+    infer_response_from_tree(header, data)
+}
+
+/// [`infer_response`] from the answer's JSON read as a tree: the reading
+/// of an answer whose fields do not have the protocol's types.
+fn infer_response_from_tree(header: &[u8], data: &[u8]) -> Result<ModelInferResponse, GrpcError> {
+    let header: Value = serde_json::from_slice(header)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(not_an_answer)?;
+    AnswerFields::of_tree(&header).response(data)
+}
+
+fn not_an_answer() -> GrpcError {
+    GrpcError::Internal("the model's answer is not a v2 inference answer".into())
 }
 
 /// The `shape` of a tensor's JSON; a dimension that is not an integer is -1.

@@ -70,7 +70,7 @@ struct OutputParameters {
 
 /// A struct read from a JSON object only: serde also reads a struct from
 /// an array, by position, which the tree's reading does not.
-struct Object<T>(T);
+pub(crate) struct Object<T>(pub(crate) T);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

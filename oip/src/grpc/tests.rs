@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::json;
 
 fn input(
     name: &str,
@@ -262,6 +263,102 @@ fn an_answer_without_its_bytes_is_an_internal_error() {
     let Err(GrpcError::Internal(_)) = infer_response(b"[1, 2]", None) else {
         panic!("an answer that is not an object was not the model's fault");
     };
+}
+
+#[test]
+fn an_answer_read_into_fields_reads_as_the_tree_reads_it() {
+    let answers = [
+        // In the protocol's types.
+        r#"{"model_name":"m","model_version":"2","id":"r\u00e9","parameters":{"s":3,"t":"x","u":1.5,"v":[1]},
+            "outputs":[{"name":"y","datatype":"FP32","shape":[1,2],"parameters":{"binary_data_size":8,"k":true}}]}"#,
+        r#"{"outputs":[]}"#,
+        r#"{}"#,
+        r#"{"outputs":null,"id":null,"parameters":null}"#,
+        r#"{"outputs":[{"name":"a","shape":[-1],"parameters":{"binary_data_size":0}},{"name":"b","datatype":"BYTES","parameters":{"binary_data_size":8}}]}"#,
+        r#"{"outputs":[{"name":"y","parameters":{"binary_data_size":"8"}}]}"#,
+        r#"{"outputs":[{"name":"y","parameters":{"binary_data_size":9}}]}"#,
+        // Not in the protocol's types: the tree's reading decides.
+        r#"{"model_name":7,"outputs":[{"name":"y","datatype":"FP32","shape":[1],"parameters":{"binary_data_size":8}}]}"#,
+        r#"{"outputs":[{"name":"y","shape":[1.5,"x",18446744073709551615],"parameters":{"binary_data_size":8}}]}"#,
+        r#"{"outputs":[["y","FP32",[1],{"binary_data_size":8}]]}"#,
+        r#"{"outputs":[{"name":"y","parameters":[8]}]}"#,
+        r#"{"outputs":{"name":"y"}}"#,
+        r#"{"parameters":[1,2],"outputs":[]}"#,
+        r#"{"id":"a","id":"b","outputs":[]}"#,
+        r#"{"outputs":[{"name":"y","name":"z","parameters":{"binary_data_size":8}}]}"#,
+        r#"["m","2","r1",{},[]]"#,
+        r#"[]"#,
+        r#"7"#,
+        r#"{"outputs":[}"#,
+        "",
+    ];
+    let data = [7u8; 8];
+    for answer in answers {
+        let mut body = answer.as_bytes().to_vec();
+        body.extend_from_slice(&data);
+        let header = answer.as_bytes();
+        assert_eq!(
+            infer_response(&body, Some(header.len())),
+            infer_response_from_tree(header, &data),
+            "{answer}"
+        );
+    }
+    // Both readings ran above: the first seven answers are read into fields, the rest as trees.
+    for (index, answer) in answers.iter().enumerate() {
+        let fields = serde_json::from_slice::<Object<Answer>>(answer.as_bytes());
+        assert_eq!(fields.is_ok(), index < 7, "{answer}");
+    }
+}
+
+#[test]
+fn a_parameter_the_binary_extension_owns_is_written_once_with_its_value() {
+    let given = |key: &str, value: ParameterChoice| {
+        HashMap::from([
+            (
+                key.to_string(),
+                InferParameter {
+                    parameter_choice: Some(value),
+                },
+            ),
+            (
+                "kept".to_string(),
+                InferParameter {
+                    parameter_choice: None,
+                },
+            ),
+        ])
+    };
+    let mut sent = request(
+        vec![input(
+            "x",
+            "FP32",
+            &[1],
+            InferTensorContents {
+                fp32_contents: vec![1.0],
+                ..Default::default()
+            },
+        )],
+        vec![],
+    );
+    sent.inputs[0].parameters = given("binary_data_size", ParameterChoice::Int64Param(99));
+    sent.parameters = given("binary_data_output", ParameterChoice::BoolParam(false));
+    let (body, length) = framed_request(sent).expect("framed");
+    let header = std::str::from_utf8(&body[..length]).expect("UTF-8");
+    assert_eq!(header.matches("binary_data_size").count(), 1, "{header}");
+    assert_eq!(header.matches("binary_data_output").count(), 1, "{header}");
+    let json: Value = serde_json::from_str(header).expect("JSON");
+    assert_eq!(json["inputs"][0]["parameters"]["binary_data_size"], 4);
+    assert_eq!(json["inputs"][0]["parameters"]["kept"], Value::Null);
+    assert_eq!(json["parameters"]["binary_data_output"], true);
+    assert_eq!(json["id"], "r1");
+    let no_id = ModelInferRequest {
+        id: String::new(),
+        ..request(vec![], vec![])
+    };
+    let (body, length) = framed_request(no_id).expect("framed");
+    let json: Value = serde_json::from_slice(&body[..length]).expect("JSON");
+    assert!(json.get("id").is_none(), "{json}");
+    assert_eq!(json["inputs"], json!([]));
 }
 
 #[test]
