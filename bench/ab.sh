@@ -17,7 +17,9 @@
 #   B_ARGS="..."          more arguments for server B's `mme serve`
 #   B_CLIENT_ARGS="..."   more arguments for the load generator against B
 #   CLIENT_ARGS="..."     more arguments for the load generator against both
-#                         (such as "--route v2-binary")
+#                         (such as "--route v2-binary" or "--route grpc": each
+#                         server serves gRPC too, and its load generator is
+#                         given its address)
 #   WORK=target/bench-ab  where the store, logs and results go
 set -euo pipefail
 export MME_ONNX_PRECOMPILE=false
@@ -31,7 +33,8 @@ guest=${GUEST:-echo}
 read -r -a b_args <<<"${B_ARGS:-}"
 read -r -a b_client_args <<<"${B_CLIENT_ARGS:-}"
 read -r -a client_args <<<"${CLIENT_ARGS:-}"
-b_client_args=("${client_args[@]}" "${b_client_args[@]}")
+# The models are loaded with B's own arguments (a key), the route's aside.
+b_cold_args=("${b_client_args[@]}")
 work=${WORK:-target/bench-ab}
 models=1000
 cores=$(nproc)
@@ -51,10 +54,14 @@ for i in $(seq 0 $((models - 1))); do ln "$work/examples/$guest.tar.gz" "$work/s
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 a_port=$(free_port)
 b_port=$(free_port)
-"${server_cpus[@]}" "$a" serve --model-store "$work/store" --bind "127.0.0.1:$a_port" --grpc-bind off \
+a_grpc=127.0.0.1:$(free_port)
+b_grpc=127.0.0.1:$(free_port)
+a_client_args=("${client_args[@]}" --grpc "$a_grpc")
+b_client_args=("${client_args[@]}" --grpc "$b_grpc" "${b_client_args[@]}")
+"${server_cpus[@]}" "$a" serve --model-store "$work/store" --bind "127.0.0.1:$a_port" --grpc-bind "$a_grpc" \
   --cache-dir "$work/cache" 2>"$work/a.log" &
 a_pid=$!
-"${server_cpus[@]}" "$b" serve --model-store "$work/store" --bind "127.0.0.1:$b_port" --grpc-bind off \
+"${server_cpus[@]}" "$b" serve --model-store "$work/store" --bind "127.0.0.1:$b_port" --grpc-bind "$b_grpc" \
   --cache-dir "$work/cache" "${b_args[@]}" 2>"$work/b.log" &
 b_pid=$!
 trap 'kill $a_pid $b_pid 2>/dev/null || true; wait 2>/dev/null || true' EXIT
@@ -65,8 +72,8 @@ for port in $a_port $b_port; do
   for _ in $(seq 100); do curl -sf "127.0.0.1:$port/ping" >/dev/null && break; sleep 0.1; done
 done
 # Every model loaded first: this measures serving, not loading.
-"$mme" bench cold --url "http://127.0.0.1:$a_port" --models "$models" --prefix m "${client_args[@]}" >/dev/null
-"$mme" bench cold --url "http://127.0.0.1:$b_port" --models "$models" --prefix m "${b_client_args[@]}" >/dev/null
+"$mme" bench cold --url "http://127.0.0.1:$a_port" --models "$models" --prefix m >/dev/null
+"$mme" bench cold --url "http://127.0.0.1:$b_port" --models "$models" --prefix m "${b_cold_args[@]}" >/dev/null
 results="$work/results.txt"
 : >"$results"
 for round in $(seq "$rounds"); do
@@ -75,7 +82,7 @@ for round in $(seq "$rounds"); do
     order=(a b)
     [ $((round % 2)) = 0 ] && order=(b a)
     for server in "${order[@]}"; do
-      if [ "$server" = a ]; then port=$a_port; pid=$a_pid; client=("${client_args[@]}"); else port=$b_port; pid=$b_pid; client=("${b_client_args[@]}"); fi
+      if [ "$server" = a ]; then port=$a_port; pid=$a_pid; client=("${a_client_args[@]}"); else port=$b_port; pid=$b_pid; client=("${b_client_args[@]}"); fi
       before=$(cpu_ticks "$pid")
       report=$("${client_cpus[@]}" "$mme" bench --url "http://127.0.0.1:$port" --models "$models" --prefix m "${client[@]}" \
         --duration "$duration" --warmup 0s --pattern "$pattern")
