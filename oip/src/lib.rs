@@ -440,13 +440,16 @@ pub fn encode_response(
 
 /// The JSON object `header` with `fields` (string values) written first,
 /// without building its tree: the cheap way to name the model in a framed
-/// answer. `None` when `header` is not one JSON object, or when any field's
-/// name appears in it anywhere (the caller then edits the parsed object, so
-/// that no key is written twice).
+/// answer. `None` when `header` is not one JSON object, when any field's
+/// name appears in it anywhere, or when it has an escape, which could
+/// spell a field's name in other bytes (`"model\u005fname"`): the caller
+/// then edits the parsed object, so that no key is written twice and a
+/// model cannot name itself after another.
 pub fn with_fields_first(header: &[u8], fields: &[(&str, &str)]) -> Option<Vec<u8>> {
-    if fields
-        .iter()
-        .any(|(key, _)| memchr::memmem::find(header, key.as_bytes()).is_some())
+    if memchr::memchr(b'\\', header).is_some()
+        || fields
+            .iter()
+            .any(|(key, _)| mentions(header, key.as_bytes()))
     {
         return None;
     }
@@ -469,6 +472,20 @@ pub fn with_fields_first(header: &[u8], fields: &[(&str, &str)]) -> Option<Vec<u
     }
     out.extend_from_slice(rest);
     Some(out)
+}
+
+/// Whether `needle` occurs in `haystack`: for the short names and headers
+/// of answers, a scan from each occurrence of its first byte costs less
+/// than building a `memmem` finder per call.
+fn mentions(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    memchr::memchr_iter(first, haystack).any(|at| {
+        haystack
+            .get(at + 1..)
+            .is_some_and(|after| after.starts_with(rest))
+    })
 }
 
 fn object(json: &[u8]) -> Result<Map<String, Value>, BinaryError> {

@@ -392,7 +392,8 @@ fn fields_are_written_first_into_a_header_that_does_not_have_them() {
         value,
         serde_json::json!({"model_name": "m\"1", "model_version": "2"})
     );
-    // Not one object, or a field already there (even as text): the caller parses.
+    // Not one object, a field already there (even as text), or an escape
+    // (which could spell a field's name in other bytes): the caller parses.
     for header in [
         &b"[1]"[..],
         b"{\"a\":",
@@ -400,6 +401,8 @@ fn fields_are_written_first_into_a_header_that_does_not_have_them() {
         b"",
         br#"{"model_name":"x"}"#,
         br#"{"id":"model_version"}"#,
+        br#"{"outputs":[],"model\u005fname":"another"}"#,
+        br#"{"id":"a\"b"}"#,
     ] {
         assert_eq!(
             with_fields_first(header, &fields),
