@@ -1,7 +1,9 @@
 //! Decoding request bodies and encoding responses, so that authors rarely touch bytes.
 
+use std::fmt;
+
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
 use crate::oip::OIP_JSON;
 use crate::{Error, Request, Response};
@@ -29,10 +31,7 @@ impl Matrix {
         let mut data = Vec::with_capacity(rows.len() * cols);
         for (index, row) in rows.iter().enumerate() {
             if row.len() != cols {
-                return Err(Error::invalid_input(format!(
-                    "row {index} has {} values but row 0 has {cols}; every row needs the same number of features",
-                    row.len()
-                )));
+                return Err(ragged_row(index, row.len(), cols));
             }
             data.extend_from_slice(row);
         }
@@ -76,17 +75,18 @@ impl Request {
         if let Some(header_length) = mme_oip::framed_header_length(&self.content_type) {
             return crate::oip::matrix(&self.body, Some(header_length));
         }
-        match media_type(&self.content_type).as_str() {
-            "" | JSON => Matrix::from_rows(self.json::<Vec<Vec<f64>>>().map_err(|_| {
-                Error::invalid_input(
-                    "expected a JSON array of rows of numbers, such as [[0.5],[1.0]]",
-                )
-            })?),
-            CSV => parse_csv(&self.body),
-            OIP_JSON => crate::oip::matrix(&self.body, None),
-            other => Err(Error::invalid_input(format!(
-                "unsupported content type {other:?}: send {JSON} or {CSV}"
-            ))),
+        let media_type = media_type(&self.content_type);
+        let is = |name: &str| media_type.eq_ignore_ascii_case(name);
+        if media_type.is_empty() || is(JSON) {
+            json_rows(&self.body)
+        } else if is(CSV) {
+            parse_csv(&self.body)
+        } else if is(OIP_JSON) {
+            crate::oip::matrix(&self.body, None)
+        } else {
+            Err(Error::invalid_input(format!(
+                "unsupported content type {media_type:?}: send {JSON} or {CSV}"
+            )))
         }
     }
 
@@ -103,7 +103,9 @@ impl Request {
         if let Some(length) = mme_oip::framed_header_length(&self.content_type) {
             return Some(Some(length));
         }
-        (media_type(&self.content_type) == OIP_JSON).then_some(None)
+        media_type(&self.content_type)
+            .eq_ignore_ascii_case(OIP_JSON)
+            .then_some(None)
     }
 }
 
@@ -135,13 +137,103 @@ impl Response {
 }
 
 /// The media type of a `Content-Type` value, lower-cased, without parameters.
-fn media_type(content_type: &str) -> String {
+/// JSON rows such as `[[0.5],[1.0]]` read straight into one row-major
+/// buffer: no vector per row to copy from (every plain request of a model
+/// that reads a matrix comes this way).
+fn json_rows(body: &[u8]) -> Result<Matrix, Error> {
+    let mut rows = Rows::default();
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde::Deserializer::deserialize_seq(&mut deserializer, &mut rows)
+        .and_then(|()| deserializer.end())
+        .map_err(|_| {
+            Error::invalid_input("expected a JSON array of rows of numbers, such as [[0.5],[1.0]]")
+        })?;
+    let cols = rows.cols.unwrap_or_default();
+    if let Some((index, len)) = rows.ragged {
+        return Err(ragged_row(index, len, cols));
+    }
+    Ok(Matrix {
+        rows: rows.rows,
+        cols,
+        data: rows.data,
+    })
+}
+
+fn ragged_row(index: usize, len: usize, cols: usize) -> Error {
+    Error::invalid_input(format!(
+        "row {index} has {len} values but row 0 has {cols}; every row needs the same number of features"
+    ))
+}
+
+/// What [`json_rows`] has read so far: the values, the rows, the first
+/// row's length, and the first row of another length.
+#[derive(Default)]
+struct Rows {
+    data: Vec<f64>,
+    rows: usize,
+    cols: Option<usize>,
+    ragged: Option<(usize, usize)>,
+}
+
+impl<'de> Visitor<'de> for &mut Rows {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("an array of rows")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut rows: A) -> Result<(), A::Error> {
+        while rows.next_element_seed(Row(&mut *self))?.is_some() {}
+        Ok(())
+    }
+}
+
+/// One row of [`Rows`], appended to its buffer.
+struct Row<'r>(&'r mut Rows);
+
+impl<'de> DeserializeSeed<'de> for Row<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Row<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a row of numbers")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut values: A) -> Result<(), A::Error> {
+        let rows = self.0;
+        let start = rows.data.len();
+        while let Some(value) = values.next_element::<f64>()? {
+            rows.data.push(value);
+        }
+        let len = rows.data.len() - start;
+        match rows.cols {
+            None => rows.cols = Some(len),
+            Some(cols) if cols != len && rows.ragged.is_none() => {
+                rows.ragged = Some((rows.rows, len));
+            }
+            Some(_) => {}
+        }
+        rows.rows += 1;
+        Ok(())
+    }
+}
+
+/// The media type of a content type, without its parameters; compared
+/// without regard to case, as HTTP's are, and not copied (every request
+/// asks).
+fn media_type(content_type: &str) -> &str {
     content_type
         .split(';')
         .next()
         .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
+        .trim_ascii()
 }
 
 fn parse_csv(body: &[u8]) -> Result<Matrix, Error> {
@@ -232,6 +324,43 @@ mod tests {
         let m = request("text/csv", "1,2\n\n3, 4\r\n").matrix().unwrap();
         assert_eq!((m.rows, m.cols), (2, 2));
         assert_eq!(m.data, vec![1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn json_rows_read_as_rows_of_vectors_read() {
+        for body in [
+            "[[1, 2], [3.5, 4]]",
+            " [ [0.5] ] ",
+            "[]",
+            "[[]]",
+            "[[], []]",
+            "[[1], [2, 3]]",
+            "[[1, 2], [3], [4, 5, 6]]",
+            "[[1], []]",
+            "[[1e308, -0.0, 5]]",
+            // Not rows of numbers: both refuse.
+            "[[1], [\"a\"]]",
+            "[[1], 2]",
+            "[1, 2]",
+            "[[1]] x",
+            "[[1]",
+            "{\"a\": 1}",
+            "[[null]]",
+            "[[1e999]]",
+        ] {
+            let vectors = serde_json::from_slice::<Vec<Vec<f64>>>(body.as_bytes())
+                .map_err(|_| ())
+                .map(|rows| Matrix::from_rows(rows).map_err(|e| format!("{e:?}")));
+            let flat = json_rows(body.as_bytes()).map_err(|e| format!("{e:?}"));
+            match vectors {
+                Ok(expected) => assert_eq!(flat, expected, "{body}"),
+                Err(()) => assert!(
+                    flat.as_ref()
+                        .is_err_and(|e| e.contains("expected a JSON array")),
+                    "{body}: {flat:?}"
+                ),
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! and answers with [`Response::json`](crate::Response::json) speaks v2
 //! with no code of its own.
 
+use std::borrow::Cow;
+
 use mme_oip::{BinaryOutputs, Element};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -23,16 +25,21 @@ pub const METADATA: &str = "application/vnd.mme.metadata+json";
 /// The name of the tensor that wraps a model's plain JSON answer.
 pub const OUTPUT_NAME: &str = "output-0";
 
+/// The inputs of a v2 request, their names and datatypes borrowed from
+/// the body (no copy per call).
 #[derive(Deserialize)]
-struct InferRequest {
-    inputs: Vec<Tensor>,
+struct InferRequest<'a> {
+    #[serde(borrow)]
+    inputs: Vec<Tensor<'a>>,
 }
 
 #[derive(Deserialize)]
-struct Tensor {
-    name: String,
+struct Tensor<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
     shape: Vec<usize>,
-    datatype: String,
+    #[serde(borrow)]
+    datatype: Cow<'a, str>,
     #[serde(default)]
     data: Option<Value>,
     #[serde(default)]
@@ -58,16 +65,24 @@ fn not_v2(e: serde_json::Error) -> Error {
 
 /// The JSON header of a v2 request and the bytes of its binary tensors
 /// after it: `header_length` of a framed request (`None` for JSON alone).
-fn split(body: &[u8], header_length: Option<usize>) -> Result<(&[u8], &[u8]), Error> {
-    match header_length {
-        None => Ok((body, &[])),
+/// The header is checked as UTF-8 once, here, so that reading it as text
+/// does not check each of its strings again.
+fn split(body: &[u8], header_length: Option<usize>) -> Result<(&str, &[u8]), Error> {
+    let (header, binary) = match header_length {
+        None => (body, &[][..]),
         Some(length) => body.split_at_checked(length).ok_or_else(|| {
             Error::invalid_input(format!(
                 "the request's JSON header is {length} bytes long but the body has only {}",
                 body.len()
             ))
-        }),
-    }
+        })?,
+    };
+    let header = std::str::from_utf8(header).map_err(|e| {
+        Error::invalid_input(format!(
+            "not an Open Inference Protocol request: its JSON is not UTF-8 ({e})"
+        ))
+    })?;
+    Ok((header, binary))
 }
 
 /// The request's first input tensor as a matrix: shape `[rows, cols]`, or
@@ -75,13 +90,13 @@ fn split(body: &[u8], header_length: Option<usize>) -> Result<(&[u8], &[u8]), Er
 /// binary data after a JSON header of `header_length` bytes.
 pub(crate) fn matrix(body: &[u8], header_length: Option<usize>) -> Result<Matrix, Error> {
     let (header, binary) = split(body, header_length)?;
-    let request: InferRequest = serde_json::from_slice(header).map_err(not_v2)?;
+    let request: InferRequest = serde_json::from_str(header).map_err(not_v2)?;
     let tensor = request
         .inputs
         .into_iter()
         .next()
         .ok_or_else(|| Error::invalid_input("the request has no input tensor"))?;
-    if !NUMERIC.contains(&tensor.datatype.as_str()) {
+    if !NUMERIC.contains(&tensor.datatype.as_ref()) {
         return Err(Error::invalid_input(format!(
             "input {:?} has datatype {}; this model takes numbers (FP32, FP64, INT…)",
             tensor.name, tensor.datatype
@@ -164,18 +179,19 @@ pub(crate) struct Reply {
 /// The parts of a v2 request's JSON header that its answer needs; serde
 /// skips the inputs without decoding them.
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<'a> {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
     parameters: BinaryFlags,
-    #[serde(default)]
-    outputs: Vec<RequestedOutput>,
+    #[serde(default, borrow)]
+    outputs: Vec<RequestedOutput<'a>>,
 }
 
 #[derive(Deserialize)]
-struct RequestedOutput {
-    name: String,
+struct RequestedOutput<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
     #[serde(default)]
     parameters: BinaryFlags,
 }
@@ -199,7 +215,7 @@ impl Reply {
         let Ok((header, _)) = split(body, header_length) else {
             return Reply::default();
         };
-        let Ok(envelope) = serde_json::from_slice::<Envelope>(header) else {
+        let Ok(envelope) = serde_json::from_str::<Envelope>(header) else {
             return Reply::default();
         };
         // A choice for the output by name wins over the one for all.
@@ -268,11 +284,12 @@ fn wrap_flat(reply: &Reply, values: &[f64], attributes: String) -> Result<Respon
         id: reply.id.as_deref(),
         outputs: [output],
     };
-    let mut body = serde_json::to_vec(&answer)
+    // One allocation for the header and, after it, the values' bytes.
+    let mut body = Vec::with_capacity(128 + std::mem::size_of_val(values));
+    serde_json::to_writer(&mut body, &answer)
         .map_err(|e| Error::internal(format!("cannot encode the v2 response: {e}")))?;
     let content_type = if reply.binary {
         let header_length = body.len();
-        body.reserve(std::mem::size_of_val(values));
         for value in values {
             body.extend_from_slice(&value.to_le_bytes());
         }

@@ -50,25 +50,30 @@ pub const READS_BINARY_TENSORS_SECTION: &str = "mme:reads-binary-tensors";
 /// [`OIP_BINARY`] for a JSON header of `header_length` bytes.
 pub fn framed_content_type(header_length: usize) -> String {
     // Joined, not formatted: guests write one per answer.
-    let length = header_length.to_string();
+    let mut digits = itoa::Buffer::new();
+    let length = digits.format(header_length);
     let mut content_type = String::with_capacity(OIP_BINARY.len() + 16 + length.len());
     content_type.push_str(OIP_BINARY);
     content_type.push_str("; header-length=");
-    content_type.push_str(&length);
+    content_type.push_str(length);
     content_type
 }
 
 /// The JSON header's length of a body of [`OIP_BINARY`]; `None` for any
 /// other content type, or one without a valid `header-length`.
 pub fn framed_header_length(content_type: &str) -> Option<usize> {
+    // Every request and answer is asked this: HTTP's whitespace is ASCII,
+    // and names as this crate writes them compare as bytes before any case
+    // is folded.
+    let same = |text: &str, name: &str| text == name || text.eq_ignore_ascii_case(name);
     let (media_type, parameters) = content_type.split_once(';')?;
-    if !media_type.trim().eq_ignore_ascii_case(OIP_BINARY) {
+    if !same(media_type.trim_ascii(), OIP_BINARY) {
         return None;
     }
     parameters.split(';').find_map(|parameter| {
         let (key, value) = parameter.split_once('=')?;
-        if key.trim().eq_ignore_ascii_case("header-length") {
-            value.trim().parse().ok()
+        if same(key.trim_ascii(), "header-length") {
+            value.trim_ascii().parse().ok()
         } else {
             None
         }
