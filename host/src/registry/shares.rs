@@ -54,8 +54,12 @@ impl Shares {
 pub(super) struct Admitting(Mutex<HashMap<Arc<str>, MemoryMeter>>);
 
 impl Admitting {
+    /// The meter of `group`. Groups whose admitted loads have all ended are
+    /// forgotten first: shares may change while the server runs, and a
+    /// meter kept for every group ever named would only grow.
     fn meter(&self, group: &Arc<str>) -> MemoryMeter {
         let mut meters = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        meters.retain(|name, meter| name == group || meter.bytes() > 0);
         meters.entry(group.clone()).or_default().clone()
     }
 
@@ -178,5 +182,30 @@ impl Registry {
             }
         }
         evicted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_is_metered_while_its_loads_are_admitted_and_forgotten_after() {
+        let admitting = Admitting::default();
+        let held: Arc<str> = Arc::from("held");
+        let charge = admitting.meter(&held).charge(100);
+        for k in 0..1_000 {
+            let group: Arc<str> = Arc::from(format!("group-{k}"));
+            let passing = admitting.meter(&group).charge(7);
+            assert_eq!(admitting.bytes(&group), 7);
+            drop(passing);
+            assert_eq!(admitting.bytes(&group), 0);
+        }
+        // The group with a load still admitted is kept, and counts it.
+        assert_eq!(admitting.bytes("held"), 100);
+        let meters = admitting.0.lock().unwrap_or_else(|p| p.into_inner()).len();
+        assert!(meters <= 2, "{meters} meters kept");
+        drop(charge);
+        assert_eq!(admitting.bytes("held"), 0);
     }
 }
