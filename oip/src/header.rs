@@ -113,8 +113,13 @@ pub(crate) struct Claim<'a> {
 
 impl<'a> Header<'a> {
     /// The header's fields, when it has them in the protocol's types.
+    /// The header is checked as UTF-8 once, whole, and read as text: read
+    /// as bytes, each of its strings (a dozen keys and values in a
+    /// tritonclient header) would be checked again on its own. JSON that is
+    /// not UTF-8 is not read here either way.
     pub(crate) fn read(json: &'a [u8]) -> Option<Self> {
-        serde_json::from_slice::<Object<Self>>(json)
+        let json = std::str::from_utf8(json).ok()?;
+        serde_json::from_str::<Object<Self>>(json)
             .ok()
             .map(|Object(header)| header)
     }

@@ -451,6 +451,26 @@ fn both_readings(header: &str, tail: &[u8]) -> (Result<(Vec<u8>, BinaryOutputs),
 }
 
 #[test]
+fn a_header_that_is_not_utf8_is_refused_by_every_reading() {
+    // A Latin-1 byte in the input's name: JSON text must be UTF-8.
+    let header = b"{\"inputs\":[{\"name\":\"x\xe9\",\"shape\":[1],\"datatype\":\"FP32\",\"parameters\":{\"binary_data_size\":4}}]}";
+    assert!(Header::read(header).is_none());
+    let mut body = header.to_vec();
+    body.extend_from_slice(&1.5f32.to_le_bytes());
+    let length = header.len().to_string();
+    let tree = read_tree(&body, header.len())
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    assert!(tree.is_err());
+    for reader in [Reader::BinaryTensors, Reader::Json] {
+        let read = read_request_for(body.clone(), Some(&length), reader)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert_eq!(read, tree);
+    }
+}
+
+#[test]
 fn a_header_read_into_fields_reads_as_the_tree_reads_it() {
     let four = 1.5f32.to_le_bytes();
     let eight: Vec<u8> = [1.5f32, 2.5].iter().flat_map(|x| x.to_le_bytes()).collect();

@@ -308,6 +308,13 @@ fn an_answer_read_into_fields_reads_as_the_tree_reads_it() {
         let fields = serde_json::from_slice::<Object<Answer>>(answer.as_bytes());
         assert_eq!(fields.is_ok(), index < 7, "{answer}");
     }
+    // JSON that is not UTF-8 (a Latin-1 byte in a name): an error either way.
+    let latin = b"{\"outputs\":[{\"name\":\"y\xe9\",\"datatype\":\"FP32\",\"shape\":[1],\"parameters\":{\"binary_data_size\":4}}]}";
+    let mut body = latin.to_vec();
+    body.extend_from_slice(&data[..4]);
+    let read = infer_response(&body, Some(latin.len()));
+    assert!(read.is_err());
+    assert_eq!(read, infer_response_from_tree(latin, &data[..4]));
 }
 
 #[test]
