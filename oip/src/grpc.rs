@@ -478,10 +478,8 @@ pub fn infer_response(
     let header_end = header_length.unwrap_or(body.len());
     let header = body.get(..header_end).ok_or_else(not_an_answer)?;
     let data = body.get(header_end..).unwrap_or_default();
-    // Checked as UTF-8 once and read as text, as a request's header is
-    // (`Header::read`); JSON that is not UTF-8 fails in the tree's reading.
-    let text = std::str::from_utf8(header).ok();
-    if let Some(Ok(Object(answer))) = text.map(serde_json::from_str::<Object<Answer>>) {
+    // JSON that is not UTF-8 fails in the tree's reading.
+    if let Some(answer) = Object::<Answer>::read(header) {
         return AnswerFields::of_fields(&answer).response(data);
     }
     infer_response_from_tree(header, data)

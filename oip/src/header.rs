@@ -72,6 +72,20 @@ struct OutputParameters {
 /// an array, by position, which the tree's reading does not.
 pub(crate) struct Object<T>(pub(crate) T);
 
+impl<'a, T: Deserialize<'a>> Object<T> {
+    /// The fields of the JSON object `json`, when it has them in their
+    /// types. `json` is checked as UTF-8 once, whole, and read as text:
+    /// read as bytes, each of its strings (a dozen keys and values in a
+    /// tritonclient header) would be checked again on its own. JSON that is
+    /// not UTF-8 is not read here either way.
+    pub(crate) fn read(json: &'a [u8]) -> Option<T> {
+        let json = std::str::from_utf8(json).ok()?;
+        serde_json::from_str::<Self>(json)
+            .ok()
+            .map(|Object(fields)| fields)
+    }
+}
+
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Fields<T>(PhantomData<T>);
@@ -113,15 +127,8 @@ pub(crate) struct Claim<'a> {
 
 impl<'a> Header<'a> {
     /// The header's fields, when it has them in the protocol's types.
-    /// The header is checked as UTF-8 once, whole, and read as text: read
-    /// as bytes, each of its strings (a dozen keys and values in a
-    /// tritonclient header) would be checked again on its own. JSON that is
-    /// not UTF-8 is not read here either way.
     pub(crate) fn read(json: &'a [u8]) -> Option<Self> {
-        let json = std::str::from_utf8(json).ok()?;
-        serde_json::from_str::<Object<Self>>(json)
-            .ok()
-            .map(|Object(header)| header)
+        Object::read(json)
     }
 
     /// The outputs the client wants as binary data.
