@@ -241,6 +241,51 @@ async fn hostile_messages_get_clear_statuses_and_cost_nothing_else() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_answer_is_compressed_only_when_its_request_was() {
+    let work = tempfile::tempdir().unwrap();
+    let server = serve(work.path(), "m", &[]).await;
+    let endpoint = format!("http://{}", server.grpc);
+    let request = ModelInferRequest {
+        model_name: "m".into(),
+        inputs: vec![fp64_input(&[2, 1], &[0.5, 2.0])],
+        ..Default::default()
+    };
+    // Every client accepts both encodings, as grpcio's (tritonclient's) do.
+    let client = |compressed: Option<CompressionEncoding>| {
+        let endpoint = endpoint.clone();
+        async move {
+            let client = GrpcInferenceServiceClient::connect(endpoint)
+                .await
+                .unwrap()
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Deflate);
+            match compressed {
+                Some(encoding) => client.send_compressed(encoding),
+                None => client,
+            }
+        }
+    };
+    // A compressed answer comes in the first encoding its client accepts.
+    for (sent, answered) in [
+        (None, None),
+        (Some(CompressionEncoding::Gzip), Some("gzip")),
+        (Some(CompressionEncoding::Deflate), Some("gzip")),
+    ] {
+        let answer = client(sent)
+            .await
+            .model_infer(request.clone())
+            .await
+            .unwrap();
+        let encoding = answer
+            .metadata()
+            .get("grpc-encoding")
+            .map(|value| value.to_str().unwrap().to_string());
+        assert_eq!(encoding.as_deref(), answered, "a request sent {sent:?}");
+        assert_eq!(answer.into_inner().raw_output_contents[0].len(), 16);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn grpc_can_be_turned_off_and_a_taken_port_stops_the_start() {
     let work = tempfile::tempdir().unwrap();
     let server = serve(work.path(), "m", &["--grpc-bind", "off"]).await;

@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tonic::Code;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 
 use super::BenchError;
@@ -80,8 +81,13 @@ impl GrpcSender {
                     "cannot connect to the gRPC service at {address}: {e}"
                 ))
             })?;
+            // grpcio's channels (tritonclient's) say on every call that
+            // they accept gzip and deflate answers: so do these.
             clients.push(
-                GrpcInferenceServiceClient::new(channel).max_decoding_message_size(usize::MAX),
+                GrpcInferenceServiceClient::new(channel)
+                    .max_decoding_message_size(usize::MAX)
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .accept_compressed(CompressionEncoding::Deflate),
             );
         }
         Ok(GrpcSender {

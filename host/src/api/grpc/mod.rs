@@ -9,6 +9,7 @@
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use super::auth::{Missing, Verdict, admit, bearer_token};
@@ -30,11 +31,18 @@ pub mod proto {
     tonic::include_proto!("inference");
 }
 
+/// The inference service as served: answers compressed only for a client
+/// that compressed its request ([`plain_unless_compressed`]).
+pub type Inference = InterceptedService<
+    GrpcInferenceServiceServer<InferenceService>,
+    fn(Request<()>) -> Result<Request<()>, Status>,
+>;
+
 /// The service over `state`, and the health service that says it serves.
 pub async fn services(
     state: AppState,
 ) -> (
-    GrpcInferenceServiceServer<InferenceService>,
+    Inference,
     tonic_health::server::HealthReporter,
     tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
 ) {
@@ -47,11 +55,36 @@ pub async fn services(
         .accept_compressed(CompressionEncoding::Deflate)
         .send_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Deflate);
+    let inference = InterceptedService::new(
+        inference,
+        plain_unless_compressed as fn(Request<()>) -> Result<Request<()>, Status>,
+    );
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<GrpcInferenceServiceServer<InferenceService>>()
         .await;
     (inference, reporter, health)
+}
+
+/// Leaves a call's answer uncompressed unless its request came compressed.
+///
+/// gRPC's clients (`tritonclient.grpc`, every `grpcio` channel) say on each
+/// call that they accept gzip and deflate, and tonic compresses an answer
+/// whenever its client accepts it: for a small answer, setting up deflate
+/// (a state of hundreds of kilobytes, zeroed) cost several times the rest
+/// of the call. Triton compresses no answer by default; here a client that
+/// compresses what it sends (over a slow link, say) gets its answers
+/// compressed too, in the first encoding it accepts, and any other gets
+/// them plain.
+fn plain_unless_compressed(mut request: Request<()>) -> Result<Request<()>, Status> {
+    let metadata = request.metadata_mut();
+    let compressed = metadata
+        .get("grpc-encoding")
+        .is_some_and(|encoding| encoding != "identity");
+    if !compressed {
+        metadata.remove("grpc-accept-encoding");
+    }
+    Ok(request)
 }
 
 /// Serves `state` over gRPC on `listener` until `shutdown` resolves, then
