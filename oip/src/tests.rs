@@ -284,6 +284,14 @@ fn compressed_bodies_are_decompressed_under_the_same_cap() {
 #[test]
 fn only_a_framed_content_type_has_a_header_length() {
     assert_eq!(framed_header_length(&framed_content_type(42)), Some(42));
+    assert!(framed_content_type(7).starts_with(OIP_BINARY));
+    // Written as this crate writes it, then more: the general reading.
+    let more = format!("{}; x=1", framed_content_type(42));
+    assert_eq!(framed_header_length(&more), Some(42));
+    let digits_spaced = format!("{OIP_BINARY}; header-length= 9 ");
+    assert_eq!(framed_header_length(&digits_spaced), Some(9));
+    let not_digits = format!("{OIP_BINARY}; header-length=4x2");
+    assert_eq!(framed_header_length(&not_digits), None);
     let spaced = format!("{OIP_BINARY};Header-Length = 7;x=1");
     assert_eq!(framed_header_length(&spaced), Some(7));
     assert_eq!(framed_header_length(OIP_BINARY), None);

@@ -190,3 +190,56 @@ fn an_answer_that_is_already_v2_or_not_json_is_left_alone() {
     let ragged = Response::json(&json!([[1], [2, 3]])).unwrap();
     assert!(wrap(reply("{}"), ragged).is_err());
 }
+
+#[test]
+fn a_flat_answer_written_by_hand_reads_as_the_protocol_says() {
+    let ids = [
+        None,
+        Some(""),
+        Some("r-1"),
+        Some("a \"quoted\" \\ id"),
+        Some("line\nbreak\ttab\u{1}"),
+        Some("ü€😀"),
+    ];
+    let lists: [&[f64]; 3] = [&[], &[2.0], &[1e300, -0.0, 3.5, -1.25e-7]];
+    for id in ids {
+        for values in lists {
+            for binary in [false, true] {
+                let reply = Reply {
+                    id: id.map(str::to_string),
+                    binary,
+                };
+                let wrapped = wrap_flat(&reply, values, "kept".into()).unwrap();
+                assert_eq!(wrapped.attributes, "kept");
+                let mut output =
+                    json!({"name": "output-0", "shape": [values.len()], "datatype": "FP64"});
+                let header = match mme_oip::framed_header_length(&wrapped.content_type) {
+                    Some(length) => {
+                        assert!(binary, "{id:?} {values:?}: framed though not asked");
+                        let (header, tail) = wrapped.body.split_at(length);
+                        let read: Vec<f64> = tail
+                            .chunks_exact(8)
+                            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+                            .collect();
+                        assert_eq!(read, values);
+                        output["parameters"] = json!({"binary_data_size": 8 * values.len()});
+                        header
+                    }
+                    None => {
+                        assert!(!binary, "{id:?} {values:?}: not framed though asked");
+                        assert_eq!(wrapped.content_type, JSON);
+                        output["data"] = json!(values);
+                        &wrapped.body[..]
+                    }
+                };
+                let mut expected = json!({"outputs": [output]});
+                if let Some(id) = id {
+                    expected["id"] = json!(id);
+                }
+                let header: Value = serde_json::from_slice(header)
+                    .unwrap_or_else(|e| panic!("{id:?} {values:?} {binary}: {e}"));
+                assert_eq!(header, expected, "{id:?} {values:?} {binary}");
+            }
+        }
+    }
+}
