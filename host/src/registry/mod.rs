@@ -365,14 +365,16 @@ impl Registry {
             }
             // The evictor waits for every holder of the old model to let go.
             drop(model);
+            // Boxed, as rare: inline, a load's future would make every
+            // call's future kilobytes larger.
             let reloaded = match reload {
                 Reload::Never => Err(LoadError::NotLoaded(name.clone())),
                 // The same version again, not the highest one.
                 Reload::FromStore => {
-                    self.get_or_load(&crate::store::versions::wanted_of_key(&name))
-                        .await
+                    let wanted = crate::store::versions::wanted_of_key(&name);
+                    Box::pin(self.get_or_load(&wanted)).await
                 }
-                Reload::From(path) => self.get_or_load_from(&name, path.clone()).await,
+                Reload::From(path) => Box::pin(self.get_or_load_from(&name, path.clone())).await,
             };
             let again = match reloaded {
                 Ok(again) => again,
