@@ -328,14 +328,9 @@ async fn predict_read(
         Some(Ok(loaded)) => loaded,
         Some(Err(error)) if loading == Loading::LoadedOnly => return (None, Err(error.into())),
         _ => {
-            // Boxed: a load's future (a fetch from S3, an unpack, a
-            // compile) is kilobytes, and inline it would make every
-            // request's future as large, moved and allocated per request.
             let loaded = match &reload {
-                Reload::From(dir) => {
-                    Box::pin(state.registry.get_or_load_from(model, dir.clone())).await
-                }
-                _ => Box::pin(state.registry.get_or_load(model)).await,
+                Reload::From(dir) => state.registry.get_or_load_from(model, dir.clone()).await,
+                _ => state.registry.get_or_load(model).await,
             };
             match loaded {
                 Ok(loaded) => loaded,

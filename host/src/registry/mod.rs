@@ -194,7 +194,7 @@ impl Registry {
         let result = slot
             .get_or_try_init(|| async {
                 let source = resolve()?;
-                self.load(name, source, &Overrides::default()).await
+                Box::pin(self.load(name, source, &Overrides::default())).await
             })
             .await
             .cloned();
@@ -240,7 +240,7 @@ impl Registry {
         overrides: &Overrides,
     ) -> Result<Arc<LoadedModel>, LoadError> {
         let result = slot
-            .get_or_try_init(|| self.load(name, source, overrides))
+            .get_or_try_init(|| Box::pin(self.load(name, source, overrides)))
             .await
             .cloned();
         self.settle_load(name, &slot, result)
@@ -365,16 +365,14 @@ impl Registry {
             }
             // The evictor waits for every holder of the old model to let go.
             drop(model);
-            // Boxed, as rare: inline, a load's future would make every
-            // call's future kilobytes larger.
             let reloaded = match reload {
                 Reload::Never => Err(LoadError::NotLoaded(name.clone())),
                 // The same version again, not the highest one.
                 Reload::FromStore => {
-                    let wanted = crate::store::versions::wanted_of_key(&name);
-                    Box::pin(self.get_or_load(&wanted)).await
+                    self.get_or_load(&crate::store::versions::wanted_of_key(&name))
+                        .await
                 }
-                Reload::From(path) => Box::pin(self.get_or_load_from(&name, path.clone())).await,
+                Reload::From(path) => self.get_or_load_from(&name, path.clone()).await,
             };
             let again = match reloaded {
                 Ok(again) => again,
@@ -412,6 +410,11 @@ impl Registry {
         models.values().filter(|slot| slot.get().is_some()).count()
     }
 
+    /// Fetches, unpacks, compiles and instantiates model `name`. Its future
+    /// is kilobytes (an instantiation among its states), so both callers
+    /// box it: inline, it would make the future of every call that might
+    /// load (each inference request) as large, allocated and moved per
+    /// request.
     async fn load(
         &self,
         name: &str,

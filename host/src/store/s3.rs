@@ -129,6 +129,10 @@ impl S3Access {
         }
     }
 
+    /// The SDK's futures (this one's `load`, and each request's `send`)
+    /// are kilobytes each, so they are boxed where they are awaited:
+    /// inline, every future that might reach the store (each inference
+    /// request, which might load its model) would be as large.
     async fn client(&self) -> &Client {
         self.client
             .get_or_init(|| async {
@@ -151,7 +155,7 @@ impl S3Access {
                 if let Some(endpoint) = &self.options.endpoint {
                     loader = loader.endpoint_url(endpoint);
                 }
-                let shared = loader.load().await;
+                let shared = Box::pin(loader.load()).await;
                 let config = aws_sdk_s3::config::Builder::from(&shared)
                     .force_path_style(self.options.path_style)
                     .build();
@@ -175,7 +179,7 @@ impl S3Access {
         let mut names = Vec::new();
         let mut token = None;
         loop {
-            let page = self
+            let list = self
                 .client()
                 .await
                 .list_objects_v2()
@@ -183,12 +187,11 @@ impl S3Access {
                 .prefix(&start)
                 .delimiter("/")
                 .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| StoreError::Unavailable {
-                    url: prefix.to_string(),
-                    reason: source_chain(&e),
-                })?;
+                .send();
+            let page = Box::pin(list).await.map_err(|e| StoreError::Unavailable {
+                url: prefix.to_string(),
+                reason: source_chain(&e),
+            })?;
             for object in page.contents() {
                 let name = object
                     .key()
@@ -239,14 +242,15 @@ impl S3Access {
         file: &mut std::fs::File,
         max_bytes: u64,
     ) -> Result<Downloaded, Attempt> {
-        let response = self
+        let get = self
             .client()
             .await
             .get_object()
             .bucket(&object.bucket)
             .key(&object.key)
             .checksum_mode(ChecksumMode::Enabled)
-            .send()
+            .send();
+        let response = Box::pin(get)
             .await
             .map_err(|error| Attempt::Final(classify(object, error)))?;
         let expected = response
