@@ -53,16 +53,23 @@ fn run_bench(url: &str, args: &[String], limit: Duration) -> (String, Value) {
     (String::from_utf8_lossy(&output.stdout).to_string(), results)
 }
 
+/// A server over `MODELS` copies of the example, `sklearn-0` …; the folder
+/// it serves from lives as long as the returned guard.
+async fn serve_copies() -> (tempfile::TempDir, Server) {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    copies(&store, &guest("linear-regression"), "sklearn-", MODELS);
+    let server = Server::start(&store, &work.path().join("cache"), &[]).await;
+    (work, server)
+}
+
 fn status_count(result: &Value, status: &str) -> u64 {
     result["statuses"][status].as_u64().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_counts_add_up_and_follow_the_weights() {
-    let work = tempfile::tempdir().unwrap();
-    let store = work.path().join("store");
-    copies(&store, &guest("linear-regression"), "sklearn-", MODELS);
-    let server = Server::start(&store, &work.path().join("cache"), &[]).await;
+    let (_work, server) = serve_copies().await;
     let models = MODELS.to_string();
 
     let args = [
@@ -110,10 +117,7 @@ async fn bench_counts_add_up_and_follow_the_weights() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn errors_are_shown_the_open_loop_keeps_its_rate_and_every_route_works() {
-    let work = tempfile::tempdir().unwrap();
-    let store = work.path().join("store");
-    copies(&store, &guest("linear-regression"), "sklearn-", MODELS);
-    let server = Server::start(&store, &work.path().join("cache"), &[]).await;
+    let (_work, server) = serve_copies().await;
     let limit = Duration::from_secs(30);
 
     let (table, results) = bench(
@@ -191,5 +195,79 @@ async fn errors_are_shown_the_open_loop_keeps_its_rate_and_every_route_works() {
             requests > 0 && status_count(result, "200") == requests,
             "{route}: {result}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rounds_take_turns_with_the_baseline_and_report_the_median_round() {
+    let (_work, server) = serve_copies().await;
+    let models = MODELS.to_string();
+    let args = [
+        "--models",
+        &models,
+        "--baseline-route",
+        "/ping",
+        "--rounds",
+        "3",
+        "--pattern",
+        "even",
+        "--pattern",
+        "hot",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0s",
+        "--connections",
+        "2",
+    ];
+    let (table, results) = bench(&server.url, &args, Duration::from_secs(60)).await;
+    let results = results.as_array().unwrap();
+    assert_eq!(
+        results.len(),
+        3,
+        "the baseline, then each pattern: {results:?}"
+    );
+    assert_eq!(results[0]["label"], "GET /ping");
+    for (result, label) in results[1..].iter().zip(["even", "hot"]) {
+        assert_eq!(result["label"], label);
+        // Three turns of half a second each, every answer a 200.
+        assert!(
+            (result["seconds"].as_f64().unwrap() - 1.5).abs() < 1e-9,
+            "{result}"
+        );
+        let requests = result["requests"].as_u64().unwrap();
+        assert!(
+            requests > 0 && status_count(result, "200") == requests,
+            "{result}"
+        );
+        let rounds = result["rounds"].as_array().unwrap();
+        assert_eq!(rounds.len(), 3, "{result}");
+        let mut ratios: Vec<f64> = rounds
+            .iter()
+            .map(|round| round["ratio_of_baseline"].as_f64().unwrap())
+            .collect();
+        assert!(ratios.iter().all(|ratio| *ratio > 0.0), "{result}");
+        ratios.sort_by(f64::total_cmp);
+        assert_eq!(result["ratio_of_baseline"].as_f64().unwrap(), ratios[1]);
+        assert!(result["p99_ratio_of_baseline"].as_f64().unwrap() > 0.0);
+    }
+    assert!(
+        table.contains("medians of 3 rounds"),
+        "the table says how its ratios were taken:\n{table}"
+    );
+
+    // Rounds compare with a baseline, and there is at least one.
+    for bad in [
+        vec!["--rounds", "3"],
+        vec!["--baseline-route", "/ping", "--rounds", "0"],
+    ] {
+        let output = mme()
+            .args(["bench", "--url", &server.url, "--duration", "1s"])
+            .args(&bad)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--rounds"), "{bad:?}: {stderr}");
     }
 }

@@ -244,9 +244,17 @@ struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Also measure this no-op route (such as /ping) with the same client
-    /// first, and report each pattern's throughput as a ratio of it.
+    /// first, and report each pattern's throughput and p99 as ratios of its.
     #[arg(long)]
     baseline_route: Option<String>,
+    /// Measure the baseline and the patterns in turns, this many rounds of
+    /// --duration a turn, and report each pattern's ratios as the median of
+    /// its rounds' (each against the baseline of its own round), so that a
+    /// machine whose speed moves during the run moves both sides of a ratio.
+    /// Turns after the first round warm up for at most a quarter of --duration.
+    #[arg(long, default_value_t = 1, requires = "baseline_route",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    rounds: u32,
 }
 
 #[derive(Subcommand)]
@@ -534,25 +542,26 @@ fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
     };
     println!("{}", bench::TABLE_HEADER);
     let mut results = Vec::new();
-    let baseline = match &args.baseline_route {
+    match &args.baseline_route {
         Some(route) => {
-            let report = runtime.block_on(bench::run(&config_for(
-                &Pattern::even(),
-                Some(route.clone()),
-            )))?;
-            println!("{report}");
-            results.push(report.to_json(None));
-            Some(report.throughput())
+            let baseline = config_for(&Pattern::even(), Some(route.clone()));
+            let patterns: Vec<_> = args.patterns.iter().map(|p| config_for(p, None)).collect();
+            let (base, compared) =
+                runtime.block_on(bench::in_rounds(&baseline, &patterns, args.rounds as usize))?;
+            println!("{base}");
+            results.push(base.to_json());
+            for pattern in compared {
+                println!("{}  ({})", pattern.report, pattern.summary());
+                results.push(pattern.to_json());
+            }
         }
-        None => None,
-    };
-    for pattern in &args.patterns {
-        let report = runtime.block_on(bench::run(&config_for(pattern, None)))?;
-        match baseline {
-            Some(base) => println!("{report}  ({:.2} of baseline)", report.throughput() / base),
-            None => println!("{report}"),
+        None => {
+            for pattern in &args.patterns {
+                let report = runtime.block_on(bench::run(&config_for(pattern, None)))?;
+                println!("{report}");
+                results.push(report.to_json());
+            }
         }
-        results.push(report.to_json(baseline));
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&results)?;

@@ -81,9 +81,15 @@ enum Task {
         /// How many model copies to serve.
         #[arg(long, default_value_t = 1000)]
         models: usize,
-        /// How long to measure each pattern.
-        #[arg(long, default_value = "10s")]
+        /// How long each turn measures a pattern (or `/ping`).
+        #[arg(long, default_value = "2s")]
         duration: String,
+        /// Rounds of turns: `/ping`, then each pattern. A pattern's ratio of
+        /// `/ping` is the median of its rounds', each against its own round's
+        /// `/ping`, so that the machine's speed moving during the run does not
+        /// decide the ratios.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
         /// Concurrent connections of the load generator.
         #[arg(long, default_value_t = 64)]
         connections: usize,
@@ -121,8 +127,9 @@ fn main() -> anyhow::Result<()> {
         Task::Demo {
             models,
             duration,
+            rounds,
             connections,
-        } => demo(&root, models, &duration, connections),
+        } => demo(&root, models, &duration, rounds, connections),
         Task::Test { args } => test(&root, &args),
         Task::Fuzz { seconds, target } => fuzz::run_targets(&root, seconds, target.as_deref()),
     }
@@ -328,7 +335,13 @@ impl Drop for Server {
     }
 }
 
-fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyhow::Result<()> {
+fn demo(
+    root: &Path,
+    models: usize,
+    duration: &str,
+    rounds: u32,
+    connections: usize,
+) -> anyhow::Result<()> {
     let work = root.join("target/demo");
     let examples = work.join("examples");
     package_guests(root, EXAMPLES, &examples)?;
@@ -375,7 +388,7 @@ fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyho
     );
     wait_until_up(address)?;
     println!(
-        "serving on http://{address}; load-testing each pattern for {duration} with {connections} connections"
+        "serving on http://{address}; load-testing /ping and each pattern in turns of {duration}, {rounds} rounds, with {connections} connections"
     );
     println!("cold starts: the first request to each model, one after another");
     run(Command::new(&mme)
@@ -398,6 +411,7 @@ fn demo(root: &Path, models: usize, duration: &str, connections: usize) -> anyho
             .args(["--duration", duration, "--warmup", "3s"])
             .args(["--connections", &connections.to_string()])
             .args(["--baseline-route", "/ping"])
+            .args(["--rounds", &rounds.to_string()])
             .args([
                 "--pattern",
                 "even",

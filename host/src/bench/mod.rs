@@ -10,6 +10,7 @@
 mod cold;
 mod grpc;
 mod pattern;
+mod rounds;
 mod soak;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ use tokio::sync::Semaphore;
 
 pub use cold::{ColdReport, cold};
 pub use pattern::Pattern;
+pub use rounds::{Compared, in_rounds};
 pub use soak::{Actor, MAX_RSS_GROWTH, SoakConfig, SoakReport, soak};
 
 /// Which inference route the requests go to.
@@ -171,16 +173,10 @@ pub struct BenchConfig {
 pub struct BenchReport {
     /// The pattern, or the baseline route.
     pub label: String,
-    /// Requests answered in the measured window.
-    pub requests: u64,
-    /// Answers by HTTP status.
-    pub statuses: BTreeMap<u16, u64>,
-    /// Requests that got no HTTP answer.
-    pub transport_errors: u64,
     /// The measured window.
     pub elapsed: Duration,
-    /// Latencies in microseconds.
-    pub latency_us: Histogram<u64>,
+    /// What the requests measured in it got.
+    pub answers: Answers,
 }
 
 /// Why a load test could not run.
@@ -197,36 +193,41 @@ pub enum BenchError {
 impl BenchReport {
     /// Requests per second over the measured window.
     pub fn throughput(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+        self.answers.requests as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
 
     /// A latency percentile, in milliseconds.
     pub fn percentile_ms(&self, quantile: f64) -> f64 {
-        self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
+        self.answers.latency_us.value_at_quantile(quantile) as f64 / 1000.0
     }
 
-    /// The same figures as the table row, for `--json`; `baseline` is the
-    /// baseline route's throughput, if one was measured.
-    pub fn to_json(&self, baseline: Option<f64>) -> Value {
+    /// Adds another measurement of the same pattern: its window and answers.
+    pub fn absorb(&mut self, other: BenchReport) {
+        self.elapsed += other.elapsed;
+        self.answers.add(other.answers);
+    }
+
+    /// The same figures as the table row, for `--json`.
+    pub fn to_json(&self) -> Value {
         let statuses: BTreeMap<String, u64> = self
+            .answers
             .statuses
             .iter()
             .map(|(status, count)| (status.to_string(), *count))
             .collect();
         json!({
             "label": self.label,
-            "requests": self.requests,
+            "requests": self.answers.requests,
             "requests_per_second": self.throughput(),
-            "ratio_of_baseline": baseline.map(|base| self.throughput() / base),
             "latency_ms": {
                 "p50": self.percentile_ms(0.5),
                 "p90": self.percentile_ms(0.9),
                 "p99": self.percentile_ms(0.99),
                 "p99.9": self.percentile_ms(0.999),
-                "max": self.latency_us.max() as f64 / 1000.0,
+                "max": self.answers.latency_us.max() as f64 / 1000.0,
             },
             "statuses": statuses,
-            "transport_errors": self.transport_errors,
+            "transport_errors": self.answers.transport_errors,
             "seconds": self.elapsed.as_secs_f64(),
         })
     }
@@ -239,41 +240,48 @@ pub const TABLE_HEADER: &str =
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let statuses: Vec<String> = self
+            .answers
             .statuses
             .iter()
             .map(|(s, n)| format!("{s}:{n}"))
             .collect();
         let mut statuses = statuses.join(" ");
-        if self.transport_errors > 0 {
-            statuses.push_str(&format!(" errors:{}", self.transport_errors));
+        if self.answers.transport_errors > 0 {
+            statuses.push_str(&format!(" errors:{}", self.answers.transport_errors));
         }
         write!(
             f,
             "{:<10} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {}",
             self.label,
-            self.requests,
+            self.answers.requests,
             self.throughput(),
             self.percentile_ms(0.5),
             self.percentile_ms(0.9),
             self.percentile_ms(0.99),
             self.percentile_ms(0.999),
-            self.latency_us.max() as f64 / 1000.0,
+            self.answers.latency_us.max() as f64 / 1000.0,
             statuses
         )
     }
 }
 
-/// What the measured requests of one connection (or of the open loop) got.
-struct Tally {
-    requests: u64,
-    statuses: BTreeMap<u16, u64>,
-    transport_errors: u64,
-    latency_us: Histogram<u64>,
+/// What measured requests got: of one connection, of the open loop, or of
+/// a whole test.
+#[derive(Debug)]
+pub struct Answers {
+    /// Requests answered in the measured window.
+    pub requests: u64,
+    /// Answers by HTTP status.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Requests that got no HTTP answer.
+    pub transport_errors: u64,
+    /// Latencies in microseconds.
+    pub latency_us: Histogram<u64>,
 }
 
-impl Tally {
+impl Answers {
     fn new() -> Self {
-        Tally {
+        Answers {
             requests: 0,
             statuses: BTreeMap::new(),
             transport_errors: 0,
@@ -293,7 +301,7 @@ impl Tally {
         let _ = self.latency_us.record(micros);
     }
 
-    fn add(&mut self, other: Tally) {
+    fn add(&mut self, other: Answers) {
         self.requests += other.requests;
         self.transport_errors += other.transport_errors;
         for (status, count) in other.statuses {
@@ -440,11 +448,8 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     }
     Ok(BenchReport {
         label,
-        requests: total.requests,
-        statuses: total.statuses,
-        transport_errors: total.transport_errors,
         elapsed: config.duration,
-        latency_us: total.latency_us,
+        answers: total,
     })
 }
 
@@ -467,13 +472,13 @@ fn progress_bar(label: &str, length: Duration) -> ProgressBar {
 }
 
 /// `connections` tasks, each sending its next request when the last is answered.
-async fn closed_loop(sender: &Arc<Sender>, window: Window) -> Tally {
+async fn closed_loop(sender: &Arc<Sender>, window: Window) -> Answers {
     let tasks: Vec<_> = (0..sender.config.connections)
         .map(|index| {
             let sender = sender.clone();
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(sender.config.seed.wrapping_add(index as u64));
-                let mut tally = Tally::new();
+                let mut answers = Answers::new();
                 loop {
                     let sent = Instant::now();
                     if sent >= window.stop_at {
@@ -483,17 +488,17 @@ async fn closed_loop(sender: &Arc<Sender>, window: Window) -> Tally {
                     let status = sender.send(model).await;
                     let done = Instant::now();
                     if window.counts(sent, done) {
-                        tally.record(status, done - sent);
+                        answers.record(status, done - sent);
                     }
                 }
-                tally
+                answers
             })
         })
         .collect();
-    let mut total = Tally::new();
+    let mut total = Answers::new();
     for task in tasks {
-        if let Ok(tally) = task.await {
-            total.add(tally);
+        if let Ok(answers) = task.await {
+            total.add(answers);
         }
     }
     total
@@ -501,9 +506,9 @@ async fn closed_loop(sender: &Arc<Sender>, window: Window) -> Tally {
 
 /// Requests due every `interval`, at most `connections` in flight.
 /// A request's latency counts from when it was due.
-async fn open_loop(sender: &Arc<Sender>, window: Window, interval: Duration) -> Tally {
+async fn open_loop(sender: &Arc<Sender>, window: Window, interval: Duration) -> Answers {
     let in_flight = Arc::new(Semaphore::new(sender.config.connections));
-    let total = Arc::new(Mutex::new(Tally::new()));
+    let total = Arc::new(Mutex::new(Answers::new()));
     let mut rng = StdRng::seed_from_u64(sender.config.seed);
     let mut tasks = tokio::task::JoinSet::new();
     let mut due = Instant::now();
@@ -529,7 +534,7 @@ async fn open_loop(sender: &Arc<Sender>, window: Window, interval: Duration) -> 
     }
     while tasks.join_next().await.is_some() {}
     let mut total = total.lock().unwrap_or_else(|p| p.into_inner());
-    std::mem::replace(&mut *total, Tally::new())
+    std::mem::replace(&mut *total, Answers::new())
 }
 
 #[cfg(test)]
