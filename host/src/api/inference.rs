@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, Query, Request as HttpRequest, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mme_oip::{self as binary, BinaryOutputs, EncodingError};
 use serde::Deserialize;
@@ -23,10 +23,19 @@ use crate::store::split_key;
 /// The `model` label of requests for models that are not loaded.
 const UNKNOWN_MODEL_LABEL: &str = "_unknown";
 
+// Header names are statics, not strings: a header map looks a string name
+// up by parsing it first, on every request.
+
 /// SageMaker's pass-through header for per-request attributes.
-pub const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";
+pub static CUSTOM_ATTRIBUTES: HeaderName =
+    HeaderName::from_static("x-amzn-sagemaker-custom-attributes");
 /// The model a SageMaker multi-model endpoint invocation is for, and its older name.
-const TARGET_MODEL_HEADERS: [&str; 2] = ["x-amzn-sagemaker-target-model", "x-amzn-target-model"];
+static TARGET_MODEL_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("x-amzn-sagemaker-target-model"),
+    HeaderName::from_static("x-amzn-target-model"),
+];
+/// Triton's `Inference-Header-Content-Length`.
+pub(super) static HEADER_LENGTH: HeaderName = HeaderName::from_static(binary::HEADER_LENGTH);
 /// The name of the single model of SageMaker's single-model mode.
 pub const SINGLE_MODEL: &str = "model";
 
@@ -42,8 +51,7 @@ pub struct InvocationQuery {
 pub async fn invocations(
     State(state): State<AppState>,
     query: Result<Query<InvocationQuery>, QueryRejection>,
-    headers: HeaderMap,
-    body: Body,
+    request: HttpRequest,
 ) -> Response {
     let named = match query {
         Ok(Query(query)) => query.model_name,
@@ -56,19 +64,19 @@ pub async fn invocations(
             .into_response();
         }
     };
-    let target = named.or_else(|| target_model(&headers).map(model_of_target));
+    let target = named.or_else(|| target_model(request.headers()).map(model_of_target));
     if let Some(Err(error)) = target.as_deref().map(plain) {
         return error.into_response();
     }
     match target {
-        Some(model) => answer(&state, &model, &headers, body, (Loading::OnDemand, Protocol::Plain)).await,
+        Some(model) => answer(&state, &model, request, (Loading::OnDemand, Protocol::Plain)).await,
         None if state.multi_model => ApiError::new(
             StatusCode::BAD_REQUEST,
             "ModelNotNamed",
             "this is a multi-model endpoint: name the model with ?model_name=NAME or the X-Amzn-SageMaker-Target-Model header",
         )
         .into_response(),
-        None => answer(&state, SINGLE_MODEL, &headers, body, (Loading::Single, Protocol::Plain)).await,
+        None => answer(&state, SINGLE_MODEL, request, (Loading::Single, Protocol::Plain)).await,
     }
 }
 
@@ -76,7 +84,7 @@ pub async fn invocations(
 pub(super) fn target_model(headers: &HeaderMap) -> Option<&str> {
     TARGET_MODEL_HEADERS
         .iter()
-        .find_map(|name| headers.get(*name))
+        .find_map(|name| headers.get(name))
         .and_then(|value| value.to_str().ok())
         .filter(|value| !value.is_empty())
 }
@@ -90,8 +98,7 @@ pub(super) fn model_of_target(target: &str) -> String {
 pub async fn predictions(
     State(state): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: HttpRequest,
 ) -> Response {
     if let Err(error) = plain(&model) {
         return error.into_response();
@@ -99,8 +106,7 @@ pub async fn predictions(
     answer(
         &state,
         &model,
-        &headers,
-        body,
+        request,
         (Loading::OnDemand, Protocol::Plain),
     )
     .await
@@ -110,8 +116,7 @@ pub async fn predictions(
 pub async fn predictions_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    request: HttpRequest,
 ) -> Response {
     let wanted = match versioned(&model, &version) {
         Ok(wanted) => wanted,
@@ -120,8 +125,7 @@ pub async fn predictions_version(
     answer(
         &state,
         &wanted,
-        &headers,
-        body,
+        request,
         (Loading::OnDemand, Protocol::Plain),
     )
     .await
@@ -149,8 +153,7 @@ pub(super) fn versioned(name: &str, version: &str) -> Result<String, ApiError> {
 pub async fn invoke(
     State(state): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: HttpRequest,
 ) -> Response {
     if let Err(error) = plain(&model) {
         return error.into_response();
@@ -158,8 +161,7 @@ pub async fn invoke(
     answer(
         &state,
         &model,
-        &headers,
-        body,
+        request,
         (Loading::LoadedOnly, Protocol::Plain),
     )
     .await
@@ -188,15 +190,19 @@ pub(super) enum Loading {
     Single,
 }
 
-/// Runs one request and counts it by model and status.
+/// Runs one request and counts it by model and status. It takes the whole
+/// request, not axum's `HeaderMap` extractor, which copies every header.
 pub(super) async fn answer(
     state: &AppState,
     model: &str,
-    headers: &HeaderMap,
-    body: Body,
+    request: HttpRequest,
     (loading, protocol): (Loading, Protocol),
 ) -> Response {
-    if let Some(target) = target_model(headers) {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    if tracing::enabled!(tracing::Level::DEBUG)
+        && let Some(target) = target_model(headers)
+    {
         tracing::debug!(model, target, "target model");
     }
     let served = predict(state, model, headers, body, (loading, protocol)).await;
@@ -278,7 +284,7 @@ pub(super) async fn predict(
         Ok(body) => body,
         Err(error) => return (None, Err(error)),
     };
-    let encoding = header_text(headers, header::CONTENT_ENCODING.as_str());
+    let encoding = header_text(headers, header::CONTENT_ENCODING);
     let body = match binary::decompress(body, &encoding, state.max_request_bytes) {
         Ok(body) => body,
         Err(error) => return (None, Err(encoding_error(error))),
@@ -310,7 +316,7 @@ async fn predict_read(
     // for it; its tensors become JSON only for a model that cannot read them.
     let (mut body, framed) = if protocol == Protocol::OpenInference {
         let length = headers
-            .get(binary::HEADER_LENGTH)
+            .get(&HEADER_LENGTH)
             .map(|value| value.to_str().unwrap_or("(not text)"));
         match binary::read_request_for(body, length, reader) {
             Ok(framed) => (Vec::new(), Some(framed)),
@@ -339,7 +345,7 @@ async fn predict_read(
         }
     };
     let mut content_type = match protocol {
-        Protocol::Plain => header_text(headers, header::CONTENT_TYPE.as_str()),
+        Protocol::Plain => header_text(headers, header::CONTENT_TYPE),
         Protocol::OpenInference => OIP_JSON.to_string(),
         Protocol::Metadata => METADATA_CONTENT_TYPE.to_string(),
     };
@@ -373,9 +379,9 @@ async fn predict_read(
     }
     let request = Request {
         content_type,
-        accept: header_text(headers, header::ACCEPT.as_str()),
+        accept: header_text(headers, header::ACCEPT),
         body,
-        attributes: header_text(headers, CUSTOM_ATTRIBUTES),
+        attributes: header_text(headers, &CUSTOM_ATTRIBUTES),
     };
     let (served_by, result) = state.registry.run(loaded, request, &reload).await;
     let response = result.map_err(ApiError::from).and_then(|mut response| {
@@ -391,7 +397,7 @@ async fn predict_read(
         let mut http = http_response(response);
         if let Some(length) = header_length {
             let headers = http.headers_mut();
-            headers.insert(binary::HEADER_LENGTH, HeaderValue::from(length));
+            headers.insert(HEADER_LENGTH.clone(), HeaderValue::from(length));
             headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
@@ -508,7 +514,7 @@ fn http_response(response: crate::runtime::Response) -> Response {
     if !response.attributes.is_empty() {
         match HeaderValue::from_str(&response.attributes) {
             Ok(value) => {
-                http.headers_mut().insert(CUSTOM_ATTRIBUTES, value);
+                http.headers_mut().insert(CUSTOM_ATTRIBUTES.clone(), value);
             }
             Err(_) => tracing::warn!(
                 "the model's custom attributes are not a valid header value; dropped"
@@ -542,7 +548,7 @@ pub async fn read_body(
     })
 }
 
-fn header_text(headers: &HeaderMap, name: &str) -> String {
+fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) -> String {
     headers
         .get(name)
         .and_then(|value| value.to_str().ok())

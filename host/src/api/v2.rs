@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request as HttpRequest, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -165,34 +165,31 @@ fn ready_of(model: &LoadedModel) -> Value {
 pub async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: HttpRequest,
 ) -> Response {
     if let Err(error) = plain(&name) {
         return error.into_open_inference_response();
     }
-    infer_model(state, name, headers, body).await
+    infer_model(state, name, request).await
 }
 
 /// `POST /v2/models/{name}/versions/{version}/infer`: one version.
 pub async fn infer_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    request: HttpRequest,
 ) -> Response {
     match versioned(&name, &version) {
-        Ok(wanted) => infer_model(state, wanted, headers, body).await,
+        Ok(wanted) => infer_model(state, wanted, request).await,
         Err(error) => error.into_open_inference_response(),
     }
 }
 
-async fn infer_model(state: AppState, name: String, headers: HeaderMap, body: Body) -> Response {
+async fn infer_model(state: AppState, name: String, request: HttpRequest) -> Response {
     answer(
         &state,
         &name,
-        &headers,
-        body,
+        request,
         (Loading::OnDemand, Protocol::OpenInference),
     )
     .await

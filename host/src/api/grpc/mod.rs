@@ -13,8 +13,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use super::auth::{Missing, Verdict, admit, bearer_token};
-use super::inference::answer_read;
 use super::inference::versioned;
+use super::inference::{HEADER_LENGTH, answer_read};
 use super::repository::{entries, load_model, unload_model};
 use super::tenancy::{Action, Caller};
 use super::v2::metadata;
@@ -241,13 +241,13 @@ impl GrpcInferenceService for InferenceService {
         let (body, header_length) =
             tensors::framed_request(request).map_err(status_of_conversion)?;
         let mut headers = HeaderMap::new();
-        headers.insert(mme_oip::HEADER_LENGTH, HeaderValue::from(header_length));
+        headers.insert(HEADER_LENGTH.clone(), HeaderValue::from(header_length));
         let answer = answer_read(&self.state, &wanted, &headers, body)
             .await
             .map_err(status_of)?;
         let header_length = answer
             .headers()
-            .get(mme_oip::HEADER_LENGTH)
+            .get(&HEADER_LENGTH)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse().ok());
         let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
