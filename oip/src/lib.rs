@@ -32,13 +32,21 @@ use thiserror::Error;
 /// The request and response header that gives the JSON header's length.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
+/// The text of [`OIP_BINARY`], for the constants built from it: `concat!`
+/// takes literals only.
+macro_rules! oip_binary {
+    () => {
+        "application/vnd.oip.v2+octet-stream"
+    };
+}
+
 /// The content type under which a v2 request or answer framed as Triton's
 /// binary tensors crosses into and out of the sandbox, with a
 /// `header-length` parameter: the JSON header, then the tensors' bytes.
 /// Only a guest that reads binary tensors itself (the built-in ONNX engine,
 /// or one with the [`READS_BINARY_TENSORS_SECTION`]) gets or gives it (see
 /// `wit/model.wit`).
-pub const OIP_BINARY: &str = "application/vnd.oip.v2+octet-stream";
+pub const OIP_BINARY: &str = oip_binary!();
 
 /// The custom section by which a component says that it reads and writes
 /// [`OIP_BINARY`] bodies: one byte, 1. The guest SDK writes it for a model
@@ -60,7 +68,7 @@ pub fn framed_content_type(header_length: usize) -> String {
 
 /// [`OIP_BINARY`] with its `header-length` parameter, as
 /// [`framed_content_type`] writes it, up to the length's digits.
-const FRAMED_PREFIX: &str = "application/vnd.oip.v2+octet-stream; header-length=";
+const FRAMED_PREFIX: &str = concat!(oip_binary!(), "; header-length=");
 
 /// The JSON header's length of a body of [`OIP_BINARY`]; `None` for any
 /// other content type, or one without a valid `header-length`.
