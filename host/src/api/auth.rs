@@ -5,7 +5,8 @@
 
 use std::borrow::Cow;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -119,11 +120,32 @@ pub(super) enum Verdict {
 }
 
 /// The layer: identifies the caller, refuses what it may not do, and hands
-/// the handler a [`Caller`].
+/// the handler a [`Caller`]. A server without tenants has no such layer
+/// (its cost on every request was the layer's own): anyone may do anything.
+/// A handler's caller: the one the layer identified, or anyone on a server
+/// without tenants. A server with tenants whose layer did not run for the
+/// route fails the call rather than let it through unidentified.
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        if state.tenancy.is_none() {
+            return Ok(Caller::Anyone);
+        }
+        Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal",
+            "the caller of this route was not identified",
+        ))
+    }
+}
+
 pub(super) async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let mut request = request;
     if state.tenancy.is_none() {
-        request.extensions_mut().insert(Caller::Anyone);
         return next.run(request).await;
     }
     // A clone shares the router's text: no copy per call.

@@ -9,7 +9,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -61,7 +61,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 /// to serve (202 at once for DJL's `synchronous=false`).
 pub async fn register(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     query: Result<Query<RegisterQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
@@ -279,7 +279,7 @@ fn entry(model: &LoadedModel) -> ModelEntry {
 /// `GET /models`: the loaded models, sorted by name, a page at a time.
 pub async fn list(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(page) = page.map_err(|e| {

@@ -73,7 +73,7 @@ pub struct Shared {
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/ping", get(health::ping))
         .route("/metrics", get(health::metrics))
         .route("/predictions/{model}", post(inference::predictions))
@@ -119,11 +119,17 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v2/models/{model}/versions/{version}/infer",
             post(v2::infer_version),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
+        );
+    // Without tenants the auth layer has nothing to decide: not adding it
+    // spares every request its boxed future and service.
+    let routes = match state.tenancy {
+        Some(_) => routes.route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::layer,
-        ))
+        )),
+        None => routes,
+    };
+    routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::map_response_with_state(

@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -22,11 +22,7 @@ const MAX_INDEX: usize = 100_000;
 /// `POST /v2/repository/index`: the store's models, each with its state
 /// (`READY`, `LOADING`, `UNAVAILABLE` with the reason); with
 /// `{"ready": true}`, only the loaded ones.
-pub async fn index(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    body: Body,
-) -> Response {
+pub async fn index(State(state): State<AppState>, caller: Caller, body: Body) -> Response {
     match index_entries(&state, &caller, body).await {
         Ok(entries) => Json(Value::Array(entries)).into_response(),
         Err(error) => error.into_open_inference_response(),
