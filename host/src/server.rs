@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::api::tenancy::{AllowedUrls, Tenancy};
 use crate::api::{self, AppState, Drain, SINGLE_MODEL, Shared};
@@ -168,7 +169,13 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     };
     let connections = http1_builder(&config);
     let drain = state.drain.clone();
-    let app = api::router(state);
+    let app = {
+        let drain = drain.clone();
+        ServiceExt::<hyper::Request<hyper::body::Incoming>>::map_response(
+            api::router(state),
+            move |response| api::close_when_draining(&drain, response),
+        )
+    };
     let graceful = GracefulShutdown::new();
     // Told to stop, the server drains: it still accepts and serves for
     // `--drain-delay`, reporting not ready, then the listener closes.

@@ -33,12 +33,10 @@ impl Drain {
 /// While the server drains, every answer closes its connection: a proxy's
 /// next request opens a new one, which finds the listener closed once the
 /// drain ends and goes to the next replica, instead of meeting a kept-alive
-/// connection that closes under it.
-pub async fn close_when_draining(
-    State(state): State<AppState>,
-    mut response: Response,
-) -> Response {
-    if state.drain.is_draining() {
+/// connection that closes under it. Applied to each connection's service,
+/// not as a router layer, which would box a clone of every route per request.
+pub fn close_when_draining(drain: &Drain, mut response: Response) -> Response {
+    if drain.is_draining() {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 
 pub use error::ApiError;
 pub use grpc::serve as serve_grpc;
-pub use health::Drain;
+pub use health::{Drain, close_when_draining};
 pub use inference::SINGLE_MODEL;
 
 use crate::metrics::Metrics;
@@ -132,10 +132,6 @@ pub fn router(state: AppState) -> Router {
     routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(axum::middleware::map_response_with_state(
-            state.clone(),
-            health::close_when_draining,
-        ))
         .with_state(state)
 }
 
