@@ -307,7 +307,7 @@ impl Backend for WasmBackend {
             return Err((worker, input));
         }
         let name = self.name.clone();
-        Ok(Box::pin(Ambient(Box::pin(async move {
+        Ok(Box::pin(Ambient::new(async move {
             let mut worker = worker;
             let batch = std::slice::from_ref(&input);
             match worker.instance.predict_async(batch, time_left).await {
@@ -320,7 +320,7 @@ impl Backend for WasmBackend {
                 }
                 Err(error) => (None, Err(discarded(&name, error))),
             }
-        }))))
+        })))
     }
 }
 

@@ -79,19 +79,32 @@ pub(super) fn block_on<F: Future>(call: F) -> F::Output {
     wasmtime_wasi::runtime::in_tokio(call)
 }
 
-/// A guest call that may move between threads and executors: each poll
-/// runs inside a Tokio runtime (the caller's, else WASI's), where the
-/// call's WASI timers are made.
-pub struct Ambient<F>(pub std::pin::Pin<Box<F>>);
+pin_project_lite::pin_project! {
+    /// A guest call that may move between threads and executors: each poll
+    /// runs inside a Tokio runtime (the caller's, else WASI's), where the
+    /// call's WASI timers are made. The call is pinned in place, so that
+    /// the one box its owner puts it in is the only allocation.
+    pub struct Ambient<F> {
+        #[pin]
+        call: F,
+    }
+}
+
+impl<F> Ambient<F> {
+    /// `call`, polled inside a Tokio runtime.
+    pub fn new(call: F) -> Self {
+        Ambient { call }
+    }
+}
 
 impl<F: Future> Future for Ambient<F> {
     type Output = F::Output;
 
     fn poll(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         context: &mut std::task::Context<'_>,
     ) -> std::task::Poll<F::Output> {
-        let call = self.0.as_mut();
+        let call = self.project().call;
         wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| call.poll(context))
     }
 }
