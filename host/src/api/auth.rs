@@ -119,9 +119,6 @@ pub(super) enum Verdict {
     NothingToDo,
 }
 
-/// The layer: identifies the caller, refuses what it may not do, and hands
-/// the handler a [`Caller`]. A server without tenants has no such layer
-/// (its cost on every request was the layer's own): anyone may do anything.
 /// A handler's caller: the one the layer identified, or anyone on a server
 /// without tenants. A server with tenants whose layer did not run for the
 /// route fails the call rather than let it through unidentified.
@@ -143,6 +140,10 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The layer: identifies the caller, refuses what it may not do, and hands
+/// the handler a [`Caller`]. A server without tenants has no such layer:
+/// anyone may do anything there, and the layer would cost every request a
+/// boxed future and a boxed service.
 pub(super) async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let mut request = request;
     if state.tenancy.is_none() {
