@@ -90,47 +90,53 @@ pub async fn in_rounds(
     patterns: &[BenchConfig],
     rounds: usize,
 ) -> Result<(BenchReport, Vec<Compared>), BenchError> {
-    if rounds == 0 {
-        return Err(BenchError::Config("--rounds must be at least 1".into()));
-    }
-    let mut base_total: Option<BenchReport> = None;
-    let mut compared: Vec<Option<Compared>> = patterns.iter().map(|_| None).collect();
+    let turn_of = |config: &BenchConfig, round: usize| {
+        let mut config = config.clone();
+        if round > 0 {
+            config.warmup = config.warmup.min(config.duration / 4);
+        }
+        config
+    };
+    // Each round's baseline, and each pattern's turns with that round's ratios.
+    let mut base_turns = Vec::with_capacity(rounds);
+    let mut turns: Vec<Vec<(BenchReport, f64, f64)>> =
+        patterns.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
-        let turn_of = |config: &BenchConfig| {
-            let mut config = config.clone();
-            if round > 0 {
-                config.warmup = config.warmup.min(config.duration / 4);
-            }
-            config
-        };
-        let base = run(&turn_of(baseline)).await?;
-        let (base_throughput, base_p99) = (base.throughput(), base.percentile_ms(0.99));
-        for (config, slot) in patterns.iter().zip(&mut compared) {
-            let turn = run(&turn_of(config)).await?;
-            let throughput_ratio = turn.throughput() / base_throughput.max(f64::EPSILON);
-            let p99_ratio = turn.percentile_ms(0.99) / base_p99.max(f64::EPSILON);
-            match slot {
-                None => {
-                    *slot = Some(Compared {
-                        report: turn,
-                        throughput_ratios: vec![throughput_ratio],
-                        p99_ratios: vec![p99_ratio],
-                    })
-                }
-                Some(so_far) => {
-                    so_far.report.absorb(turn);
-                    so_far.throughput_ratios.push(throughput_ratio);
-                    so_far.p99_ratios.push(p99_ratio);
-                }
-            }
+        let base = run(&turn_of(baseline, round)).await?;
+        for (config, its_turns) in patterns.iter().zip(&mut turns) {
+            let turn = run(&turn_of(config, round)).await?;
+            let throughput_ratio = turn.throughput() / base.throughput().max(f64::EPSILON);
+            let p99_ratio = turn.percentile_ms(0.99) / base.percentile_ms(0.99).max(f64::EPSILON);
+            its_turns.push((turn, throughput_ratio, p99_ratio));
         }
-        match &mut base_total {
-            None => base_total = Some(base),
-            Some(total) => total.absorb(base),
-        }
+        base_turns.push(base);
     }
-    let base_total = base_total.ok_or_else(|| BenchError::Config("no round ran".into()))?;
-    Ok((base_total, compared.into_iter().flatten().collect()))
+    let no_round = || BenchError::Config("--rounds must be at least 1".into());
+    let base = together(base_turns).ok_or_else(no_round)?;
+    let compared = turns
+        .into_iter()
+        .map(|its_turns| {
+            let (reports, (throughput_ratios, p99_ratios)): (Vec<_>, (Vec<_>, Vec<_>)) = its_turns
+                .into_iter()
+                .map(|(report, throughput, p99)| (report, (throughput, p99)))
+                .unzip();
+            let report = together(reports).ok_or_else(no_round)?;
+            Ok(Compared {
+                report,
+                throughput_ratios,
+                p99_ratios,
+            })
+        })
+        .collect::<Result<_, BenchError>>()?;
+    Ok((base, compared))
+}
+
+/// Turns of one pattern as one report; `None` for no turn.
+fn together(turns: Vec<BenchReport>) -> Option<BenchReport> {
+    turns.into_iter().reduce(|mut total, turn| {
+        total.absorb(turn);
+        total
+    })
 }
 
 /// The middle value; the mean of the two middle ones for an even count.
