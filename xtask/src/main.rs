@@ -155,9 +155,35 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The guests' target, which `rust-toolchain.toml` names; rustup does not
+/// install it from the file where `RUSTUP_AUTO_INSTALL=0`, so it is added
+/// here when rustup says it is missing. Without rustup the build itself
+/// says what is wrong.
+fn ensure_wasm_target(root: &Path) -> anyhow::Result<()> {
+    const TARGET: &str = "wasm32-wasip2";
+    let Ok(listed) = Command::new("rustup")
+        .current_dir(root)
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
+        return Ok(());
+    };
+    if !listed.status.success()
+        || String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .any(|t| t.trim() == TARGET)
+    {
+        return Ok(());
+    }
+    run(Command::new("rustup")
+        .current_dir(root)
+        .args(["target", "add", TARGET]))
+}
+
 /// Builds the `mme` binary (release) and the built-in ONNX engine, which
 /// goes beside it as `mme-onnx.wasm`, where the server looks for it.
 fn build_host(root: &Path) -> anyhow::Result<PathBuf> {
+    ensure_wasm_target(root)?;
     run(cargo(root).args([
         "build",
         "--release",
