@@ -155,12 +155,14 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The target every guest and the ONNX engine are built for.
+const WASM_TARGET: &str = "wasm32-wasip2";
+
 /// The guests' target, which `rust-toolchain.toml` names; rustup does not
 /// install it from the file where `RUSTUP_AUTO_INSTALL=0`, so it is added
 /// here when rustup says it is missing. Without rustup the build itself
 /// says what is wrong.
 fn ensure_wasm_target(root: &Path) -> anyhow::Result<()> {
-    const TARGET: &str = "wasm32-wasip2";
     let Ok(listed) = Command::new("rustup")
         .current_dir(root)
         .args(["target", "list", "--installed"])
@@ -171,13 +173,13 @@ fn ensure_wasm_target(root: &Path) -> anyhow::Result<()> {
     if !listed.status.success()
         || String::from_utf8_lossy(&listed.stdout)
             .lines()
-            .any(|t| t.trim() == TARGET)
+            .any(|t| t.trim() == WASM_TARGET)
     {
         return Ok(());
     }
     run(Command::new("rustup")
         .current_dir(root)
-        .args(["target", "add", TARGET]))
+        .args(["target", "add", WASM_TARGET]))
 }
 
 /// Builds the `mme` binary (release) and the built-in ONNX engine, which
@@ -197,12 +199,15 @@ fn build_host(root: &Path) -> anyhow::Result<PathBuf> {
         "--profile",
         "guest",
         "--target",
-        "wasm32-wasip2",
+        WASM_TARGET,
         "--package",
         "mme-onnx",
         "--lib",
     ]))?;
-    let engine = root.join("target/wasm32-wasip2/guest/mme_onnx.wasm");
+    let engine = root
+        .join("target")
+        .join(WASM_TARGET)
+        .join("guest/mme_onnx.wasm");
     let beside = root.join("target/release/mme-onnx.wasm");
     std::fs::copy(&engine, &beside)
         .with_context(|| format!("cannot copy {} to {}", engine.display(), beside.display()))?;
@@ -238,7 +243,7 @@ fn package_guests(root: &Path, guests: &[Example], out: &Path) -> anyhow::Result
         "--profile",
         "guest",
         "--target",
-        "wasm32-wasip2",
+        WASM_TARGET,
         "--lib",
     ]);
     for example in guests {
@@ -247,7 +252,9 @@ fn package_guests(root: &Path, guests: &[Example], out: &Path) -> anyhow::Result
     run(&mut build)?;
     for example in guests {
         let wasm = root
-            .join("target/wasm32-wasip2/guest")
+            .join("target")
+            .join(WASM_TARGET)
+            .join("guest")
             .join(format!("{}.wasm", example.crate_file));
         let artifacts_dir = root.join("target/example-artifacts").join(example.name);
         let _ = std::fs::remove_dir_all(&artifacts_dir);
